@@ -1,0 +1,1 @@
+//! rakis-core (being written)
