@@ -193,16 +193,41 @@ pub fn result_digest(request_id: &RequestId, output_hash: &Hash32, joint_hash: &
         .finish()
 }
 
+/// Canonical order of submissions: node, inference id, commitment, embedding model, then the
+/// re-embedding (present before missing, then by dimension and words).
+fn submission_key<'a>(
+    s: &'a Submission,
+    commitment: &Commitment,
+) -> (
+    NodeId,
+    InferenceId,
+    Commitment,
+    &'a str,
+    bool,
+    Option<(u32, &'a [u64])>,
+) {
+    (
+        s.reveal.node,
+        s.reveal.inference_id,
+        *commitment,
+        &s.reveal.embedding_model,
+        s.reembedding.is_none(),
+        s.reembedding.as_ref().map(|e| (e.dim(), e.words())),
+    )
+}
+
 /// Verifies every reveal against the commits and clusters the verified ones.
 ///
 /// `commits` may hold several commits per node (all are kept to detect equivocation) and
-/// commits of other requests (ignored). The computation does not depend on the order of
-/// `commits` or `submissions`.
+/// commits of other requests (ignored). Identical reveals count once; when one reveal comes
+/// with several different re-embeddings, a present one is used before a missing one, then the
+/// lowest by dimension and words. The computation does not depend on the order of `commits`
+/// or `submissions`.
 ///
 /// Checks, per reveal, in this order (first failure is the reason):
 /// request id → a commit exists → the node did not equivocate → its inference id is unique
-/// among committers → a single reveal per node → the embedding model → the commitment opens →
-/// the re-embedding (missing = [`RejectReason::EmbeddingBeyondTolerance`] with distance
+/// among committers → it is the committed inference id → the embedding model → the commitment
+/// opens → a single reveal per node for this request → the re-embedding (missing = [`RejectReason::EmbeddingBeyondTolerance`] with distance
 /// `u32::MAX`) → the dimension matches the other verified reveals (first reveal by
 /// commitment order fixes it).
 ///
@@ -231,25 +256,27 @@ pub fn evaluate(
         }
     }
 
-    // Deduplicate identical submissions and order them canonically.
+    // Deduplicate identical submissions and order them canonically. The key orders reveals
+    // completely (the embedding model is not in the commitment), so that copies of one reveal
+    // are adjacent whatever lies between them in the input; of copies with different
+    // re-embeddings, the one kept is chosen by `submission_key`, not by input order.
     let mut subs: Vec<(&Submission, Commitment)> = submissions
         .iter()
         .map(|s| (s, s.reveal.commitment()))
         .collect();
-    subs.sort_by(|a, b| {
-        (a.0.reveal.node, a.0.reveal.inference_id, a.1).cmp(&(
-            b.0.reveal.node,
-            b.0.reveal.inference_id,
-            b.1,
-        ))
-    });
+    subs.sort_by(|a, b| submission_key(a.0, &a.1).cmp(&submission_key(b.0, &b.1)));
     subs.dedup_by(|a, b| a.0.reveal == b.0.reveal);
     let submitted = subs.len() as u32;
 
     let mut rejected = Vec::new();
     let mut verified: Vec<(Commitment, &Submission)> = Vec::new();
+    // Distinct reveals per node for this request (reveals of other requests are rejected
+    // below and do not count as a second reveal).
     let mut revealed_nodes: BTreeMap<NodeId, usize> = BTreeMap::new();
-    for (s, _) in &subs {
+    for (s, _) in subs
+        .iter()
+        .filter(|(s, _)| s.reveal.request_id == *request_id)
+    {
         *revealed_nodes.entry(s.reveal.node).or_default() += 1;
     }
     for (s, opened) in &subs {

@@ -1,0 +1,1161 @@
+//! The coordination state machine. No I/O, no clock, no async: it takes [`Input`]s with the
+//! current time and returns [`Action`]s for the driver to execute.
+//!
+//! Per request: `Open → Committing → Revealing → Verifying → Completed | Failed(reason)`.
+//!
+//! Timing rules (all against the receiving node's clock):
+//! * commits are accepted while `now <= deadline` (`deadline = created_at + max_time_ms`);
+//! * at `deadline + 1` the quorum closes: with at least `quorum` distinct committers it moves to
+//!   `Revealing` and committers reveal, otherwise it fails with
+//!   [`QuorumFailure::QuorumNotReached`] and nobody reveals;
+//! * reveals are accepted while `deadline < now <= deadline + reveal_window_ms`;
+//! * consensus is computed when every committer has revealed and every re-embedding is done, or
+//!   when the reveal window closes (then after pending re-embeddings, at most
+//!   `verify_grace_ms` later).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rand::{Rng, RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::error::{EmbedError, EngineError};
+use crate::events::NodeEvent;
+use crate::identity::{eth_signed_message_hash, NodeKey};
+use crate::protocol::{
+    CommitMsg, ConsensusResultMsg, InferenceRequest, Message, Origin, PeerStatus, RevealMsg,
+};
+use crate::store::{OwnOutput, QuorumRecord, StoreOp};
+use crate::traits::{Generation, GenerationJob};
+use crate::{
+    evaluate, BinaryEmbedding, Commit, ConsensusOutcome, ConsensusParams, Decision,
+    FailureReason, Hash32, InferenceId, NodeId, Rejection, RejectReason, RequestId, Reveal, Salt,
+    Submission,
+};
+
+/// Default length of the reveal window after the deadline.
+pub const DEFAULT_REVEAL_WINDOW_MS: u64 = 5_000;
+/// Default time allowed for re-embeddings after the reveal window closes.
+pub const DEFAULT_VERIFY_GRACE_MS: u64 = 60_000;
+
+/// Static configuration of a coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CoordinatorConfig {
+    /// Models this node generates with.
+    pub served_models: Vec<String>,
+    /// Generation workers.
+    pub workers: usize,
+    /// The embedding model, when the node embeds (needed to commit and to verify).
+    pub embedding_model: Option<String>,
+    /// Reveal window after the deadline.
+    pub reveal_window_ms: u64,
+    /// Time allowed for re-embeddings after the reveal window.
+    pub verify_grace_ms: u64,
+    /// Expected generation time before any was measured; requests whose deadline is nearer
+    /// than the current estimate are skipped.
+    pub initial_generation_estimate_ms: u64,
+    /// Re-embedding tolerance override in bits (default: scaled 8 per 384 bits).
+    pub reembed_tolerance_bits: Option<u32>,
+    /// Most requests tracked at once; further requests are refused.
+    pub max_open_requests: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            served_models: Vec::new(),
+            workers: 1,
+            embedding_model: None,
+            reveal_window_ms: DEFAULT_REVEAL_WINDOW_MS,
+            verify_grace_ms: DEFAULT_VERIFY_GRACE_MS,
+            initial_generation_estimate_ms: 0,
+            reembed_tolerance_bits: None,
+            max_open_requests: 10_000,
+        }
+    }
+}
+
+/// Why a quorum failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum QuorumFailure {
+    /// Too few commits before the deadline.
+    #[error("quorum not reached: {committed} of {needed} commits")]
+    QuorumNotReached {
+        /// Distinct committers.
+        committed: u32,
+        /// Quorum needed.
+        needed: u32,
+    },
+    /// Consensus found no large enough agreement.
+    #[error("consensus failed: {0}")]
+    Consensus(FailureReason),
+    /// The consensus inputs were invalid.
+    #[error("invalid consensus input: {0}")]
+    Invalid(String),
+}
+
+/// Lifecycle phase of one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Known, no commit yet.
+    Open,
+    /// Commits arriving, before the deadline.
+    Committing,
+    /// After the deadline with a quorum: reveals arriving.
+    Revealing,
+    /// Reveal window closed: waiting for re-embeddings or results.
+    Verifying,
+    /// Consensus reached.
+    Completed,
+    /// Failed.
+    Failed(QuorumFailure),
+}
+
+/// What an embedding was for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EmbedPurpose {
+    /// This node's own output.
+    Own,
+    /// Re-embedding another node's revealed output.
+    Reembed {
+        /// The revealer.
+        node: NodeId,
+        /// The commitment the reveal opened.
+        commitment: crate::Commitment,
+    },
+}
+
+/// An input to the state machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A request submitted locally or read from a chain (the node broadcasts it).
+    LocalRequest(InferenceRequest),
+    /// A verified message from `from` (the envelope's signer).
+    Message {
+        /// The signer of the envelope.
+        from: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// A generation job finished.
+    Generated {
+        /// The request.
+        request_id: RequestId,
+        /// The result.
+        result: Result<Generation, EngineError>,
+    },
+    /// An embedding job finished.
+    Embedded {
+        /// The request.
+        request_id: RequestId,
+        /// What for.
+        purpose: EmbedPurpose,
+        /// The result.
+        result: Result<BinaryEmbedding, EmbedError>,
+    },
+    /// The own output was durably stored (answer to [`Action::PersistOwnOutput`]).
+    OwnOutputPersisted {
+        /// The request.
+        request_id: RequestId,
+        /// `Err` with the store's error when it failed: the node then does not commit.
+        result: Result<(), String>,
+    },
+    /// Time passed (the driver calls this at [`Coordinator::next_wakeup`]).
+    Tick,
+}
+
+/// An effect for the driver to execute, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Sign and broadcast a message.
+    Broadcast(Message),
+    /// Run a generation job; answer with [`Input::Generated`].
+    Generate(GenerationJob),
+    /// Embed a text; answer with [`Input::Embedded`].
+    Embed {
+        /// The request.
+        request_id: RequestId,
+        /// What for.
+        purpose: EmbedPurpose,
+        /// The text.
+        text: String,
+    },
+    /// Durably store a write.
+    Persist(StoreOp),
+    /// Durably store the own output, then answer with [`Input::OwnOutputPersisted`]. The
+    /// commit is broadcast only after that answer.
+    PersistOwnOutput(OwnOutput),
+    /// Emit an event to the host.
+    Emit(NodeEvent),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum OwnState {
+    /// Not answering (no model served, or not an embedder).
+    NotAnswering,
+    Queued,
+    Generating,
+    Embedding { generation: Generation },
+    Persisting(OwnOutput),
+    Committed(OwnOutput),
+    Skipped,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Reembedding {
+    Pending,
+    Done(Option<BinaryEmbedding>),
+}
+
+#[derive(Clone, Debug)]
+struct Quorum {
+    request: InferenceRequest,
+    id: RequestId,
+    deadline: u64,
+    reveal_deadline: u64,
+    phase: Phase,
+    /// Distinct commits per node (at most two kept: enough to prove equivocation).
+    commits: BTreeMap<NodeId, Vec<CommitMsg>>,
+    /// Distinct reveals per node (at most two kept).
+    reveals: BTreeMap<NodeId, Vec<RevealMsg>>,
+    /// Re-embeddings keyed by (node, opened commitment).
+    reembeddings: BTreeMap<(NodeId, crate::Commitment), Reembedding>,
+    /// Rejections already announced.
+    announced: BTreeSet<(NodeId, InferenceId)>,
+    own: OwnState,
+    outcome: Option<Arc<ConsensusOutcome>>,
+    signed: Option<ConsensusResultMsg>,
+    peer_results: BTreeMap<NodeId, Hash32>,
+}
+
+impl Quorum {
+    fn committed(&self) -> u32 {
+        self.commits.len() as u32
+    }
+}
+
+/// A snapshot of one request's state, for hosts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuorumStatus {
+    /// The request id.
+    pub request_id: RequestId,
+    /// The phase.
+    pub phase: Phase,
+    /// Commit deadline.
+    pub deadline_ms: u64,
+    /// End of the reveal window.
+    pub reveal_deadline_ms: u64,
+    /// Distinct committers.
+    pub committed: u32,
+    /// Nodes that revealed.
+    pub revealed: u32,
+    /// Whether this node committed.
+    pub own_committed: bool,
+    /// The outcome, once computed.
+    pub outcome: Option<Arc<ConsensusOutcome>>,
+    /// Results announced by other nodes: signer → result digest.
+    pub peer_results: BTreeMap<NodeId, Hash32>,
+}
+
+/// A peer's last announced status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    /// What it serves.
+    pub status: PeerStatus,
+    /// When this node heard it (ms since epoch).
+    pub last_seen_ms: u64,
+}
+
+/// The coordination state machine of one node.
+pub struct Coordinator {
+    key: NodeKey,
+    node: NodeId,
+    config: CoordinatorConfig,
+    rng: rand::rngs::StdRng,
+    quorums: BTreeMap<RequestId, Quorum>,
+    queue: BTreeSet<(u64, RequestId)>,
+    busy: usize,
+    generation_estimate_ms: u64,
+    peers: BTreeMap<NodeId, KnownPeer>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("node", &self.node)
+            .field("requests", &self.quorums.len())
+            .field("busy", &self.busy)
+            .finish()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator with randomness from the operating system.
+    pub fn new(key: NodeKey, config: CoordinatorConfig) -> Self {
+        Self::with_rng_seed(key, config, rand::rngs::OsRng.next_u64())
+    }
+
+    /// A coordinator whose salts, inference ids and sampling seeds come from `seed`
+    /// (deterministic simulations and tests).
+    pub fn with_rng_seed(key: NodeKey, config: CoordinatorConfig, seed: u64) -> Self {
+        Coordinator {
+            node: key.node_id(),
+            key,
+            generation_estimate_ms: config.initial_generation_estimate_ms,
+            config,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            quorums: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            busy: 0,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// The status this node announces to peers.
+    pub fn peer_status(&self) -> PeerStatus {
+        PeerStatus {
+            models: self.config.served_models.clone(),
+            embedding_model: self.config.embedding_model.clone(),
+            workers: self.config.workers as u32,
+            load: (self.busy + self.queue.len()) as u32,
+        }
+    }
+
+    /// Peers that announced their status.
+    pub fn peers(&self) -> &BTreeMap<NodeId, KnownPeer> {
+        &self.peers
+    }
+
+    /// The earliest time at which [`Input::Tick`] has something to do.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        self.quorums
+            .values()
+            .filter_map(|q| match q.phase {
+                Phase::Open | Phase::Committing => Some(q.deadline + 1),
+                Phase::Revealing => Some(q.reveal_deadline + 1),
+                Phase::Verifying => Some(q.reveal_deadline + 1 + self.config.verify_grace_ms),
+                Phase::Completed | Phase::Failed(_) => None,
+            })
+            .min()
+    }
+
+    /// Status of one request.
+    pub fn status(&self, id: &RequestId) -> Option<QuorumStatus> {
+        let q = self.quorums.get(id)?;
+        Some(QuorumStatus {
+            request_id: *id,
+            phase: q.phase.clone(),
+            deadline_ms: q.deadline,
+            reveal_deadline_ms: q.reveal_deadline,
+            committed: q.committed(),
+            revealed: q.reveals.len() as u32,
+            own_committed: matches!(q.own, OwnState::Committed(_)),
+            outcome: q.outcome.clone(),
+            peer_results: q.peer_results.clone(),
+        })
+    }
+
+    /// Ids of every tracked request.
+    pub fn request_ids(&self) -> Vec<RequestId> {
+        self.quorums.keys().copied().collect()
+    }
+
+    /// The request, if known.
+    pub fn request(&self, id: &RequestId) -> Option<&InferenceRequest> {
+        self.quorums.get(id).map(|q| &q.request)
+    }
+
+    /// The own signed result of a completed request.
+    pub fn signed_result(&self, id: &RequestId) -> Option<&ConsensusResultMsg> {
+        self.quorums.get(id)?.signed.as_ref()
+    }
+
+    /// Restores a request from the store after a restart. Own output, commits, reveals and a
+    /// stored outcome are reloaded; closed requests are not recomputed. Call [`Input::Tick`]
+    /// afterwards to re-arm timers against the clock.
+    pub fn restore(&mut self, record: QuorumRecord, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let request = record.request.clone();
+        let id = request.id();
+        if self.quorums.contains_key(&id) {
+            return actions;
+        }
+        let mut q = self.new_quorum(request);
+        q.own = match record.own {
+            Some(own) if record.commits.iter().any(|c| c.commit.commitment == own.commitment) => {
+                OwnState::Committed(own)
+            }
+            // Stored but never broadcast: it may still be committed before the deadline.
+            Some(own) => OwnState::Persisting(own),
+            None => OwnState::NotAnswering,
+        };
+        for c in record.commits {
+            let list = q.commits.entry(c.commit.node).or_default();
+            if !list.contains(&c) && list.len() < 2 {
+                list.push(c);
+            }
+        }
+        if !q.commits.is_empty() {
+            q.phase = Phase::Committing;
+        }
+        for r in record.reveals {
+            let list = q.reveals.entry(r.reveal.node).or_default();
+            if !list.contains(&r) && list.len() < 2 {
+                list.push(r);
+            }
+        }
+        if let Some(outcome) = record.outcome {
+            q.phase = match &outcome.decision {
+                Decision::Agreed { .. } => Phase::Completed,
+                Decision::Failed(r) => Phase::Failed(QuorumFailure::Consensus(r.clone())),
+            };
+            q.outcome = Some(Arc::new(outcome));
+            q.signed = record.signed;
+        } else if let Some(f) = record.failure {
+            q.phase = Phase::Failed(f);
+        }
+        for p in record.peer_results {
+            q.peer_results.insert(p.signer, p.result_digest);
+        }
+        let persisting = matches!(q.own, OwnState::Persisting(_));
+        self.quorums.insert(id, q);
+        if persisting {
+            actions.extend(self.on_own_persisted(now_ms, id, Ok(())));
+        }
+        actions
+    }
+
+    /// Feeds one input at time `now_ms` and returns the actions to execute, in order.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::LocalRequest(request) => {
+                if self.on_request(now_ms, request.clone(), None, &mut out) {
+                    out.insert(0, Action::Broadcast(Message::Request(request)));
+                }
+            }
+            Input::Message { from, message } => self.on_message(now_ms, from, message, &mut out),
+            Input::Generated { request_id, result } => {
+                self.on_generated(now_ms, request_id, result, &mut out)
+            }
+            Input::Embedded {
+                request_id,
+                purpose,
+                result,
+            } => self.on_embedded(now_ms, request_id, purpose, result, &mut out),
+            Input::OwnOutputPersisted { request_id, result } => {
+                out.extend(self.on_own_persisted(now_ms, request_id, result))
+            }
+            Input::Tick => self.on_tick(now_ms, &mut out),
+        }
+        self.schedule(now_ms, &mut out);
+        out
+    }
+
+    fn new_quorum(&self, request: InferenceRequest) -> Quorum {
+        let deadline = request.deadline_ms();
+        Quorum {
+            id: request.id(),
+            deadline,
+            reveal_deadline: deadline.saturating_add(self.config.reveal_window_ms),
+            request,
+            phase: Phase::Open,
+            commits: BTreeMap::new(),
+            reveals: BTreeMap::new(),
+            reembeddings: BTreeMap::new(),
+            announced: BTreeSet::new(),
+            own: OwnState::NotAnswering,
+            outcome: None,
+            signed: None,
+            peer_results: BTreeMap::new(),
+        }
+    }
+
+    /// The model this node would answer `request` with.
+    fn model_for(&self, request: &InferenceRequest) -> Option<String> {
+        if self.config.embedding_model.as_deref() != Some(request.frame.embedding_model.as_str()) {
+            return None;
+        }
+        request
+            .accepted_models
+            .iter()
+            .find(|m| self.config.served_models.contains(m))
+            .cloned()
+    }
+
+    /// Returns whether the request was new and valid.
+    fn on_request(
+        &mut self,
+        now: u64,
+        request: InferenceRequest,
+        from: Option<NodeId>,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let id = request.id();
+        if self.quorums.contains_key(&id) {
+            return false;
+        }
+        if let Err(e) = request.validate() {
+            warn!(request = %id.short(), error = %e, "dropping invalid request");
+            return false;
+        }
+        if let (Some(from), Origin::Peer) = (from, &request.origin) {
+            if request.requester != Some(from) {
+                warn!(request = %id.short(), "dropping peer request not signed by its requester");
+                return false;
+            }
+        }
+        if now > request.deadline_ms() {
+            debug!(request = %id.short(), "ignoring request past its deadline");
+            return false;
+        }
+        if self.quorums.len() >= self.config.max_open_requests {
+            warn!(request = %id.short(), "too many open requests; refusing");
+            return false;
+        }
+        let mut q = self.new_quorum(request.clone());
+        let answer = self.model_for(&request).is_some() && self.config.workers > 0;
+        if answer {
+            q.own = OwnState::Queued;
+            self.queue.insert((q.deadline, id));
+        }
+        info!(request = %id.short(), answer, deadline = q.deadline, "request received");
+        self.quorums.insert(id, q);
+        out.push(Action::Persist(StoreOp::Request(request)));
+        out.push(Action::Emit(NodeEvent::RequestReceived {
+            request_id: id,
+            will_answer: answer,
+        }));
+        true
+    }
+
+    fn schedule(&mut self, now: u64, out: &mut Vec<Action>) {
+        while self.busy < self.config.workers {
+            let Some((deadline, id)) = self.queue.pop_first() else {
+                break;
+            };
+            let Some(model) = self.quorums.get(&id).and_then(|q| self.model_for(&q.request))
+            else {
+                continue;
+            };
+            let q = self.quorums.get_mut(&id).expect("queued request is tracked");
+            if !matches!(q.phase, Phase::Open | Phase::Committing)
+                || now.saturating_add(self.generation_estimate_ms) > deadline
+            {
+                q.own = OwnState::Skipped;
+                out.push(Action::Emit(NodeEvent::AnswerSkipped {
+                    request_id: id,
+                    reason: format!(
+                        "cannot finish before the deadline (estimate {} ms, {} ms left)",
+                        self.generation_estimate_ms,
+                        deadline.saturating_sub(now)
+                    ),
+                }));
+                continue;
+            }
+            q.own = OwnState::Generating;
+            self.busy += 1;
+            let seed = self.rng.gen();
+            out.push(Action::Generate(GenerationJob::for_request(
+                &q.request, &model, seed,
+            )));
+        }
+    }
+
+    fn skip(q: &mut Quorum, reason: String, out: &mut Vec<Action>) {
+        q.own = OwnState::Skipped;
+        out.push(Action::Emit(NodeEvent::AnswerSkipped {
+            request_id: q.id,
+            reason,
+        }));
+    }
+
+    fn on_generated(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        result: Result<Generation, EngineError>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        if q.own != OwnState::Generating {
+            return;
+        }
+        self.busy = self.busy.saturating_sub(1);
+        match result {
+            Ok(g) => {
+                if g.tokens_per_sec > 0.0 {
+                    let took = (g.tokens as f32 / g.tokens_per_sec * 1000.0) as u64;
+                    self.generation_estimate_ms = (self.generation_estimate_ms * 3 + took) / 4;
+                }
+                out.push(Action::Emit(NodeEvent::Generated {
+                    request_id: id,
+                    tokens: g.tokens,
+                    tokens_per_sec: g.tokens_per_sec,
+                }));
+                if now > q.deadline {
+                    Self::skip(q, "generation finished after the deadline".into(), out);
+                    return;
+                }
+                out.push(Action::Embed {
+                    request_id: id,
+                    purpose: EmbedPurpose::Own,
+                    text: g.text.clone(),
+                });
+                q.own = OwnState::Embedding { generation: g };
+            }
+            Err(e) => Self::skip(q, format!("generation failed: {e}"), out),
+        }
+    }
+
+    fn on_embedded(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        purpose: EmbedPurpose,
+        result: Result<BinaryEmbedding, EmbedError>,
+        out: &mut Vec<Action>,
+    ) {
+        let embedding_model = self.config.embedding_model.clone().unwrap_or_default();
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        match purpose {
+            EmbedPurpose::Own => {
+                let OwnState::Embedding { generation } = &q.own else {
+                    return;
+                };
+                let embedding = match result {
+                    Ok(e) => e,
+                    Err(e) => return Self::skip(q, format!("embedding failed: {e}"), out),
+                };
+                if now > q.deadline {
+                    return Self::skip(q, "embedding finished after the deadline".into(), out);
+                }
+                let mut salt = [0u8; 32];
+                self.rng.fill_bytes(&mut salt);
+                let mut inference_id = [0u8; 32];
+                self.rng.fill_bytes(&mut inference_id);
+                let salt = Salt(salt);
+                let inference_id = InferenceId(inference_id);
+                let commitment = crate::commitment(
+                    &id,
+                    &self.node,
+                    &inference_id,
+                    &generation.text,
+                    &embedding,
+                    &salt,
+                );
+                let own = OwnOutput {
+                    request_id: id,
+                    inference_id,
+                    model: generation.model.clone(),
+                    output: generation.text.clone(),
+                    embedding,
+                    embedding_model,
+                    salt,
+                    commitment,
+                };
+                q.own = OwnState::Persisting(own.clone());
+                out.push(Action::PersistOwnOutput(own));
+            }
+            EmbedPurpose::Reembed { node, commitment } => {
+                if let Some(state) = q.reembeddings.get_mut(&(node, commitment)) {
+                    if *state == Reembedding::Pending {
+                        if let Err(e) = &result {
+                            warn!(request = %id.short(), node = %node.short(), error = %e, "re-embedding failed");
+                        }
+                        *state = Reembedding::Done(result.ok());
+                    }
+                }
+                self.try_finalize(id, false, out);
+            }
+        }
+    }
+
+    fn on_own_persisted(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        result: Result<(), String>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let node = self.node;
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return out;
+        };
+        let OwnState::Persisting(own) = &q.own else {
+            return out;
+        };
+        let own = own.clone();
+        if let Err(e) = result {
+            Self::skip(q, format!("could not store own output: {e}"), &mut out);
+            return out;
+        }
+        if now > q.deadline || !matches!(q.phase, Phase::Open | Phase::Committing) {
+            Self::skip(q, "own output stored after the deadline".into(), &mut out);
+            return out;
+        }
+        let msg = CommitMsg {
+            commit: Commit {
+                request_id: id,
+                node,
+                inference_id: own.inference_id,
+                commitment: own.commitment,
+            },
+            model: own.model.clone(),
+        };
+        q.commits.entry(node).or_default().push(msg.clone());
+        q.phase = Phase::Committing;
+        q.own = OwnState::Committed(own.clone());
+        info!(request = %id.short(), commitment = %own.commitment.short(), "committed");
+        out.push(Action::Persist(StoreOp::Commit(msg.clone())));
+        out.push(Action::Broadcast(Message::Commit(msg)));
+        out.push(Action::Emit(NodeEvent::Committed {
+            request_id: id,
+            inference_id: own.inference_id,
+        }));
+        out
+    }
+
+    fn on_message(&mut self, now: u64, from: NodeId, message: Message, out: &mut Vec<Action>) {
+        match message {
+            Message::Request(r) => {
+                self.on_request(now, r, Some(from), out);
+            }
+            Message::Commit(c) => self.on_commit(now, from, c, out),
+            Message::Reveal(r) => self.on_reveal(now, from, r, out),
+            Message::RevealRejected {
+                request_id,
+                node,
+                reason,
+                ..
+            } => {
+                if self.quorums.contains_key(&request_id) {
+                    out.push(Action::Emit(NodeEvent::PeerRejectedReveal {
+                        request_id,
+                        by: from,
+                        node,
+                        reason,
+                    }));
+                }
+            }
+            Message::ConsensusResult(r) => self.on_peer_result(from, r, out),
+            Message::PeerStatus(s) => {
+                self.peers.insert(
+                    from,
+                    KnownPeer {
+                        status: s,
+                        last_seen_ms: now,
+                    },
+                );
+            }
+            Message::KnownPeers(_) => {}
+        }
+    }
+
+    fn on_commit(&mut self, now: u64, from: NodeId, c: CommitMsg, out: &mut Vec<Action>) {
+        let id = c.commit.request_id;
+        let Some(q) = self.quorums.get_mut(&id) else {
+            debug!(request = %id.short(), "commit for unknown request");
+            return;
+        };
+        if c.commit.node != from {
+            warn!(request = %id.short(), "commit not signed by its committer; dropped");
+            return;
+        }
+        if now > q.deadline || !matches!(q.phase, Phase::Open | Phase::Committing) {
+            debug!(request = %id.short(), node = %from.short(), "commit after the deadline ignored");
+            return;
+        }
+        if !q.request.accepted_models.contains(&c.model) {
+            warn!(request = %id.short(), model = %c.model, "commit for a model the request does not accept");
+            return;
+        }
+        let list = q.commits.entry(from).or_default();
+        if list.contains(&c) || list.len() >= 2 {
+            return;
+        }
+        list.push(c.clone());
+        q.phase = Phase::Committing;
+        let committed = q.committed();
+        out.push(Action::Persist(StoreOp::Commit(c)));
+        out.push(Action::Emit(NodeEvent::CommitSeen {
+            request_id: id,
+            node: from,
+            committed,
+        }));
+    }
+
+    fn on_reveal(&mut self, now: u64, from: NodeId, r: RevealMsg, out: &mut Vec<Action>) {
+        let id = r.reveal.request_id;
+        let can_verify = self.config.embedding_model.is_some();
+        let own_model = self.config.embedding_model.clone();
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        if r.reveal.node != from {
+            warn!(request = %id.short(), "reveal not signed by its revealer; dropped");
+            return;
+        }
+        if q.phase != Phase::Revealing || now <= q.deadline || now > q.reveal_deadline {
+            debug!(request = %id.short(), node = %from.short(), "reveal outside the reveal window ignored");
+            return;
+        }
+        let Some(commits) = q.commits.get(&from) else {
+            debug!(request = %id.short(), node = %from.short(), "reveal without commit ignored");
+            return;
+        };
+        let list = q.reveals.entry(from).or_default();
+        if list.contains(&r) || list.len() >= 2 {
+            return;
+        }
+        list.push(r.clone());
+        out.push(Action::Persist(StoreOp::Reveal(r.clone())));
+        out.push(Action::Emit(NodeEvent::RevealSeen {
+            request_id: id,
+            node: from,
+        }));
+        let opened = commits
+            .iter()
+            .find(|c| crate::verify_reveal(&c.commit, &r.reveal).is_ok());
+        match opened {
+            None => {
+                let reason = commits
+                    .iter()
+                    .map(|c| crate::verify_reveal(&c.commit, &r.reveal))
+                    .find_map(|res| res.err())
+                    .unwrap_or(RejectReason::CommitmentMismatch);
+                Self::announce_rejection(q, from, r.reveal.inference_id, reason, out);
+            }
+            Some(c) => {
+                let commitment = c.commit.commitment;
+                if can_verify && own_model.as_deref() == Some(r.reveal.embedding_model.as_str()) {
+                    let own_embedding = match &q.own {
+                        OwnState::Committed(o) if o.commitment == commitment => {
+                            Some(o.embedding.clone())
+                        }
+                        _ => None,
+                    };
+                    match own_embedding {
+                        Some(e) => {
+                            q.reembeddings
+                                .insert((from, commitment), Reembedding::Done(Some(e)));
+                        }
+                        None => {
+                            q.reembeddings.insert((from, commitment), Reembedding::Pending);
+                            out.push(Action::Embed {
+                                request_id: id,
+                                purpose: EmbedPurpose::Reembed {
+                                    node: from,
+                                    commitment,
+                                },
+                                text: r.reveal.output.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.try_finalize(id, false, out);
+    }
+
+    fn announce_rejection(
+        q: &mut Quorum,
+        node: NodeId,
+        inference_id: InferenceId,
+        reason: RejectReason,
+        out: &mut Vec<Action>,
+    ) {
+        if !q.announced.insert((node, inference_id)) {
+            return;
+        }
+        info!(request = %q.id.short(), node = %node.short(), %reason, "reveal rejected");
+        out.push(Action::Persist(StoreOp::Rejection {
+            request_id: q.id,
+            rejection: Rejection {
+                node,
+                inference_id,
+                reason: reason.clone(),
+            },
+        }));
+        out.push(Action::Broadcast(Message::RevealRejected {
+            request_id: q.id,
+            node,
+            inference_id,
+            reason: reason.clone(),
+        }));
+        out.push(Action::Emit(NodeEvent::RevealRejected {
+            request_id: q.id,
+            node,
+            reason,
+        }));
+    }
+
+    fn on_peer_result(&mut self, from: NodeId, r: ConsensusResultMsg, out: &mut Vec<Action>) {
+        let id = r.request_id;
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        if r.signer != from {
+            warn!(request = %id.short(), "result not signed by its sender; dropped");
+            return;
+        }
+        if let Err(e) = r.verify() {
+            warn!(request = %id.short(), node = %from.short(), error = %e, "invalid result dropped");
+            return;
+        }
+        if q.peer_results.contains_key(&from) {
+            return;
+        }
+        q.peer_results.insert(from, r.result_digest);
+        out.push(Action::Persist(StoreOp::PeerResult(r.clone())));
+        if let Some(ours) = q.signed.as_ref().map(|s| s.result_digest) {
+            if ours != r.result_digest {
+                warn!(request = %id.short(), node = %from.short(), "peer computed a different result");
+                out.push(Action::Emit(NodeEvent::Disagreement {
+                    request_id: id,
+                    node: from,
+                    ours,
+                    theirs: r.result_digest,
+                }));
+            }
+        }
+        out.push(Action::Emit(NodeEvent::PeerResult {
+            request_id: id,
+            result: Arc::new(r),
+        }));
+    }
+
+    fn on_tick(&mut self, now: u64, out: &mut Vec<Action>) {
+        let ids: Vec<RequestId> = self.quorums.keys().copied().collect();
+        for id in ids {
+            let q = self.quorums.get_mut(&id).expect("listed");
+            match q.phase {
+                Phase::Open | Phase::Committing if now > q.deadline => {
+                    let committed = q.committed();
+                    let needed = q.request.frame.quorum;
+                    if committed < needed {
+                        let reason = QuorumFailure::QuorumNotReached { committed, needed };
+                        info!(request = %id.short(), %reason, "quorum failed");
+                        q.phase = Phase::Failed(reason.clone());
+                        out.push(Action::Persist(StoreOp::Failed {
+                            request_id: id,
+                            reason: reason.clone(),
+                        }));
+                        out.push(Action::Emit(NodeEvent::Failed {
+                            request_id: id,
+                            reason,
+                        }));
+                        continue;
+                    }
+                    q.phase = Phase::Revealing;
+                    out.push(Action::Emit(NodeEvent::RevealOpened {
+                        request_id: id,
+                        committed,
+                    }));
+                    if let OwnState::Committed(own) = &q.own {
+                        let reveal = RevealMsg {
+                            reveal: Reveal {
+                                request_id: id,
+                                node: self.node,
+                                inference_id: own.inference_id,
+                                output: own.output.clone(),
+                                embedding: own.embedding.clone(),
+                                salt: own.salt,
+                                embedding_model: own.embedding_model.clone(),
+                            },
+                            model: own.model.clone(),
+                            evidence: Vec::new(),
+                        };
+                        q.reveals.insert(self.node, vec![reveal.clone()]);
+                        q.reembeddings.insert(
+                            (self.node, own.commitment),
+                            Reembedding::Done(Some(own.embedding.clone())),
+                        );
+                        out.push(Action::Persist(StoreOp::Reveal(reveal.clone())));
+                        out.push(Action::Broadcast(Message::Reveal(reveal)));
+                    }
+                    // Reveals may also be complete at once (quorum of one).
+                    self.try_finalize(id, false, out);
+                }
+                Phase::Revealing if now > q.reveal_deadline => {
+                    q.phase = Phase::Verifying;
+                    self.try_finalize(id, false, out);
+                }
+                Phase::Verifying if now > q.reveal_deadline + self.config.verify_grace_ms => {
+                    self.try_finalize(id, true, out);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Computes consensus when everything needed is there (or `force`).
+    fn try_finalize(&mut self, id: RequestId, force: bool, out: &mut Vec<Action>) {
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        if !matches!(q.phase, Phase::Revealing | Phase::Verifying) {
+            return;
+        }
+        if self.config.embedding_model.is_none() {
+            // A node without an embedder cannot verify: it waits for peers' signed results.
+            return;
+        }
+        let pending = q
+            .reembeddings
+            .values()
+            .any(|s| *s == Reembedding::Pending);
+        let all_revealed = q.commits.keys().all(|n| q.reveals.contains_key(n));
+        let ready = match q.phase {
+            Phase::Revealing => all_revealed && !pending,
+            Phase::Verifying => !pending || force,
+            _ => false,
+        };
+        if !ready {
+            return;
+        }
+        let mut params = match ConsensusParams::from_frame(&q.request.frame) {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = QuorumFailure::Invalid(e.to_string());
+                q.phase = Phase::Failed(reason.clone());
+                out.push(Action::Persist(StoreOp::Failed {
+                    request_id: id,
+                    reason: reason.clone(),
+                }));
+                out.push(Action::Emit(NodeEvent::Failed {
+                    request_id: id,
+                    reason,
+                }));
+                return;
+            }
+        };
+        if let Some(t) = self.config.reembed_tolerance_bits {
+            params = params.with_reembed_tolerance(t);
+        }
+        let commits: Vec<Commit> = q
+            .commits
+            .values()
+            .flatten()
+            .map(|c| c.commit.clone())
+            .collect();
+        let submissions: Vec<Submission> = q
+            .reveals
+            .values()
+            .flatten()
+            .map(|r| {
+                let opened = r.reveal.commitment();
+                let reembedding = match q.reembeddings.get(&(r.reveal.node, opened)) {
+                    Some(Reembedding::Done(e)) => e.clone(),
+                    _ => None,
+                };
+                Submission {
+                    reveal: r.reveal.clone(),
+                    reembedding,
+                }
+            })
+            .collect();
+        let outcome = match evaluate(&id, &params, &commits, &submissions) {
+            Ok(o) => o,
+            Err(e) => {
+                let reason = QuorumFailure::Invalid(e.to_string());
+                q.phase = Phase::Failed(reason.clone());
+                out.push(Action::Emit(NodeEvent::Failed {
+                    request_id: id,
+                    reason,
+                }));
+                return;
+            }
+        };
+        for rej in &outcome.rejected {
+            Self::announce_rejection(q, rej.node, rej.inference_id, rej.reason.clone(), out);
+        }
+        let outcome = Arc::new(outcome);
+        q.outcome = Some(outcome.clone());
+        match &outcome.decision {
+            Decision::Agreed {
+                selected,
+                joint_hash,
+                result_digest,
+                ..
+            } => {
+                let signed = ConsensusResultMsg {
+                    request_id: id,
+                    output: selected.output.clone(),
+                    output_hash: selected.output_hash,
+                    selected_node: selected.node,
+                    selected_inference: selected.inference_id,
+                    accepted: outcome.accepted.clone(),
+                    joint_hash: *joint_hash,
+                    result_digest: *result_digest,
+                    signer: self.node,
+                    signature: self
+                        .key
+                        .sign_digest(&eth_signed_message_hash(&result_digest.0)),
+                };
+                info!(
+                    request = %id.short(),
+                    accepted = outcome.accepted.len(),
+                    committed = outcome.committed,
+                    result = %result_digest.short(),
+                    "consensus reached"
+                );
+                q.phase = Phase::Completed;
+                q.signed = Some(signed.clone());
+                out.push(Action::Persist(StoreOp::Outcome {
+                    request_id: id,
+                    outcome: (*outcome).clone(),
+                    signed: Some(signed.clone()),
+                }));
+                out.push(Action::Broadcast(Message::ConsensusResult(signed)));
+                for (node, theirs) in &q.peer_results {
+                    if theirs != result_digest {
+                        out.push(Action::Emit(NodeEvent::Disagreement {
+                            request_id: id,
+                            node: *node,
+                            ours: *result_digest,
+                            theirs: *theirs,
+                        }));
+                    }
+                }
+                out.push(Action::Emit(NodeEvent::Completed {
+                    request_id: id,
+                    outcome,
+                }));
+            }
+            Decision::Failed(reason) => {
+                let reason = QuorumFailure::Consensus(reason.clone());
+                info!(request = %id.short(), %reason, "consensus failed");
+                q.phase = Phase::Failed(reason.clone());
+                out.push(Action::Persist(StoreOp::Outcome {
+                    request_id: id,
+                    outcome: (*outcome).clone(),
+                    signed: None,
+                }));
+                out.push(Action::Persist(StoreOp::Failed {
+                    request_id: id,
+                    reason: reason.clone(),
+                }));
+                out.push(Action::Emit(NodeEvent::Failed {
+                    request_id: id,
+                    reason,
+                }));
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Events a node emits to its host.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::coordinator::QuorumFailure;
+use crate::protocol::ConsensusResultMsg;
+use crate::{ConsensusOutcome, Hash32, InferenceId, NodeId, RejectReason, RequestId};
+
+/// Something that happened on the node, in protocol order for each request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NodeEvent {
+    /// A valid request became known.
+    RequestReceived {
+        /// The request.
+        request_id: RequestId,
+        /// Whether this node will try to answer it.
+        will_answer: bool,
+    },
+    /// This node skipped answering (no free worker before the deadline, engine error...).
+    AnswerSkipped {
+        /// The request.
+        request_id: RequestId,
+        /// Why.
+        reason: String,
+    },
+    /// This node generated its answer.
+    Generated {
+        /// The request.
+        request_id: RequestId,
+        /// Tokens generated.
+        tokens: u32,
+        /// Speed.
+        tokens_per_sec: f32,
+    },
+    /// This node committed (its output and salt are stored).
+    Committed {
+        /// The request.
+        request_id: RequestId,
+        /// Its inference id.
+        inference_id: InferenceId,
+    },
+    /// A commit of another node was accepted.
+    CommitSeen {
+        /// The request.
+        request_id: RequestId,
+        /// The committer.
+        node: NodeId,
+        /// Distinct committers so far.
+        committed: u32,
+    },
+    /// The deadline passed with enough commits: reveals are open.
+    RevealOpened {
+        /// The request.
+        request_id: RequestId,
+        /// Distinct committers.
+        committed: u32,
+    },
+    /// A reveal was received and checked against its commitment.
+    RevealSeen {
+        /// The request.
+        request_id: RequestId,
+        /// The revealer.
+        node: NodeId,
+    },
+    /// This node rejected a reveal.
+    RevealRejected {
+        /// The request.
+        request_id: RequestId,
+        /// The revealer.
+        node: NodeId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Another node announced that it rejected a reveal.
+    PeerRejectedReveal {
+        /// The request.
+        request_id: RequestId,
+        /// Who rejected.
+        by: NodeId,
+        /// Whose reveal.
+        node: NodeId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// This node computed consensus and agreed on a result.
+    Completed {
+        /// The request.
+        request_id: RequestId,
+        /// The outcome.
+        outcome: Arc<ConsensusOutcome>,
+    },
+    /// The quorum failed.
+    Failed {
+        /// The request.
+        request_id: RequestId,
+        /// Why.
+        reason: QuorumFailure,
+    },
+    /// Another node's signed result arrived.
+    PeerResult {
+        /// The request.
+        request_id: RequestId,
+        /// The result.
+        result: Arc<ConsensusResultMsg>,
+    },
+    /// Another node computed a different result than this node.
+    Disagreement {
+        /// The request.
+        request_id: RequestId,
+        /// The other node.
+        node: NodeId,
+        /// This node's result digest.
+        ours: Hash32,
+        /// The other node's result digest.
+        theirs: Hash32,
+    },
+    /// A result was written to a chain sink.
+    Submitted {
+        /// The request.
+        request_id: RequestId,
+        /// The sink.
+        sink: String,
+        /// The sink's reference.
+        reference: String,
+    },
+    /// Writing a result to a chain sink failed.
+    SubmitFailed {
+        /// The request.
+        request_id: RequestId,
+        /// The sink.
+        sink: String,
+        /// The error.
+        error: String,
+    },
+}
+
+impl NodeEvent {
+    /// The request the event is about, if any.
+    pub fn request_id(&self) -> Option<RequestId> {
+        use NodeEvent::*;
+        match self {
+            RequestReceived { request_id, .. }
+            | AnswerSkipped { request_id, .. }
+            | Generated { request_id, .. }
+            | Committed { request_id, .. }
+            | CommitSeen { request_id, .. }
+            | RevealOpened { request_id, .. }
+            | RevealSeen { request_id, .. }
+            | RevealRejected { request_id, .. }
+            | PeerRejectedReveal { request_id, .. }
+            | Completed { request_id, .. }
+            | Failed { request_id, .. }
+            | PeerResult { request_id, .. }
+            | Disagreement { request_id, .. }
+            | Submitted { request_id, .. }
+            | SubmitFailed { request_id, .. } => Some(*request_id),
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Protocol types: requests and every message nodes exchange.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{Address, Signature};
+use crate::{
+    AcceptedReveal, Commit, Hash32, InferenceId, NodeId, RejectReason, RequestId, Reveal,
+    SecurityFrame,
+};
+
+/// Longest accepted prompt (all chat messages together), in bytes.
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+/// Largest `max_tokens` a request may ask for.
+pub const MAX_TOKENS_LIMIT: u32 = 8192;
+/// Most accepted models a request may list.
+pub const MAX_ACCEPTED_MODELS: usize = 16;
+
+/// Who speaks in a chat message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// System prompt.
+    System,
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One message of a chat prompt.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// The speaker.
+    pub role: Role,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: Role::User,
+            content: content.into(),
+        }
+    }
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: Role::System,
+            content: content.into(),
+        }
+    }
+}
+
+/// Where a request came from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Origin {
+    /// Submitted by a peer of the network (the requester signs it).
+    Peer,
+    /// Emitted by a contract on a chain.
+    Chain {
+        /// EIP-155 chain id.
+        chain_id: u64,
+        /// The contract that emitted the request.
+        contract: Address,
+        /// Transaction hash of the emitting transaction.
+        tx_hash: Hash32,
+        /// Index of the log in the block.
+        log_index: u64,
+    },
+}
+
+/// An inference request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InferenceRequest {
+    /// The chat prompt.
+    pub messages: Vec<ChatMessage>,
+    /// Models whose output is acceptable (any one of them).
+    pub accepted_models: Vec<String>,
+    /// Sampling temperature; 0 = greedy.
+    pub temperature: f32,
+    /// Nucleus sampling mass.
+    pub top_p: f32,
+    /// Maximum number of generated tokens.
+    pub max_tokens: u32,
+    /// The security frame.
+    pub frame: SecurityFrame,
+    /// Where the request came from.
+    pub origin: Origin,
+    /// Creation time, milliseconds since the Unix epoch (block time for chain requests).
+    pub created_at_ms: u64,
+    /// The requesting node (`None` for chain-originated requests, identified by their origin).
+    pub requester: Option<NodeId>,
+    /// A number the requester makes unique per request.
+    pub nonce: u64,
+}
+
+impl InferenceRequest {
+    /// A request from a peer with default sampling and security frame: one user message,
+    /// temperature 0.7, top-p 0.95, 256 tokens, a random nonce.
+    pub fn new(
+        prompt: impl Into<String>,
+        accepted_models: Vec<String>,
+        requester: NodeId,
+        created_at_ms: u64,
+    ) -> Self {
+        InferenceRequest {
+            messages: vec![ChatMessage::user(prompt)],
+            accepted_models,
+            temperature: 0.7,
+            top_p: 0.95,
+            max_tokens: 256,
+            frame: SecurityFrame::default(),
+            origin: Origin::Peer,
+            created_at_ms,
+            requester: Some(requester),
+            nonce: rand::random(),
+        }
+    }
+
+    /// The request id: `SHA-256("rakis/request/v1" ‖ 0x00 ‖ postcard(request))`. It covers the
+    /// content, the requester, the origin and the nonce.
+    pub fn id(&self) -> RequestId {
+        let mut pre = b"rakis/request/v1\0".to_vec();
+        pre.extend(postcard::to_allocvec(self).expect("requests always encode"));
+        RequestId(rakis_consensus::sha256(&pre).0)
+    }
+
+    /// Commit deadline: creation time + `max_time_ms`.
+    pub fn deadline_ms(&self) -> u64 {
+        self.created_at_ms.saturating_add(self.frame.max_time_ms)
+    }
+
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<(), String> {
+        self.frame.validate().map_err(|e| e.to_string())?;
+        if self.messages.is_empty() || self.messages.iter().all(|m| m.content.trim().is_empty()) {
+            return Err("empty prompt".into());
+        }
+        let bytes: usize = self.messages.iter().map(|m| m.content.len()).sum();
+        if bytes > MAX_PROMPT_BYTES {
+            return Err(format!("prompt of {bytes} bytes exceeds {MAX_PROMPT_BYTES}"));
+        }
+        if self.accepted_models.is_empty() || self.accepted_models.len() > MAX_ACCEPTED_MODELS {
+            return Err(format!(
+                "accepted_models must list 1 to {MAX_ACCEPTED_MODELS} models"
+            ));
+        }
+        if !(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature)) {
+            return Err(format!("temperature {} outside [0, 2]", self.temperature));
+        }
+        if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("top_p {} outside (0, 1]", self.top_p));
+        }
+        if self.max_tokens == 0 || self.max_tokens > MAX_TOKENS_LIMIT {
+            return Err(format!("max_tokens must be in 1..={MAX_TOKENS_LIMIT}"));
+        }
+        match (&self.origin, &self.requester) {
+            (Origin::Peer, None) => Err("a peer request needs a requester".into()),
+            (Origin::Chain { .. }, Some(_)) => {
+                Err("a chain request is identified by its origin, not a requester".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A commit as broadcast: the consensus commit plus the model that produced the output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitMsg {
+    /// The commitment.
+    pub commit: Commit,
+    /// The model that generated the committed output.
+    pub model: String,
+}
+
+/// Extra verification material attached to a reveal (room for likelihood scores and other
+/// per-request evidence; unknown kinds are ignored by older nodes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// What the data is (registry of kinds in the protocol docs; 0 is reserved).
+    pub kind: u16,
+    /// The evidence itself.
+    pub data: Vec<u8>,
+}
+
+/// A reveal as broadcast.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealMsg {
+    /// The opening of the commit.
+    pub reveal: Reveal,
+    /// The model that generated the output.
+    pub model: String,
+    /// Optional verification evidence.
+    pub evidence: Vec<Evidence>,
+}
+
+/// A node's signed statement of the result it computed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusResultMsg {
+    /// The request.
+    pub request_id: RequestId,
+    /// The selected output.
+    pub output: String,
+    /// SHA-256 of the selected output.
+    pub output_hash: Hash32,
+    /// Node whose output was selected.
+    pub selected_node: NodeId,
+    /// Inference id of the selected output.
+    pub selected_inference: InferenceId,
+    /// The accepted set.
+    pub accepted: Vec<AcceptedReveal>,
+    /// Hash of the accepted set.
+    pub joint_hash: Hash32,
+    /// `result_digest(request_id, output_hash, joint_hash)`.
+    pub result_digest: Hash32,
+    /// The computing node.
+    pub signer: NodeId,
+    /// Signature over [`eth_signed_message_hash`](crate::identity::eth_signed_message_hash)
+    /// of `result_digest` (checkable with `ecrecover` on EVM chains).
+    pub signature: Signature,
+}
+
+impl ConsensusResultMsg {
+    /// Checks internal consistency and the signature.
+    pub fn verify(&self) -> Result<(), String> {
+        if rakis_consensus::output_hash(&self.output) != self.output_hash {
+            return Err("output hash does not match output".into());
+        }
+        let digest =
+            rakis_consensus::result_digest(&self.request_id, &self.output_hash, &self.joint_hash);
+        if digest != self.result_digest {
+            return Err("result digest does not match".into());
+        }
+        let commitments: Vec<_> = self.accepted.iter().map(|a| a.commitment).collect();
+        let mut sorted = commitments.clone();
+        sorted.sort();
+        if sorted != commitments
+            || rakis_consensus::joint_hash(&self.request_id, &commitments) != self.joint_hash
+        {
+            return Err("joint hash does not match the accepted set".into());
+        }
+        crate::identity::verify_signature(
+            &self.signer,
+            &crate::identity::eth_signed_message_hash(&self.result_digest.0),
+            &self.signature,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// What a node serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Models it can generate with.
+    pub models: Vec<String>,
+    /// Its embedding model, if it verifies.
+    pub embedding_model: Option<String>,
+    /// Generation workers.
+    pub workers: u32,
+    /// Jobs running or queued.
+    pub load: u32,
+}
+
+/// A peer known to the sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's node id.
+    pub node: NodeId,
+    /// Transport addresses (transport-specific strings, e.g. multiaddrs).
+    pub addresses: Vec<String>,
+    /// When the sender last heard from it (ms since epoch).
+    pub last_seen_ms: u64,
+}
+
+/// Every protocol message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// A new inference request.
+    Request(InferenceRequest),
+    /// A commitment to an answer.
+    Commit(CommitMsg),
+    /// The opening of a commitment.
+    Reveal(RevealMsg),
+    /// A node rejected a reveal.
+    RevealRejected {
+        /// The request.
+        request_id: RequestId,
+        /// The node whose reveal was rejected.
+        node: NodeId,
+        /// Its inference id.
+        inference_id: InferenceId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A node's computed result.
+    ConsensusResult(ConsensusResultMsg),
+    /// The sender's capabilities and load.
+    PeerStatus(PeerStatus),
+    /// Peers the sender knows.
+    KnownPeers(Vec<PeerInfo>),
+}
+
+impl Message {
+    /// A short name of the message kind, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Request(_) => "request",
+            Message::Commit(_) => "commit",
+            Message::Reveal(_) => "reveal",
+            Message::RevealRejected { .. } => "reveal_rejected",
+            Message::ConsensusResult(_) => "consensus_result",
+            Message::PeerStatus(_) => "peer_status",
+            Message::KnownPeers(_) => "known_peers",
+        }
+    }
+
+    /// The request this message is about, if any.
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Message::Request(r) => Some(r.id()),
+            Message::Commit(c) => Some(c.commit.request_id),
+            Message::Reveal(r) => Some(r.reveal.request_id),
+            Message::RevealRejected { request_id, .. } => Some(*request_id),
+            Message::ConsensusResult(r) => Some(r.request_id),
+            Message::PeerStatus(_) | Message::KnownPeers(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NodeKey;
+
+    fn req() -> InferenceRequest {
+        let mut r = InferenceRequest::new(
+            "What is the capital of France?",
+            vec!["m".into()],
+            NodeKey::from_seed(1).node_id(),
+            1_000,
+        );
+        r.nonce = 42;
+        r
+    }
+
+    #[test]
+    fn request_id_covers_content_requester_and_nonce() {
+        let a = req();
+        assert_eq!(a.id(), req().id());
+        let mut b = req();
+        b.nonce = 43;
+        assert_ne!(a.id(), b.id());
+        let mut c = req();
+        c.requester = Some(NodeKey::from_seed(2).node_id());
+        assert_ne!(a.id(), c.id());
+        let mut d = req();
+        d.messages[0].content.push('!');
+        assert_ne!(a.id(), d.id());
+        assert_eq!(a.deadline_ms(), 61_000);
+    }
+
+    #[test]
+    fn validation() {
+        assert!(req().validate().is_ok());
+        let mut r = req();
+        r.messages[0].content = "  ".into();
+        assert!(r.validate().is_err());
+        let mut r = req();
+        r.accepted_models.clear();
+        assert!(r.validate().is_err());
+        let mut r = req();
+        r.temperature = f32::NAN;
+        assert!(r.validate().is_err());
+        let mut r = req();
+        r.max_tokens = 0;
+        assert!(r.validate().is_err());
+        let mut r = req();
+        r.frame.quorum = 0;
+        assert!(r.validate().is_err());
+        let mut r = req();
+        r.requester = None;
+        assert!(r.validate().is_err());
+    }
+}

@@ -1,0 +1,407 @@
+//! In-memory parts for tests and simulations (feature `test-utils`): a transport hub with loss,
+//! delay and partitions, an in-memory store, a scripted engine and a deterministic embedder.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+use crate::error::{EmbedError, EngineError, TransportError};
+pub use crate::store::MemoryStore;
+use crate::traits::{
+    Embedder, FinishReason, Generation, GenerationJob, InferenceEngine, Transport,
+    TransportEvent,
+};
+use crate::{BinaryEmbedding, NodeId};
+
+/// Network conditions of a [`MemoryHub`].
+#[derive(Clone, Debug, Default)]
+pub struct HubConfig {
+    /// Probability that one delivery is lost.
+    pub loss: f64,
+    /// Fixed delay of every delivery.
+    pub delay: Duration,
+    /// Extra random delay, uniform in `[0, jitter]`.
+    pub jitter: Duration,
+    /// Seed of the loss and jitter draws.
+    pub seed: u64,
+}
+
+struct HubInner {
+    config: HubConfig,
+    endpoints: BTreeMap<NodeId, mpsc::UnboundedSender<TransportEvent>>,
+    /// Partition group of each node; nodes in different groups cannot reach each other.
+    groups: HashMap<NodeId, u32>,
+    rng: rand::rngs::StdRng,
+    delivered: u64,
+    dropped: u64,
+}
+
+/// An in-process network. Every [`MemoryTransport`] joined to a hub reaches the others.
+#[derive(Clone)]
+pub struct MemoryHub {
+    inner: Arc<Mutex<HubInner>>,
+}
+
+impl std::fmt::Debug for MemoryHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryHub")
+    }
+}
+
+impl Default for MemoryHub {
+    fn default() -> Self {
+        Self::new(HubConfig::default())
+    }
+}
+
+impl MemoryHub {
+    /// A hub with the given conditions.
+    pub fn new(config: HubConfig) -> Self {
+        MemoryHub {
+            inner: Arc::new(Mutex::new(HubInner {
+                rng: rand::rngs::StdRng::seed_from_u64(config.seed),
+                config,
+                endpoints: BTreeMap::new(),
+                groups: HashMap::new(),
+                delivered: 0,
+                dropped: 0,
+            })),
+        }
+    }
+
+    /// Joins `node` to the hub. A node joining again replaces its earlier endpoint.
+    pub fn join(&self, node: NodeId) -> MemoryTransport {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inner = self.inner.lock().expect("hub lock");
+        for (peer, ep) in &inner.endpoints {
+            if *peer != node {
+                let _ = ep.send(TransportEvent::PeerConnected(node));
+            }
+        }
+        inner.endpoints.insert(node, tx);
+        MemoryTransport {
+            hub: self.clone(),
+            node,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Removes `node` from the hub (its transport stops receiving).
+    pub fn leave(&self, node: &NodeId) {
+        let mut inner = self.inner.lock().expect("hub lock");
+        inner.endpoints.remove(node);
+        for ep in inner.endpoints.values() {
+            let _ = ep.send(TransportEvent::PeerDisconnected(*node));
+        }
+    }
+
+    /// Splits the network: each listed group only reaches its own members. Nodes not listed
+    /// form one more group together.
+    pub fn partition(&self, groups: &[Vec<NodeId>]) {
+        let mut inner = self.inner.lock().expect("hub lock");
+        inner.groups.clear();
+        for (i, g) in groups.iter().enumerate() {
+            for n in g {
+                inner.groups.insert(*n, i as u32 + 1);
+            }
+        }
+    }
+
+    /// Removes every partition.
+    pub fn heal(&self) {
+        self.inner.lock().expect("hub lock").groups.clear();
+    }
+
+    /// Injects raw bytes to every node, as if sent by an outside peer (for robustness tests).
+    pub fn inject(&self, bytes: Vec<u8>) {
+        let inner = self.inner.lock().expect("hub lock");
+        for ep in inner.endpoints.values() {
+            let _ = ep.send(TransportEvent::Message {
+                from: None,
+                bytes: bytes.clone(),
+            });
+        }
+    }
+
+    /// Deliveries made and dropped so far.
+    pub fn stats(&self) -> (u64, u64) {
+        let inner = self.inner.lock().expect("hub lock");
+        (inner.delivered, inner.dropped)
+    }
+
+    fn deliver(&self, from: NodeId, to: Option<NodeId>, bytes: Vec<u8>) -> Result<(), TransportError> {
+        let mut inner = self.inner.lock().expect("hub lock");
+        let my_group = inner.groups.get(&from).copied().unwrap_or(0);
+        let targets: Vec<(NodeId, mpsc::UnboundedSender<TransportEvent>)> = inner
+            .endpoints
+            .iter()
+            .filter(|(n, _)| **n != from && to.is_none_or(|t| t == **n))
+            .filter(|(n, _)| inner.groups.get(*n).copied().unwrap_or(0) == my_group)
+            .map(|(n, tx)| (*n, tx.clone()))
+            .collect();
+        if let Some(t) = to {
+            if targets.is_empty() {
+                return Err(TransportError::Unreachable(t.short()));
+            }
+        }
+        for (_, tx) in targets {
+            let loss = inner.config.loss;
+            if loss > 0.0 && inner.rng.gen_bool(loss.min(1.0)) {
+                inner.dropped += 1;
+                continue;
+            }
+            inner.delivered += 1;
+            let jitter = inner.config.jitter;
+            let delay = inner.config.delay
+                + if jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    jitter.mul_f64(inner.rng.gen::<f64>())
+                };
+            let ev = TransportEvent::Message {
+                from: Some(from),
+                bytes: bytes.clone(),
+            };
+            if delay.is_zero() {
+                let _ = tx.send(ev);
+            } else {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(ev);
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One node's endpoint on a [`MemoryHub`].
+pub struct MemoryTransport {
+    hub: MemoryHub,
+    node: NodeId,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<TransportEvent>>>,
+}
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    async fn broadcast(&self, bytes: Vec<u8>) -> Result<(), TransportError> {
+        self.hub.deliver(self.node, None, bytes)
+    }
+
+    async fn send(&self, peer: &NodeId, bytes: Vec<u8>) -> Result<(), TransportError> {
+        self.hub.deliver(self.node, Some(*peer), bytes)
+    }
+
+    fn events(&self) -> BoxStream<'static, TransportEvent> {
+        match self.rx.lock().expect("rx lock").take() {
+            Some(rx) => tokio_stream_from(rx),
+            None => futures::stream::empty().boxed(),
+        }
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        let inner = self.hub.inner.lock().expect("hub lock");
+        inner
+            .endpoints
+            .keys()
+            .filter(|n| **n != self.node)
+            .copied()
+            .collect()
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::UnboundedReceiver<TransportEvent>,
+) -> BoxStream<'static, TransportEvent> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+type Script = dyn Fn(&GenerationJob) -> Result<String, EngineError> + Send + Sync;
+
+/// An engine that answers with a function of the job.
+#[derive(Clone)]
+pub struct ScriptedEngine {
+    models: Vec<String>,
+    workers: usize,
+    delay: Duration,
+    script: Arc<Script>,
+}
+
+impl std::fmt::Debug for ScriptedEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedEngine")
+            .field("models", &self.models)
+            .finish()
+    }
+}
+
+impl ScriptedEngine {
+    /// An engine serving `model` that always answers `text`.
+    pub fn constant(model: &str, text: &str) -> Self {
+        let text = text.to_string();
+        Self::new(model, move |_| Ok(text.clone()))
+    }
+
+    /// An engine serving `model` that answers with `script(job)`.
+    pub fn new(
+        model: &str,
+        script: impl Fn(&GenerationJob) -> Result<String, EngineError> + Send + Sync + 'static,
+    ) -> Self {
+        ScriptedEngine {
+            models: vec![model.to_string()],
+            workers: 1,
+            delay: Duration::ZERO,
+            script: Arc::new(script),
+        }
+    }
+
+    /// Takes `delay` (tokio time) for each job.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Sets the number of workers.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Runs the script synchronously (for state-machine simulations without a runtime).
+    pub fn run(&self, job: &GenerationJob) -> Result<Generation, EngineError> {
+        if !self.models.contains(&job.model) {
+            return Err(EngineError::UnknownModel(job.model.clone()));
+        }
+        let text = (self.script)(job)?;
+        let tokens = text.split_whitespace().count() as u32;
+        Ok(Generation {
+            model: job.model.clone(),
+            prompt_tokens: job.messages.iter().map(|m| m.content.split_whitespace().count() as u32).sum(),
+            tokens,
+            tokens_per_sec: 0.0,
+            finish: FinishReason::Eos,
+            text,
+        })
+    }
+}
+
+#[async_trait]
+impl InferenceEngine for ScriptedEngine {
+    fn models(&self) -> Vec<String> {
+        self.models.clone()
+    }
+
+    fn workers(&self) -> usize {
+        self.workers
+    }
+
+    async fn generate(&self, job: GenerationJob) -> Result<Generation, EngineError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.run(&job)
+    }
+}
+
+/// A deterministic embedder: a bag of hashed words projected onto `dim` random ±1 directions.
+/// Texts sharing most words get nearby embeddings; unrelated texts land about half the bits
+/// apart. Not a language model: for tests and simulations.
+#[derive(Clone, Debug)]
+pub struct HashEmbedder {
+    model: String,
+    dim: u32,
+}
+
+impl HashEmbedder {
+    /// An embedder named `model` with `dim` dimensions.
+    pub fn new(model: &str, dim: u32) -> Self {
+        HashEmbedder {
+            model: model.to_string(),
+            dim,
+        }
+    }
+
+    /// The default-model-named embedder with 384 dimensions, usable with the default frame.
+    pub fn default_model() -> Self {
+        Self::new(crate::DEFAULT_EMBEDDING_MODEL, 384)
+    }
+
+    /// The float embedding of one text (synchronous).
+    pub fn embed_one(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let mut v = vec![0f32; self.dim as usize];
+        let lower = text.to_lowercase();
+        let words: Vec<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if words.is_empty() {
+            return Err(EmbedError::Empty);
+        }
+        for w in words {
+            let seed = u64::from_le_bytes(
+                rakis_consensus::sha256(w.as_bytes()).0[..8]
+                    .try_into()
+                    .expect("8 bytes"),
+            );
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            for x in v.iter_mut() {
+                *x += if rng.gen::<bool>() { 1.0 } else { -1.0 };
+            }
+        }
+        // Break exact zeros deterministically.
+        for (i, x) in v.iter_mut().enumerate() {
+            if *x == 0.0 {
+                *x = if i % 2 == 0 { 0.5 } else { -0.5 };
+            }
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        Ok(v.into_iter().map(|x| x / norm).collect())
+    }
+
+    /// The binary embedding of one text (synchronous).
+    pub fn embed_binary_one(&self, text: &str) -> Result<BinaryEmbedding, EmbedError> {
+        Ok(BinaryEmbedding::quantize(&self.embed_one(text)?)?)
+    }
+}
+
+#[async_trait]
+impl Embedder for HashEmbedder {
+    fn model(&self) -> String {
+        self.model.clone()
+    }
+
+    fn dim(&self) -> u32 {
+        self.dim
+    }
+
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Err(EmbedError::Empty);
+        }
+        texts.iter().map(|t| self.embed_one(t)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_embedder_places_paraphrases_near_and_unrelated_far() {
+        let e = HashEmbedder::default_model();
+        let a = e.embed_binary_one("The capital of France is Paris.").unwrap();
+        let b = e.embed_binary_one("Paris is the capital of France").unwrap();
+        let c = e.embed_binary_one("The capital of France is Paris, a large city.").unwrap();
+        let d = e.embed_binary_one("Bananas grow in tropical climates").unwrap();
+        assert_eq!(a.hamming(&b).unwrap(), 0);
+        assert!(a.hamming(&c).unwrap() < 115, "{}", a.hamming(&c).unwrap());
+        assert!(a.hamming(&d).unwrap() > 115, "{}", a.hamming(&d).unwrap());
+        assert!(e.embed_one("  ...  ").is_err());
+    }
+}

@@ -1,0 +1,458 @@
+//! The coordinator state machine driven on a virtual clock: no runtime, no sleeps.
+//! Several coordinators exchange messages through a simulated network with fixed latency.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rakis_core::testing::{HashEmbedder, ScriptedEngine};
+use rakis_core::{
+    Action, Coordinator, CoordinatorConfig, Decision, InferenceRequest, Input,
+    Message, NodeEvent, NodeKey, Phase, QuorumFailure, RejectReason, SecurityFrame, StoreOp,
+};
+
+const MODEL: &str = "smollm2-135m";
+const LATENCY_MS: u64 = 10;
+const GENERATION_MS: u64 = 100;
+
+struct SimNode {
+    coord: Coordinator,
+    engine: Option<ScriptedEngine>,
+    embedder: HashEmbedder,
+    stored: Vec<StoreOp>,
+    events: Vec<NodeEvent>,
+    sent: Vec<Message>,
+    /// Every action in order, for ordering checks.
+    actions: Vec<Action>,
+    fail_own_persist: bool,
+}
+
+enum Pending {
+    Deliver { to: usize, from: usize, message: Message },
+    Input { to: usize, input: Input },
+}
+
+struct Sim {
+    now: u64,
+    nodes: Vec<SimNode>,
+    seq: u64,
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    pending: BTreeMap<u64, Pending>,
+    /// Nodes whose outgoing messages are dropped (cut off from the network).
+    muted: Vec<usize>,
+    /// Reveals on these (from, to) links are lost.
+    lost_reveals: Vec<(usize, usize)>,
+}
+
+impl Sim {
+    fn new(n: usize, answers: impl Fn(usize) -> Option<String>) -> Sim {
+        let nodes = (0..n)
+            .map(|i| {
+                let engine = answers(i).map(|a| ScriptedEngine::constant(MODEL, &a));
+                let config = CoordinatorConfig {
+                    served_models: engine.as_ref().map(|_| vec![MODEL.to_string()]).unwrap_or_default(),
+                    workers: 1,
+                    embedding_model: Some(rakis_core::DEFAULT_EMBEDDING_MODEL.to_string()),
+                    reveal_window_ms: 1_000,
+                    verify_grace_ms: 1_000,
+                    ..CoordinatorConfig::default()
+                };
+                SimNode {
+                    coord: Coordinator::with_rng_seed(NodeKey::from_seed(i as u64), config, i as u64),
+                    engine,
+                    embedder: HashEmbedder::default_model(),
+                    stored: Vec::new(),
+                    events: Vec::new(),
+                    sent: Vec::new(),
+                    actions: Vec::new(),
+                    fail_own_persist: false,
+                }
+            })
+            .collect();
+        Sim {
+            now: 1_000_000,
+            nodes,
+            seq: 0,
+            heap: BinaryHeap::new(),
+            pending: BTreeMap::new(),
+            muted: Vec::new(),
+            lost_reveals: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, at: u64, p: Pending) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq)));
+        self.pending.insert(self.seq, p);
+    }
+
+    fn feed(&mut self, i: usize, input: Input) {
+        let actions = self.nodes[i].coord.handle(self.now, input);
+        self.apply(i, actions);
+    }
+
+    fn apply(&mut self, i: usize, actions: Vec<Action>) {
+        for a in actions {
+            self.nodes[i].actions.push(a.clone());
+            match a {
+                Action::Broadcast(m) => {
+                    self.nodes[i].sent.push(m.clone());
+                    if self.muted.contains(&i) {
+                        continue;
+                    }
+                    for to in 0..self.nodes.len() {
+                        if matches!(m, Message::Reveal(_)) && self.lost_reveals.contains(&(i, to)) {
+                            continue;
+                        }
+                        if to != i {
+                            self.push(self.now + LATENCY_MS, Pending::Deliver { to, from: i, message: m.clone() });
+                        }
+                    }
+                }
+                Action::Generate(job) => {
+                    let result = self.nodes[i].engine.as_ref().expect("engine").run(&job);
+                    let input = Input::Generated { request_id: job.request_id, result };
+                    self.push(self.now + GENERATION_MS, Pending::Input { to: i, input });
+                }
+                Action::Embed { request_id, purpose, text } => {
+                    let result = self.nodes[i].embedder.embed_binary_one(&text);
+                    self.push(self.now + 1, Pending::Input { to: i, input: Input::Embedded { request_id, purpose, result } });
+                }
+                Action::Persist(op) => self.nodes[i].stored.push(op),
+                Action::PersistOwnOutput(own) => {
+                    let result = if self.nodes[i].fail_own_persist {
+                        Err("disk full".to_string())
+                    } else {
+                        self.nodes[i].stored.push(StoreOp::OwnOutput(own.clone()));
+                        Ok(())
+                    };
+                    let next = self.nodes[i].coord.handle(self.now, Input::OwnOutputPersisted { request_id: own.request_id, result });
+                    self.apply(i, next);
+                }
+                Action::Emit(e) => self.nodes[i].events.push(e),
+            }
+        }
+    }
+
+    /// Runs until nothing is pending and no timer is due before `until`.
+    fn run_until(&mut self, until: u64) {
+        loop {
+            let next_msg = self.heap.peek().map(|Reverse((t, _))| *t);
+            let next_timer = self.nodes.iter().filter_map(|n| n.coord.next_wakeup()).min();
+            let next = match (next_msg, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            if next_msg == Some(next) {
+                let Reverse((_, seq)) = self.heap.pop().expect("peeked");
+                match self.pending.remove(&seq).expect("pending") {
+                    Pending::Deliver { to, from, message } => {
+                        let from = self.nodes[from].coord.node_id();
+                        self.feed(to, Input::Message { from, message });
+                    }
+                    Pending::Input { to, input } => self.feed(to, input),
+                }
+            } else {
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].coord.next_wakeup().is_some_and(|t| t <= self.now) {
+                        self.feed(i, Input::Tick);
+                    }
+                }
+            }
+        }
+    }
+
+    fn request(&self, from: usize, quorum: u32) -> InferenceRequest {
+        let mut r = InferenceRequest::new(
+            "What is the capital of France?",
+            vec![MODEL.to_string()],
+            self.nodes[from].coord.node_id(),
+            self.now,
+        );
+        r.nonce = 7;
+        r.frame = SecurityFrame { quorum, max_time_ms: 1_000, ..SecurityFrame::default() };
+        r
+    }
+}
+
+fn honest(_: usize) -> Option<String> {
+    Some("The capital of France is Paris.".to_string())
+}
+
+#[test]
+fn five_nodes_agree_on_one_result() {
+    let mut sim = Sim::new(5, |i| {
+        Some(if i % 2 == 0 {
+            "The capital of France is Paris.".to_string()
+        } else {
+            "Paris is the capital city of France.".to_string()
+        })
+    });
+    let req = sim.request(0, 3);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(u64::MAX);
+
+    let mut digests = Vec::new();
+    for n in &sim.nodes {
+        let status = n.coord.status(&id).unwrap();
+        assert_eq!(status.phase, Phase::Completed, "{:?}", n.events);
+        assert_eq!(status.committed, 5);
+        let outcome = status.outcome.unwrap();
+        assert_eq!(outcome.accepted.len(), 5);
+        let Decision::Agreed { joint_hash, selected, result_digest, .. } = &outcome.decision else {
+            panic!("not agreed")
+        };
+        digests.push((*joint_hash, selected.output.clone(), *result_digest));
+        assert!(n.events.iter().any(|e| matches!(e, NodeEvent::Completed { request_id, .. } if *request_id == id)));
+        assert!(!n.events.iter().any(|e| matches!(e, NodeEvent::Disagreement { .. })));
+        // Every node heard the four others' signed results, all equal to its own.
+        assert_eq!(status.peer_results.len(), 4);
+        assert!(status.peer_results.values().all(|d| *d == digests.last().unwrap().2));
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+#[test]
+fn quorum_not_reached_fails_everywhere_without_reveals() {
+    let mut sim = Sim::new(4, honest);
+    let req = sim.request(0, 5);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(u64::MAX);
+    for n in &sim.nodes {
+        let st = n.coord.status(&id).unwrap();
+        assert_eq!(
+            st.phase,
+            Phase::Failed(QuorumFailure::QuorumNotReached { committed: 4, needed: 5 })
+        );
+        assert!(n.sent.iter().all(|m| !matches!(m, Message::Reveal(_))));
+        assert!(n.stored.iter().any(|op| matches!(op, StoreOp::Failed { .. })));
+    }
+}
+
+#[test]
+fn own_output_is_stored_before_the_commit_leaves() {
+    let mut sim = Sim::new(3, honest);
+    let req = sim.request(0, 3);
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(u64::MAX);
+    for n in &sim.nodes {
+        let persist = n.actions.iter().position(|a| matches!(a, Action::PersistOwnOutput(_))).unwrap();
+        let commit = n
+            .actions
+            .iter()
+            .position(|a| matches!(a, Action::Broadcast(Message::Commit(_))))
+            .unwrap();
+        assert!(persist < commit);
+        let StoreOp::OwnOutput(own) = n.stored.iter().find(|op| matches!(op, StoreOp::OwnOutput(_))).unwrap() else {
+            unreachable!()
+        };
+        let Message::Commit(c) = n.sent.iter().find(|m| matches!(m, Message::Commit(_))).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(own.commitment, c.commit.commitment);
+    }
+}
+
+#[test]
+fn a_node_that_cannot_store_its_output_does_not_commit() {
+    let mut sim = Sim::new(3, honest);
+    sim.nodes[1].fail_own_persist = true;
+    let req = sim.request(0, 2);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(u64::MAX);
+    assert!(sim.nodes[1].sent.iter().all(|m| !matches!(m, Message::Commit(_))));
+    assert!(sim.nodes[1].events.iter().any(|e| matches!(e, NodeEvent::AnswerSkipped { .. })));
+    let st = sim.nodes[0].coord.status(&id).unwrap();
+    assert_eq!(st.committed, 2);
+    assert_eq!(st.phase, Phase::Completed);
+}
+
+#[test]
+fn a_reveal_that_differs_from_its_commit_is_rejected_by_all_with_the_reason_broadcast() {
+    let mut sim = Sim::new(5, honest);
+    // Node 4 is cut off at reveal time; we then forge its reveal by hand.
+    let req = sim.request(0, 5);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    // Run until just before the deadline: everyone committed.
+    let deadline = sim.nodes[0].coord.status(&id).unwrap().deadline_ms;
+    sim.run_until(deadline);
+    sim.muted.push(4);
+    sim.run_until(deadline + 5);
+    // Node 4 revealed (muted); change its output and deliver the forged reveal to the others.
+    let Message::Reveal(mut forged) = sim.nodes[4]
+        .sent
+        .iter()
+        .find(|m| matches!(m, Message::Reveal(_)))
+        .cloned()
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    forged.reveal.output = "The capital of France is Lyon.".into();
+    let from = sim.nodes[4].coord.node_id();
+    for to in 0..4 {
+        sim.push(sim.now + 1, Pending::Deliver { to, from: 4, message: Message::Reveal(forged.clone()) });
+    }
+    sim.run_until(u64::MAX);
+    let mut joint = Vec::new();
+    for i in 0..4 {
+        let n = &sim.nodes[i];
+        assert!(n.sent.iter().any(|m| matches!(m,
+            Message::RevealRejected { node, reason: RejectReason::CommitmentMismatch, .. } if *node == from)));
+        let outcome = n.coord.status(&id).unwrap().outcome.unwrap();
+        assert_eq!(outcome.accepted.len(), 4);
+        assert!(outcome.accepted.iter().all(|a| a.node != from));
+        joint.push(outcome.joint_hash().unwrap());
+    }
+    assert!(joint.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn a_commit_after_the_deadline_is_ignored() {
+    let mut sim = Sim::new(3, honest);
+    let req = sim.request(0, 3);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    let deadline = sim.nodes[0].coord.status(&id).unwrap().deadline_ms;
+    sim.muted.push(2);
+    sim.run_until(deadline + 20);
+    // Node 2's commit arrives late at node 0.
+    let Message::Commit(c) = sim.nodes[2].sent.iter().find(|m| matches!(m, Message::Commit(_))).cloned().unwrap() else {
+        unreachable!()
+    };
+    let before = sim.nodes[0].stored.len();
+    sim.feed(0, Input::Message { from: sim.nodes[2].coord.node_id(), message: Message::Commit(c) });
+    assert_eq!(sim.nodes[0].stored.len(), before);
+    let st = sim.nodes[0].coord.status(&id).unwrap();
+    assert_eq!(st.committed, 2);
+    assert_eq!(st.phase, Phase::Failed(QuorumFailure::QuorumNotReached { committed: 2, needed: 3 }));
+}
+
+#[test]
+fn messages_not_signed_by_their_subject_change_nothing() {
+    let mut sim = Sim::new(3, honest);
+    let req = sim.request(0, 3);
+    let id = req.id();
+    // A request relayed by someone who is not its requester is refused.
+    sim.feed(1, Input::Message { from: sim.nodes[2].coord.node_id(), message: Message::Request(req.clone()) });
+    assert!(sim.nodes[1].coord.status(&id).is_none());
+    assert!(sim.nodes[1].stored.is_empty());
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(sim.now + 500);
+    // Node 2's commit replayed as if from node 1: dropped.
+    let Message::Commit(c) = sim.nodes[2].sent.iter().find(|m| matches!(m, Message::Commit(_))).cloned().unwrap() else {
+        unreachable!()
+    };
+    let before = sim.nodes[0].stored.len();
+    let mut c2 = c.clone();
+    c2.commit.commitment.0[0] ^= 1;
+    sim.feed(0, Input::Message { from: sim.nodes[1].coord.node_id(), message: Message::Commit(c2) });
+    assert_eq!(sim.nodes[0].stored.len(), before);
+}
+
+#[test]
+fn equivocating_committer_is_rejected() {
+    let mut sim = Sim::new(4, honest);
+    let req = sim.request(0, 4);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(sim.now + 500);
+    // Node 3 sends a second, different commit.
+    let Message::Commit(c) = sim.nodes[3].sent.iter().find(|m| matches!(m, Message::Commit(_))).cloned().unwrap() else {
+        unreachable!()
+    };
+    let mut c2 = c.clone();
+    c2.commit.commitment.0[5] ^= 0xFF;
+    for to in 0..3 {
+        sim.push(sim.now + 1, Pending::Deliver { to, from: 3, message: Message::Commit(c2.clone()) });
+    }
+    sim.run_until(u64::MAX);
+    for i in 0..3 {
+        let outcome = sim.nodes[i].coord.status(&id).unwrap().outcome.unwrap();
+        assert!(outcome
+            .rejected
+            .iter()
+            .any(|r| matches!(r.reason, RejectReason::Equivocation { .. })));
+        assert_eq!(outcome.accepted.len(), 3);
+        assert_eq!(outcome.committed, 4);
+    }
+}
+
+#[test]
+fn scheduling_takes_soonest_deadline_first_and_skips_hopeless_requests() {
+    let key = NodeKey::from_seed(9);
+    let config = CoordinatorConfig {
+        served_models: vec![MODEL.into()],
+        workers: 1,
+        embedding_model: Some(rakis_core::DEFAULT_EMBEDDING_MODEL.into()),
+        initial_generation_estimate_ms: 300,
+        ..CoordinatorConfig::default()
+    };
+    let mut c = Coordinator::with_rng_seed(key, config, 1);
+    let now = 10_000;
+    let mk = |max_time_ms: u64, nonce: u64| {
+        let mut r = InferenceRequest::new("hi", vec![MODEL.into()], NodeKey::from_seed(1).node_id(), now);
+        r.nonce = nonce;
+        r.frame.max_time_ms = max_time_ms;
+        r
+    };
+    let late = mk(5_000, 1);
+    let soon = mk(2_000, 2);
+    let hopeless = mk(100, 3);
+    let from = NodeKey::from_seed(1).node_id();
+    // The first request occupies the only worker.
+    let a1 = c.handle(now, Input::Message { from, message: Message::Request(late.clone()) });
+    assert!(a1.iter().any(|a| matches!(a, Action::Generate(j) if j.request_id == late.id())));
+    let a2 = c.handle(now, Input::Message { from, message: Message::Request(hopeless.clone()) });
+    let a3 = c.handle(now, Input::Message { from, message: Message::Request(soon.clone()) });
+    assert!(!a2.iter().chain(&a3).any(|a| matches!(a, Action::Generate(_))));
+    // When the worker frees up, the soonest deadline that can still finish runs; the hopeless
+    // one is skipped.
+    let done = c.handle(
+        now + 10,
+        Input::Generated {
+            request_id: late.id(),
+            result: ScriptedEngine::constant(MODEL, "x").run(&rakis_core::GenerationJob::for_request(&late, MODEL, 0)),
+        },
+    );
+    let gen: Vec<_> = done
+        .iter()
+        .filter_map(|a| match a {
+            Action::Generate(j) => Some(j.request_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gen, vec![soon.id()]);
+    assert!(done.iter().any(|a| matches!(a, Action::Emit(NodeEvent::AnswerSkipped { request_id, .. }) if *request_id == hopeless.id())));
+}
+
+#[test]
+fn a_node_that_missed_a_reveal_reports_disagreement() {
+    let mut sim = Sim::new(5, honest);
+    sim.lost_reveals.push((0, 4));
+    let req = sim.request(0, 3);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(u64::MAX);
+    let majority = sim.nodes[1].coord.status(&id).unwrap().outcome.unwrap();
+    let lonely = sim.nodes[4].coord.status(&id).unwrap().outcome.unwrap();
+    assert_eq!(majority.accepted.len(), 5);
+    assert_eq!(lonely.accepted.len(), 4);
+    assert_ne!(majority.joint_hash(), lonely.joint_hash());
+    let disagreements = sim.nodes[4]
+        .events
+        .iter()
+        .filter(|e| matches!(e, NodeEvent::Disagreement { .. }))
+        .count();
+    assert_eq!(disagreements, 4);
+    assert!(sim.nodes[1].events.iter().any(|e| matches!(e, NodeEvent::Disagreement { node, .. } if *node == sim.nodes[4].coord.node_id())));
+}
