@@ -2,6 +2,9 @@
 //!
 //! `cargo bench -p rakis-consensus --bench cluster`
 
+// `criterion_group!` defines public functions without documentation.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rakis_consensus::{BinaryEmbedding, PackedPoints};
 

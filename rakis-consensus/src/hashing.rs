@@ -3,7 +3,6 @@
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
-
 /// Variable-length bytes, serialized as lowercase hex in human-readable formats
 /// (JSON) and as raw bytes in binary formats.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]

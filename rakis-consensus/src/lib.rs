@@ -84,9 +84,10 @@
 //!
 //! ### Verification of a reveal ([`evaluate`])
 //! A reveal is verified when: its request id matches; its node committed exactly one
-//! commitment for the request (two different ones = equivocation); no other committing node
-//! used its inference id; the node revealed only once; it names the frame's embedding model;
-//! it opens the commitment; and its embedding is within `tolerance` bits of the verifier's own
+//! commitment for the request (two different ones = equivocation); the reveal carries the
+//! committed inference id (ids are scoped by node: another committer using the same id rejects
+//! nobody); it names the frame's embedding model; it opens the commitment; the node revealed
+//! only once; and its embedding is within `tolerance` bits of the verifier's own
 //! re-embedding of the output ([`check_reembedding`]; default `ceil(dim/48)`, i.e. 8 of 384).
 //! Verified embeddings must share one dimension.
 //!

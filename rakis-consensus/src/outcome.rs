@@ -90,6 +90,8 @@ pub enum FailureReason {
 }
 
 /// The decision of one consensus computation.
+// One value per request: its size does not matter, and boxing would change the public API.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Decision {
     /// A ball met the threshold.
@@ -193,19 +195,19 @@ pub fn result_digest(request_id: &RequestId, output_hash: &Hash32, joint_hash: &
         .finish()
 }
 
-/// Canonical order of submissions: node, inference id, commitment, embedding model, then the
-/// re-embedding (present before missing, then by dimension and words).
-fn submission_key<'a>(
-    s: &'a Submission,
-    commitment: &Commitment,
-) -> (
+/// Sort key of a submission, see [`submission_key`].
+type SubmissionKey<'a> = (
     NodeId,
     InferenceId,
     Commitment,
     &'a str,
     bool,
     Option<(u32, &'a [u64])>,
-) {
+);
+
+/// Canonical order of submissions: node, inference id, commitment, embedding model, then the
+/// re-embedding (present before missing, then by dimension and words).
+fn submission_key<'a>(s: &'a Submission, commitment: &Commitment) -> SubmissionKey<'a> {
     (
         s.reveal.node,
         s.reveal.inference_id,
@@ -225,11 +227,11 @@ fn submission_key<'a>(
 /// or `submissions`.
 ///
 /// Checks, per reveal, in this order (first failure is the reason):
-/// request id → a commit exists → the node did not equivocate → its inference id is unique
-/// among committers → it is the committed inference id → the embedding model → the commitment
-/// opens → a single reveal per node for this request → the re-embedding (missing = [`RejectReason::EmbeddingBeyondTolerance`] with distance
-/// `u32::MAX`) → the dimension matches the other verified reveals (first reveal by
-/// commitment order fixes it).
+/// request id → a commit exists → the node did not equivocate → it is the committed
+/// inference id (ids are scoped by node; a copy of another committer's id rejects nobody) → the embedding model → the commitment
+/// opens → a single reveal per node for this request → the re-embedding (missing =
+/// [`RejectReason::EmbeddingBeyondTolerance`] with distance `u32::MAX`) → the dimension
+/// matches the other verified reveals (first reveal by commitment order fixes it).
 ///
 /// Then the largest ball of radius `radius_bits(dim)` centred on a verified reveal is found,
 /// ties going to the centre with the lowest commitment; consensus is reached when it holds
@@ -249,12 +251,9 @@ pub fn evaluate(
             .insert((c.commitment, c.inference_id));
     }
     let committed = by_node.len() as u32;
-    let mut id_owners: BTreeMap<InferenceId, BTreeSet<NodeId>> = BTreeMap::new();
-    for (node, set) in &by_node {
-        for (_, id) in set {
-            id_owners.entry(*id).or_default().insert(*node);
-        }
-    }
+    // Inference ids are scoped by node: two committers using the same id is no reason to
+    // reject either. Ids are visible in the commit phase, so a global uniqueness rule would let
+    // anyone knock out an honest node by copying its id into a commit of its own.
 
     // Deduplicate identical submissions and order them canonically. The key orders reveals
     // completely (the embedding model is not in the commitment), so that copies of one reveal
@@ -296,9 +295,6 @@ pub fn evaluate(
                 return Err(RejectReason::DuplicateInferenceId);
             }
             let (commitment, inference_id) = *set.first().expect("non-empty");
-            if id_owners.get(&r.inference_id).is_some_and(|o| o.len() > 1) {
-                return Err(RejectReason::DuplicateInferenceId);
-            }
             if inference_id != r.inference_id {
                 return Err(RejectReason::MissingCommit);
             }

@@ -29,9 +29,8 @@ use crate::protocol::{
 use crate::store::{OwnOutput, QuorumRecord, StoreOp};
 use crate::traits::{Generation, GenerationJob};
 use crate::{
-    evaluate, BinaryEmbedding, Commit, ConsensusOutcome, ConsensusParams, Decision,
-    FailureReason, Hash32, InferenceId, NodeId, Rejection, RejectReason, RequestId, Reveal, Salt,
-    Submission,
+    evaluate, BinaryEmbedding, Commit, ConsensusOutcome, ConsensusParams, Decision, FailureReason,
+    Hash32, InferenceId, NodeId, RejectReason, Rejection, RequestId, Reveal, Salt, Submission,
 };
 
 /// Default length of the reveal window after the deadline.
@@ -196,7 +195,9 @@ enum OwnState {
     NotAnswering,
     Queued,
     Generating,
-    Embedding { generation: Generation },
+    Embedding {
+        generation: Generation,
+    },
     Persisting(OwnOutput),
     Committed(OwnOutput),
     Skipped,
@@ -393,7 +394,12 @@ impl Coordinator {
         }
         let mut q = self.new_quorum(request);
         q.own = match record.own {
-            Some(own) if record.commits.iter().any(|c| c.commit.commitment == own.commitment) => {
+            Some(own)
+                if record
+                    .commits
+                    .iter()
+                    .any(|c| c.commit.commitment == own.commitment) =>
+            {
                 OwnState::Committed(own)
             }
             // Stored but never broadcast: it may still be committed before the deadline.
@@ -545,11 +551,17 @@ impl Coordinator {
             let Some((deadline, id)) = self.queue.pop_first() else {
                 break;
             };
-            let Some(model) = self.quorums.get(&id).and_then(|q| self.model_for(&q.request))
+            let Some(model) = self
+                .quorums
+                .get(&id)
+                .and_then(|q| self.model_for(&q.request))
             else {
                 continue;
             };
-            let q = self.quorums.get_mut(&id).expect("queued request is tracked");
+            let q = self
+                .quorums
+                .get_mut(&id)
+                .expect("queued request is tracked");
             if !matches!(q.phase, Phase::Open | Phase::Committing)
                 || now.saturating_add(self.generation_estimate_ms) > deadline
             {
@@ -856,7 +868,8 @@ impl Coordinator {
                                 .insert((from, commitment), Reembedding::Done(Some(e)));
                         }
                         None => {
-                            q.reembeddings.insert((from, commitment), Reembedding::Pending);
+                            q.reembeddings
+                                .insert((from, commitment), Reembedding::Pending);
                             out.push(Action::Embed {
                                 request_id: id,
                                 purpose: EmbedPurpose::Reembed {
@@ -1016,10 +1029,7 @@ impl Coordinator {
             // A node without an embedder cannot verify: it waits for peers' signed results.
             return;
         }
-        let pending = q
-            .reembeddings
-            .values()
-            .any(|s| *s == Reembedding::Pending);
+        let pending = q.reembeddings.values().any(|s| *s == Reembedding::Pending);
         let all_revealed = q.commits.keys().all(|n| q.reveals.contains_key(n));
         let ready = match q.phase {
             Phase::Revealing => all_revealed && !pending,

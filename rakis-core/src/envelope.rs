@@ -243,9 +243,15 @@ mod tests {
         t[0] = 9;
         assert_eq!(open(&t, "net"), Err(EnvelopeError::UnsupportedVersion(9)));
         assert!(matches!(open(&[], "net"), Err(EnvelopeError::Malformed(_))));
-        assert!(matches!(open(&[1, 2, 3], "net"), Err(EnvelopeError::Malformed(_))));
+        assert!(matches!(
+            open(&[1, 2, 3], "net"),
+            Err(EnvelopeError::Malformed(_))
+        ));
         let big = vec![1u8; MAX_MESSAGE_SIZE + 1];
-        assert!(matches!(open(&big, "net"), Err(EnvelopeError::TooLarge { .. })));
+        assert!(matches!(
+            open(&big, "net"),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -106,7 +106,8 @@ impl NodeKey {
     /// (Argon2id + ChaCha20-Poly1305). On Unix the file is created with mode 0600.
     pub fn save(&self, path: &Path, passphrase: Option<&str>) -> Result<(), IdentityError> {
         let file = KeyFile::seal(self, passphrase)?;
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| IdentityError::KeyFile(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&file).map_err(|e| IdentityError::KeyFile(e.to_string()))?;
         write_private(path, &json)
     }
 
@@ -132,7 +133,12 @@ impl NodeKey {
 
 fn node_id_of(vk: &VerifyingKey) -> NodeId {
     let point = vk.to_encoded_point(true);
-    NodeId(point.as_bytes().try_into().expect("compressed point is 33 bytes"))
+    NodeId(
+        point
+            .as_bytes()
+            .try_into()
+            .expect("compressed point is 33 bytes"),
+    )
 }
 
 fn address_of(vk: &VerifyingKey) -> Address {
@@ -149,7 +155,8 @@ pub fn address_of_node(node: &NodeId) -> Result<Address, IdentityError> {
 
 /// Recovers the node id that produced `signature` over `digest`.
 pub fn recover_signer(digest: &[u8; 32], signature: &Signature) -> Result<NodeId, IdentityError> {
-    let sig = EcdsaSignature::from_slice(&signature.0[..64]).map_err(|_| IdentityError::BadSignature)?;
+    let sig =
+        EcdsaSignature::from_slice(&signature.0[..64]).map_err(|_| IdentityError::BadSignature)?;
     let v = signature.0[64];
     let recid = match v {
         27 | 28 => v - 27,
@@ -306,7 +313,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).map_err(|e| IdentityError::Io(e.to_string()))?;
+    let mut f = opts
+        .open(path)
+        .map_err(|e| IdentityError::Io(e.to_string()))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| IdentityError::Io(e.to_string()))
@@ -322,7 +331,10 @@ mod tests {
         let mut sk = [0u8; 32];
         sk[31] = 1;
         let k = NodeKey::from_secret_bytes(&sk).unwrap();
-        assert_eq!(k.address().to_hex(), "7e5f4552091a69125d5dfcb7b8c2659029395bdf");
+        assert_eq!(
+            k.address().to_hex(),
+            "7e5f4552091a69125d5dfcb7b8c2659029395bdf"
+        );
         assert_eq!(
             k.node_id().to_hex(),
             "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
@@ -358,7 +370,9 @@ mod tests {
         let text = std::fs::read_to_string(&enc).unwrap();
         assert!(!text.contains(&hex::encode(k.secret_bytes())));
         assert_eq!(
-            NodeKey::load(&enc, Some("correct horse")).unwrap().node_id(),
+            NodeKey::load(&enc, Some("correct horse"))
+                .unwrap()
+                .node_id(),
             k.node_id()
         );
         assert!(matches!(
@@ -370,7 +384,10 @@ mod tests {
             Err(IdentityError::PassphraseRequired)
         ));
         std::fs::write(&plain, b"{not json").unwrap();
-        assert!(matches!(NodeKey::load(&plain, None), Err(IdentityError::KeyFile(_))));
+        assert!(matches!(
+            NodeKey::load(&plain, None),
+            Err(IdentityError::KeyFile(_))
+        ));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -91,3 +91,8 @@ pub use traits::{
     ChainSink, CommitStore, Embedder, Generation, GenerationJob, InferenceEngine, RequestSource,
     Transport, TransportEvent,
 };
+
+/// The README's code blocks, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

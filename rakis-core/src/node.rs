@@ -283,7 +283,10 @@ impl Node {
 }
 
 enum Command {
-    Submit(InferenceRequest, oneshot::Sender<Result<RequestId, NodeError>>),
+    Submit(
+        InferenceRequest,
+        oneshot::Sender<Result<RequestId, NodeError>>,
+    ),
     Status(RequestId, oneshot::Sender<Option<QuorumStatus>>),
     Requests(oneshot::Sender<Vec<RequestId>>),
     Peers(oneshot::Sender<BTreeMap<NodeId, KnownPeer>>),
@@ -326,7 +329,10 @@ impl NodeHandle {
         self.clock.now_ms()
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))
@@ -402,9 +408,10 @@ impl NodeHandle {
         let wait = async {
             loop {
                 match events.recv().await {
-                    Ok(NodeEvent::Completed { request_id, outcome }) if request_id == id => {
-                        return Ok(outcome)
-                    }
+                    Ok(NodeEvent::Completed {
+                        request_id,
+                        outcome,
+                    }) if request_id == id => return Ok(outcome),
                     Ok(NodeEvent::Failed { request_id, reason }) if request_id == id => {
                         return Err(NodeError::RequestFailed(reason.to_string()))
                     }
@@ -779,7 +786,9 @@ impl Driver {
                                 .or_default()
                                 .push((**result).clone());
                         }
-                        NodeEvent::Completed { request_id, .. } => self.submit_to_sinks(*request_id),
+                        NodeEvent::Completed { request_id, .. } => {
+                            self.submit_to_sinks(*request_id)
+                        }
                         _ => {}
                     }
                     let _ = self.events.send(ev);

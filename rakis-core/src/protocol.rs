@@ -140,7 +140,9 @@ impl InferenceRequest {
         }
         let bytes: usize = self.messages.iter().map(|m| m.content.len()).sum();
         if bytes > MAX_PROMPT_BYTES {
-            return Err(format!("prompt of {bytes} bytes exceeds {MAX_PROMPT_BYTES}"));
+            return Err(format!(
+                "prompt of {bytes} bytes exceeds {MAX_PROMPT_BYTES}"
+            ));
         }
         if self.accepted_models.is_empty() || self.accepted_models.len() > MAX_ACCEPTED_MODELS {
             return Err(format!(

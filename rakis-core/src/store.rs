@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::coordinator::QuorumFailure;
 use crate::error::StoreError;
-use crate::traits::CommitStore;
 use crate::protocol::{CommitMsg, ConsensusResultMsg, InferenceRequest, RevealMsg};
-use crate::{BinaryEmbedding, Commitment, ConsensusOutcome, InferenceId, Rejection, RequestId, Salt};
+use crate::traits::CommitStore;
+use crate::{
+    BinaryEmbedding, Commitment, ConsensusOutcome, InferenceId, Rejection, RequestId, Salt,
+};
 
 /// The node's own answer, kept (with its salt) before its commit leaves the node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,4 +294,3 @@ impl CommitStore for MemoryStore {
             .collect())
     }
 }
-

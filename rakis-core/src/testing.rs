@@ -14,8 +14,7 @@ use tokio::sync::mpsc;
 use crate::error::{EmbedError, EngineError, TransportError};
 pub use crate::store::MemoryStore;
 use crate::traits::{
-    Embedder, FinishReason, Generation, GenerationJob, InferenceEngine, Transport,
-    TransportEvent,
+    Embedder, FinishReason, Generation, GenerationJob, InferenceEngine, Transport, TransportEvent,
 };
 use crate::{BinaryEmbedding, NodeId};
 
@@ -135,7 +134,12 @@ impl MemoryHub {
         (inner.delivered, inner.dropped)
     }
 
-    fn deliver(&self, from: NodeId, to: Option<NodeId>, bytes: Vec<u8>) -> Result<(), TransportError> {
+    fn deliver(
+        &self,
+        from: NodeId,
+        to: Option<NodeId>,
+        bytes: Vec<u8>,
+    ) -> Result<(), TransportError> {
         let mut inner = self.inner.lock().expect("hub lock");
         let my_group = inner.groups.get(&from).copied().unwrap_or(0);
         let targets: Vec<(NodeId, mpsc::UnboundedSender<TransportEvent>)> = inner
@@ -282,7 +286,11 @@ impl ScriptedEngine {
         let tokens = text.split_whitespace().count() as u32;
         Ok(Generation {
             model: job.model.clone(),
-            prompt_tokens: job.messages.iter().map(|m| m.content.split_whitespace().count() as u32).sum(),
+            prompt_tokens: job
+                .messages
+                .iter()
+                .map(|m| m.content.split_whitespace().count() as u32)
+                .sum(),
             tokens,
             tokens_per_sec: 0.0,
             finish: FinishReason::Eos,
@@ -395,10 +403,18 @@ mod tests {
     #[test]
     fn hash_embedder_places_paraphrases_near_and_unrelated_far() {
         let e = HashEmbedder::default_model();
-        let a = e.embed_binary_one("The capital of France is Paris.").unwrap();
-        let b = e.embed_binary_one("Paris is the capital of France").unwrap();
-        let c = e.embed_binary_one("The capital of France is Paris, a large city.").unwrap();
-        let d = e.embed_binary_one("Bananas grow in tropical climates").unwrap();
+        let a = e
+            .embed_binary_one("The capital of France is Paris.")
+            .unwrap();
+        let b = e
+            .embed_binary_one("Paris is the capital of France")
+            .unwrap();
+        let c = e
+            .embed_binary_one("The capital of France is Paris, a large city.")
+            .unwrap();
+        let d = e
+            .embed_binary_one("Bananas grow in tropical climates")
+            .unwrap();
         assert_eq!(a.hamming(&b).unwrap(), 0);
         assert!(a.hamming(&c).unwrap() < 115, "{}", a.hamming(&c).unwrap());
         assert!(a.hamming(&d).unwrap() > 115, "{}", a.hamming(&d).unwrap());

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use rakis_core::testing::{HashEmbedder, ScriptedEngine};
 use rakis_core::{
-    Action, Coordinator, CoordinatorConfig, Decision, InferenceRequest, Input,
-    Message, NodeEvent, NodeKey, Phase, QuorumFailure, RejectReason, SecurityFrame, StoreOp,
+    Action, Coordinator, CoordinatorConfig, Decision, InferenceRequest, Input, Message, NodeEvent,
+    NodeKey, Phase, QuorumFailure, RejectReason, SecurityFrame, StoreOp,
 };
 
 const MODEL: &str = "smollm2-135m";
@@ -27,8 +27,15 @@ struct SimNode {
 }
 
 enum Pending {
-    Deliver { to: usize, from: usize, message: Message },
-    Input { to: usize, input: Input },
+    Deliver {
+        to: usize,
+        from: usize,
+        message: Message,
+    },
+    Input {
+        to: usize,
+        input: Input,
+    },
 }
 
 struct Sim {
@@ -49,7 +56,10 @@ impl Sim {
             .map(|i| {
                 let engine = answers(i).map(|a| ScriptedEngine::constant(MODEL, &a));
                 let config = CoordinatorConfig {
-                    served_models: engine.as_ref().map(|_| vec![MODEL.to_string()]).unwrap_or_default(),
+                    served_models: engine
+                        .as_ref()
+                        .map(|_| vec![MODEL.to_string()])
+                        .unwrap_or_default(),
                     workers: 1,
                     embedding_model: Some(rakis_core::DEFAULT_EMBEDDING_MODEL.to_string()),
                     reveal_window_ms: 1_000,
@@ -57,7 +67,11 @@ impl Sim {
                     ..CoordinatorConfig::default()
                 };
                 SimNode {
-                    coord: Coordinator::with_rng_seed(NodeKey::from_seed(i as u64), config, i as u64),
+                    coord: Coordinator::with_rng_seed(
+                        NodeKey::from_seed(i as u64),
+                        config,
+                        i as u64,
+                    ),
                     engine,
                     embedder: HashEmbedder::default_model(),
                     stored: Vec::new(),
@@ -104,18 +118,42 @@ impl Sim {
                             continue;
                         }
                         if to != i {
-                            self.push(self.now + LATENCY_MS, Pending::Deliver { to, from: i, message: m.clone() });
+                            self.push(
+                                self.now + LATENCY_MS,
+                                Pending::Deliver {
+                                    to,
+                                    from: i,
+                                    message: m.clone(),
+                                },
+                            );
                         }
                     }
                 }
                 Action::Generate(job) => {
                     let result = self.nodes[i].engine.as_ref().expect("engine").run(&job);
-                    let input = Input::Generated { request_id: job.request_id, result };
+                    let input = Input::Generated {
+                        request_id: job.request_id,
+                        result,
+                    };
                     self.push(self.now + GENERATION_MS, Pending::Input { to: i, input });
                 }
-                Action::Embed { request_id, purpose, text } => {
+                Action::Embed {
+                    request_id,
+                    purpose,
+                    text,
+                } => {
                     let result = self.nodes[i].embedder.embed_binary_one(&text);
-                    self.push(self.now + 1, Pending::Input { to: i, input: Input::Embedded { request_id, purpose, result } });
+                    self.push(
+                        self.now + 1,
+                        Pending::Input {
+                            to: i,
+                            input: Input::Embedded {
+                                request_id,
+                                purpose,
+                                result,
+                            },
+                        },
+                    );
                 }
                 Action::Persist(op) => self.nodes[i].stored.push(op),
                 Action::PersistOwnOutput(own) => {
@@ -125,7 +163,13 @@ impl Sim {
                         self.nodes[i].stored.push(StoreOp::OwnOutput(own.clone()));
                         Ok(())
                     };
-                    let next = self.nodes[i].coord.handle(self.now, Input::OwnOutputPersisted { request_id: own.request_id, result });
+                    let next = self.nodes[i].coord.handle(
+                        self.now,
+                        Input::OwnOutputPersisted {
+                            request_id: own.request_id,
+                            result,
+                        },
+                    );
                     self.apply(i, next);
                 }
                 Action::Emit(e) => self.nodes[i].events.push(e),
@@ -137,7 +181,11 @@ impl Sim {
     fn run_until(&mut self, until: u64) {
         loop {
             let next_msg = self.heap.peek().map(|Reverse((t, _))| *t);
-            let next_timer = self.nodes.iter().filter_map(|n| n.coord.next_wakeup()).min();
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.coord.next_wakeup())
+                .min();
             let next = match (next_msg, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (Some(a), None) => a,
@@ -159,7 +207,11 @@ impl Sim {
                 }
             } else {
                 for i in 0..self.nodes.len() {
-                    if self.nodes[i].coord.next_wakeup().is_some_and(|t| t <= self.now) {
+                    if self.nodes[i]
+                        .coord
+                        .next_wakeup()
+                        .is_some_and(|t| t <= self.now)
+                    {
                         self.feed(i, Input::Tick);
                     }
                 }
@@ -175,7 +227,11 @@ impl Sim {
             self.now,
         );
         r.nonce = 7;
-        r.frame = SecurityFrame { quorum, max_time_ms: 1_000, ..SecurityFrame::default() };
+        r.frame = SecurityFrame {
+            quorum,
+            max_time_ms: 1_000,
+            ..SecurityFrame::default()
+        };
         r
     }
 }
@@ -205,15 +261,30 @@ fn five_nodes_agree_on_one_result() {
         assert_eq!(status.committed, 5);
         let outcome = status.outcome.unwrap();
         assert_eq!(outcome.accepted.len(), 5);
-        let Decision::Agreed { joint_hash, selected, result_digest, .. } = &outcome.decision else {
+        let Decision::Agreed {
+            joint_hash,
+            selected,
+            result_digest,
+            ..
+        } = &outcome.decision
+        else {
             panic!("not agreed")
         };
         digests.push((*joint_hash, selected.output.clone(), *result_digest));
-        assert!(n.events.iter().any(|e| matches!(e, NodeEvent::Completed { request_id, .. } if *request_id == id)));
-        assert!(!n.events.iter().any(|e| matches!(e, NodeEvent::Disagreement { .. })));
+        assert!(n
+            .events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Completed { request_id, .. } if *request_id == id)));
+        assert!(!n
+            .events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Disagreement { .. })));
         // Every node heard the four others' signed results, all equal to its own.
         assert_eq!(status.peer_results.len(), 4);
-        assert!(status.peer_results.values().all(|d| *d == digests.last().unwrap().2));
+        assert!(status
+            .peer_results
+            .values()
+            .all(|d| *d == digests.last().unwrap().2));
     }
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
 }
@@ -229,10 +300,16 @@ fn quorum_not_reached_fails_everywhere_without_reveals() {
         let st = n.coord.status(&id).unwrap();
         assert_eq!(
             st.phase,
-            Phase::Failed(QuorumFailure::QuorumNotReached { committed: 4, needed: 5 })
+            Phase::Failed(QuorumFailure::QuorumNotReached {
+                committed: 4,
+                needed: 5
+            })
         );
         assert!(n.sent.iter().all(|m| !matches!(m, Message::Reveal(_))));
-        assert!(n.stored.iter().any(|op| matches!(op, StoreOp::Failed { .. })));
+        assert!(n
+            .stored
+            .iter()
+            .any(|op| matches!(op, StoreOp::Failed { .. })));
     }
 }
 
@@ -243,17 +320,31 @@ fn own_output_is_stored_before_the_commit_leaves() {
     sim.feed(0, Input::LocalRequest(req));
     sim.run_until(u64::MAX);
     for n in &sim.nodes {
-        let persist = n.actions.iter().position(|a| matches!(a, Action::PersistOwnOutput(_))).unwrap();
+        let persist = n
+            .actions
+            .iter()
+            .position(|a| matches!(a, Action::PersistOwnOutput(_)))
+            .unwrap();
         let commit = n
             .actions
             .iter()
             .position(|a| matches!(a, Action::Broadcast(Message::Commit(_))))
             .unwrap();
         assert!(persist < commit);
-        let StoreOp::OwnOutput(own) = n.stored.iter().find(|op| matches!(op, StoreOp::OwnOutput(_))).unwrap() else {
+        let StoreOp::OwnOutput(own) = n
+            .stored
+            .iter()
+            .find(|op| matches!(op, StoreOp::OwnOutput(_)))
+            .unwrap()
+        else {
             unreachable!()
         };
-        let Message::Commit(c) = n.sent.iter().find(|m| matches!(m, Message::Commit(_))).unwrap() else {
+        let Message::Commit(c) = n
+            .sent
+            .iter()
+            .find(|m| matches!(m, Message::Commit(_)))
+            .unwrap()
+        else {
             unreachable!()
         };
         assert_eq!(own.commitment, c.commit.commitment);
@@ -268,8 +359,14 @@ fn a_node_that_cannot_store_its_output_does_not_commit() {
     let id = req.id();
     sim.feed(0, Input::LocalRequest(req));
     sim.run_until(u64::MAX);
-    assert!(sim.nodes[1].sent.iter().all(|m| !matches!(m, Message::Commit(_))));
-    assert!(sim.nodes[1].events.iter().any(|e| matches!(e, NodeEvent::AnswerSkipped { .. })));
+    assert!(sim.nodes[1]
+        .sent
+        .iter()
+        .all(|m| !matches!(m, Message::Commit(_))));
+    assert!(sim.nodes[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::AnswerSkipped { .. })));
     let st = sim.nodes[0].coord.status(&id).unwrap();
     assert_eq!(st.committed, 2);
     assert_eq!(st.phase, Phase::Completed);
@@ -300,7 +397,14 @@ fn a_reveal_that_differs_from_its_commit_is_rejected_by_all_with_the_reason_broa
     forged.reveal.output = "The capital of France is Lyon.".into();
     let from = sim.nodes[4].coord.node_id();
     for to in 0..4 {
-        sim.push(sim.now + 1, Pending::Deliver { to, from: 4, message: Message::Reveal(forged.clone()) });
+        sim.push(
+            sim.now + 1,
+            Pending::Deliver {
+                to,
+                from: 4,
+                message: Message::Reveal(forged.clone()),
+            },
+        );
     }
     sim.run_until(u64::MAX);
     let mut joint = Vec::new();
@@ -326,15 +430,33 @@ fn a_commit_after_the_deadline_is_ignored() {
     sim.muted.push(2);
     sim.run_until(deadline + 20);
     // Node 2's commit arrives late at node 0.
-    let Message::Commit(c) = sim.nodes[2].sent.iter().find(|m| matches!(m, Message::Commit(_))).cloned().unwrap() else {
+    let Message::Commit(c) = sim.nodes[2]
+        .sent
+        .iter()
+        .find(|m| matches!(m, Message::Commit(_)))
+        .cloned()
+        .unwrap()
+    else {
         unreachable!()
     };
     let before = sim.nodes[0].stored.len();
-    sim.feed(0, Input::Message { from: sim.nodes[2].coord.node_id(), message: Message::Commit(c) });
+    sim.feed(
+        0,
+        Input::Message {
+            from: sim.nodes[2].coord.node_id(),
+            message: Message::Commit(c),
+        },
+    );
     assert_eq!(sim.nodes[0].stored.len(), before);
     let st = sim.nodes[0].coord.status(&id).unwrap();
     assert_eq!(st.committed, 2);
-    assert_eq!(st.phase, Phase::Failed(QuorumFailure::QuorumNotReached { committed: 2, needed: 3 }));
+    assert_eq!(
+        st.phase,
+        Phase::Failed(QuorumFailure::QuorumNotReached {
+            committed: 2,
+            needed: 3
+        })
+    );
 }
 
 #[test]
@@ -343,19 +465,37 @@ fn messages_not_signed_by_their_subject_change_nothing() {
     let req = sim.request(0, 3);
     let id = req.id();
     // A request relayed by someone who is not its requester is refused.
-    sim.feed(1, Input::Message { from: sim.nodes[2].coord.node_id(), message: Message::Request(req.clone()) });
+    sim.feed(
+        1,
+        Input::Message {
+            from: sim.nodes[2].coord.node_id(),
+            message: Message::Request(req.clone()),
+        },
+    );
     assert!(sim.nodes[1].coord.status(&id).is_none());
     assert!(sim.nodes[1].stored.is_empty());
     sim.feed(0, Input::LocalRequest(req));
     sim.run_until(sim.now + 500);
     // Node 2's commit replayed as if from node 1: dropped.
-    let Message::Commit(c) = sim.nodes[2].sent.iter().find(|m| matches!(m, Message::Commit(_))).cloned().unwrap() else {
+    let Message::Commit(c) = sim.nodes[2]
+        .sent
+        .iter()
+        .find(|m| matches!(m, Message::Commit(_)))
+        .cloned()
+        .unwrap()
+    else {
         unreachable!()
     };
     let before = sim.nodes[0].stored.len();
     let mut c2 = c.clone();
     c2.commit.commitment.0[0] ^= 1;
-    sim.feed(0, Input::Message { from: sim.nodes[1].coord.node_id(), message: Message::Commit(c2) });
+    sim.feed(
+        0,
+        Input::Message {
+            from: sim.nodes[1].coord.node_id(),
+            message: Message::Commit(c2),
+        },
+    );
     assert_eq!(sim.nodes[0].stored.len(), before);
 }
 
@@ -367,13 +507,26 @@ fn equivocating_committer_is_rejected() {
     sim.feed(0, Input::LocalRequest(req));
     sim.run_until(sim.now + 500);
     // Node 3 sends a second, different commit.
-    let Message::Commit(c) = sim.nodes[3].sent.iter().find(|m| matches!(m, Message::Commit(_))).cloned().unwrap() else {
+    let Message::Commit(c) = sim.nodes[3]
+        .sent
+        .iter()
+        .find(|m| matches!(m, Message::Commit(_)))
+        .cloned()
+        .unwrap()
+    else {
         unreachable!()
     };
     let mut c2 = c.clone();
     c2.commit.commitment.0[5] ^= 0xFF;
     for to in 0..3 {
-        sim.push(sim.now + 1, Pending::Deliver { to, from: 3, message: Message::Commit(c2.clone()) });
+        sim.push(
+            sim.now + 1,
+            Pending::Deliver {
+                to,
+                from: 3,
+                message: Message::Commit(c2.clone()),
+            },
+        );
     }
     sim.run_until(u64::MAX);
     for i in 0..3 {
@@ -400,7 +553,12 @@ fn scheduling_takes_soonest_deadline_first_and_skips_hopeless_requests() {
     let mut c = Coordinator::with_rng_seed(key, config, 1);
     let now = 10_000;
     let mk = |max_time_ms: u64, nonce: u64| {
-        let mut r = InferenceRequest::new("hi", vec![MODEL.into()], NodeKey::from_seed(1).node_id(), now);
+        let mut r = InferenceRequest::new(
+            "hi",
+            vec![MODEL.into()],
+            NodeKey::from_seed(1).node_id(),
+            now,
+        );
         r.nonce = nonce;
         r.frame.max_time_ms = max_time_ms;
         r
@@ -410,18 +568,42 @@ fn scheduling_takes_soonest_deadline_first_and_skips_hopeless_requests() {
     let hopeless = mk(100, 3);
     let from = NodeKey::from_seed(1).node_id();
     // The first request occupies the only worker.
-    let a1 = c.handle(now, Input::Message { from, message: Message::Request(late.clone()) });
-    assert!(a1.iter().any(|a| matches!(a, Action::Generate(j) if j.request_id == late.id())));
-    let a2 = c.handle(now, Input::Message { from, message: Message::Request(hopeless.clone()) });
-    let a3 = c.handle(now, Input::Message { from, message: Message::Request(soon.clone()) });
-    assert!(!a2.iter().chain(&a3).any(|a| matches!(a, Action::Generate(_))));
+    let a1 = c.handle(
+        now,
+        Input::Message {
+            from,
+            message: Message::Request(late.clone()),
+        },
+    );
+    assert!(a1
+        .iter()
+        .any(|a| matches!(a, Action::Generate(j) if j.request_id == late.id())));
+    let a2 = c.handle(
+        now,
+        Input::Message {
+            from,
+            message: Message::Request(hopeless.clone()),
+        },
+    );
+    let a3 = c.handle(
+        now,
+        Input::Message {
+            from,
+            message: Message::Request(soon.clone()),
+        },
+    );
+    assert!(!a2
+        .iter()
+        .chain(&a3)
+        .any(|a| matches!(a, Action::Generate(_))));
     // When the worker frees up, the soonest deadline that can still finish runs; the hopeless
     // one is skipped.
     let done = c.handle(
         now + 10,
         Input::Generated {
             request_id: late.id(),
-            result: ScriptedEngine::constant(MODEL, "x").run(&rakis_core::GenerationJob::for_request(&late, MODEL, 0)),
+            result: ScriptedEngine::constant(MODEL, "x")
+                .run(&rakis_core::GenerationJob::for_request(&late, MODEL, 0)),
         },
     );
     let gen: Vec<_> = done

@@ -1,0 +1,428 @@
+//! Whole nodes (driver + coordinator + parts) on the in-memory hub, on tokio's paused clock:
+//! virtual time, no real sleeps.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rakis_core::envelope::{open, seal, MAX_MESSAGE_SIZE};
+use rakis_core::protocol::{CommitMsg, RevealMsg};
+use rakis_core::testing::{HashEmbedder, HubConfig, MemoryHub, ScriptedEngine};
+use rakis_core::{
+    Commit, InferenceId, InferenceRequest, Message, Node, NodeError, NodeEvent, NodeHandle,
+    NodeKey, RejectReason, Reveal, Salt, SecurityFrame, TokioClock, Transport, TransportEvent,
+};
+use tokio::sync::broadcast;
+
+const MODEL: &str = "smollm2-135m";
+const NET: &str = "test-net";
+const BASE_MS: u64 = 1_700_000_000_000;
+
+fn spawn_node(hub: &MemoryHub, seed: u64, answer: &str) -> NodeHandle {
+    let key = NodeKey::from_seed(seed);
+    let node = Node::builder()
+        .network_id(NET)
+        .transport(hub.join(key.node_id()))
+        .key(key)
+        .engine(ScriptedEngine::constant(MODEL, answer).with_delay(Duration::from_millis(50)))
+        .embedder(HashEmbedder::default_model())
+        .clock(TokioClock::starting_at(BASE_MS))
+        .rng_seed(seed)
+        .build()
+        .unwrap();
+    node.spawn().0
+}
+
+fn request(h: &NodeHandle, quorum: u32) -> InferenceRequest {
+    let mut r = InferenceRequest::new(
+        "What is the capital of France?",
+        vec![MODEL.into()],
+        h.node_id(),
+        h.now_ms(),
+    );
+    r.frame = SecurityFrame {
+        quorum,
+        max_time_ms: 1_000,
+        ..SecurityFrame::default()
+    };
+    r
+}
+
+fn drain(rx: &mut broadcast::Receiver<NodeEvent>) -> Vec<NodeEvent> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+fn hub() -> MemoryHub {
+    MemoryHub::new(HubConfig {
+        delay: Duration::from_millis(5),
+        jitter: Duration::from_millis(10),
+        seed: 1,
+        ..HubConfig::default()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_nodes_one_request_quorum_three_reach_the_same_result() {
+    let hub = hub();
+    let answers = [
+        "The capital of France is Paris.",
+        "Paris is the capital of France.",
+        "The capital of France is Paris, of course.",
+        "The capital of France is Paris.",
+        "France's capital is Paris.",
+    ];
+    let nodes: Vec<NodeHandle> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| spawn_node(&hub, i as u64, a))
+        .collect();
+    let mut subs: Vec<_> = nodes.iter().map(|n| n.subscribe()).collect();
+    let id = nodes[0].submit(request(&nodes[0], 3)).await.unwrap();
+
+    let mut results = Vec::new();
+    for n in &nodes {
+        let outcome = n
+            .wait_for_outcome(id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let sel = outcome.selected().unwrap();
+        results.push((outcome.joint_hash().unwrap(), sel.output.clone(), sel.node));
+        assert_eq!(outcome.committed, 5);
+    }
+    assert!(results.windows(2).all(|w| w[0] == w[1]), "{results:?}");
+    // Let the signed results propagate, then check the events.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for rx in &mut subs {
+        let events = drain(rx);
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Completed { request_id, .. } if *request_id == id)));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Committed { .. })));
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Disagreement { .. })));
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, NodeEvent::PeerResult { .. }))
+                .count(),
+            4
+        );
+    }
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn quorum_not_reached_fails_on_every_node_and_nobody_reveals() {
+    let hub = hub();
+    let nodes: Vec<NodeHandle> = (0..3).map(|i| spawn_node(&hub, i, "Paris.")).collect();
+    let mut subs: Vec<_> = nodes.iter().map(|n| n.subscribe()).collect();
+    let id = nodes[0].submit(request(&nodes[0], 4)).await.unwrap();
+    for n in &nodes {
+        let err = n
+            .wait_for_outcome(id, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, NodeError::RequestFailed(m) if m.contains("quorum not reached: 3 of 4")),
+            "{err}"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for rx in &mut subs {
+        let events = drain(rx);
+        assert!(!events.iter().any(|e| matches!(
+            e,
+            NodeEvent::RevealSeen { .. } | NodeEvent::RevealOpened { .. }
+        )));
+    }
+}
+
+/// A participant that is not a Node: it commits honestly, then reveals a different output.
+async fn rogue(hub: MemoryHub, key: NodeKey, committed: &'static str, revealed: &'static str) {
+    let transport = hub.join(key.node_id());
+    let mut events = transport.events();
+    let embedder = HashEmbedder::default_model();
+    let clock = TokioClock::starting_at(BASE_MS);
+    use rakis_core::Clock;
+    while let Some(ev) = events.next().await {
+        let TransportEvent::Message { bytes, .. } = ev else {
+            continue;
+        };
+        let Ok(v) = open(&bytes, NET) else { continue };
+        let Message::Request(req) = v.envelope.message else {
+            continue;
+        };
+        let id = req.id();
+        let embedding = embedder.embed_binary_one(committed).unwrap();
+        let salt = Salt([9; 32]);
+        let inference_id = InferenceId([8; 32]);
+        let commitment = rakis_core::commitment(
+            &id,
+            &key.node_id(),
+            &inference_id,
+            committed,
+            &embedding,
+            &salt,
+        );
+        let commit = CommitMsg {
+            commit: Commit {
+                request_id: id,
+                node: key.node_id(),
+                inference_id,
+                commitment,
+            },
+            model: MODEL.into(),
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        transport
+            .broadcast(seal(&key, NET, clock.now_ms(), Message::Commit(commit)).unwrap())
+            .await
+            .unwrap();
+        let wait = req.deadline_ms() + 20 - clock.now_ms();
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let reveal = RevealMsg {
+            reveal: Reveal {
+                request_id: id,
+                node: key.node_id(),
+                inference_id,
+                output: revealed.into(),
+                embedding: embedder.embed_binary_one(revealed).unwrap(),
+                salt,
+                embedding_model: embedder_model(),
+            },
+            model: MODEL.into(),
+            evidence: vec![],
+        };
+        transport
+            .broadcast(seal(&key, NET, clock.now_ms(), Message::Reveal(reveal)).unwrap())
+            .await
+            .unwrap();
+        return;
+    }
+}
+
+fn embedder_model() -> String {
+    rakis_core::DEFAULT_EMBEDDING_MODEL.to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reveal_that_differs_from_its_commit_is_rejected_by_all_and_the_reason_is_broadcast() {
+    let hub = hub();
+    let nodes: Vec<NodeHandle> = (0..4)
+        .map(|i| spawn_node(&hub, i, "The capital of France is Paris."))
+        .collect();
+    let rogue_key = NodeKey::from_seed(99);
+    let rogue_id = rogue_key.node_id();
+    tokio::spawn(rogue(
+        hub.clone(),
+        rogue_key,
+        "The capital of France is Paris.",
+        "The capital of France is Lyon.",
+    ));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut subs: Vec<_> = nodes.iter().map(|n| n.subscribe()).collect();
+    let id = nodes[0].submit(request(&nodes[0], 5)).await.unwrap();
+    let mut joint = Vec::new();
+    for n in &nodes {
+        let o = n
+            .wait_for_outcome(id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(o.committed, 5);
+        assert_eq!(o.accepted.len(), 4);
+        assert!(o.accepted.iter().all(|a| a.node != rogue_id));
+        joint.push(o.joint_hash());
+    }
+    assert!(joint.windows(2).all(|w| w[0] == w[1]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for rx in &mut subs {
+        let events = drain(rx);
+        assert!(events.iter().any(|e| matches!(e,
+            NodeEvent::RevealRejected { node, reason: RejectReason::CommitmentMismatch, .. } if *node == rogue_id)));
+        // The three other honest nodes announced the same rejection.
+        let announced = events
+            .iter()
+            .filter(|e| matches!(e, NodeEvent::PeerRejectedReveal { node, reason: RejectReason::CommitmentMismatch, .. } if *node == rogue_id))
+            .count();
+        assert_eq!(announced, 3);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_messages_are_dropped_and_change_no_state() {
+    let hub = hub();
+    let node = spawn_node(&hub, 1, "Paris.");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let outsider = NodeKey::from_seed(50);
+    let clock = TokioClock::starting_at(BASE_MS);
+    use rakis_core::Clock;
+    let mk = |nonce: u64| {
+        let mut r = InferenceRequest::new(
+            "Hello?",
+            vec![MODEL.into()],
+            outsider.node_id(),
+            clock.now_ms(),
+        );
+        r.nonce = nonce;
+        r.frame.quorum = 1;
+        r
+    };
+    // Bad signature: flip a byte inside the signed body.
+    let mut tampered = seal(&outsider, NET, clock.now_ms(), Message::Request(mk(1))).unwrap();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0x40;
+    hub.inject(tampered);
+    // Wrong network.
+    hub.inject(
+        seal(
+            &outsider,
+            "other-net",
+            clock.now_ms(),
+            Message::Request(mk(2)),
+        )
+        .unwrap(),
+    );
+    // Oversized.
+    hub.inject(vec![1u8; MAX_MESSAGE_SIZE + 1]);
+    // Malformed.
+    hub.inject(vec![1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x02]);
+    // Too old (clock skew).
+    hub.inject(
+        seal(
+            &outsider,
+            NET,
+            clock.now_ms() - 120_000,
+            Message::Request(mk(3)),
+        )
+        .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let stats = node.stats().await.unwrap();
+    assert_eq!(stats.dropped_messages, 5);
+    assert_eq!(stats.requests, 0);
+    // A valid message is used once; its replay is dropped.
+    let valid = seal(&outsider, NET, clock.now_ms(), Message::Request(mk(4))).unwrap();
+    hub.inject(valid.clone());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    hub.inject(valid);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let stats = node.stats().await.unwrap();
+    assert_eq!(stats.requests, 1);
+    assert_eq!(stats.dropped_messages, 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn builder_validates_the_combination_of_parts() {
+    let hub = MemoryHub::default();
+    let key = NodeKey::from_seed(1);
+    let err = Node::builder()
+        .transport(hub.join(key.node_id()))
+        .engine(ScriptedEngine::constant(MODEL, "x"))
+        .build()
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, NodeError::Config(m) if m.contains("embedder")),
+        "{err}"
+    );
+    let err = Node::builder()
+        .embedder(HashEmbedder::default_model())
+        .build()
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, NodeError::Config(m) if m.contains("transport")),
+        "{err}"
+    );
+    let err = Node::builder()
+        .transport(hub.join(key.node_id()))
+        .engine(ScriptedEngine::constant(MODEL, "x").with_workers(0))
+        .embedder(HashEmbedder::default_model())
+        .build()
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, NodeError::Config(m) if m.contains("workers")),
+        "{err}"
+    );
+    // A verifier-only node (embedder, no engine) and an observer (neither) are valid.
+    Node::builder()
+        .transport(hub.join(key.node_id()))
+        .embedder(HashEmbedder::default_model())
+        .build()
+        .unwrap();
+    Node::builder()
+        .transport(hub.join(key.node_id()))
+        .build()
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_submissions_are_refused_and_shutdown_is_graceful() {
+    let hub = MemoryHub::default();
+    let key = NodeKey::from_seed(1);
+    let node = Node::builder()
+        .network_id(NET)
+        .transport(hub.join(key.node_id()))
+        .key(key)
+        .clock(TokioClock::starting_at(BASE_MS))
+        .build()
+        .unwrap();
+    let (h, task) = node.spawn();
+    let mut r = request(&h, 1);
+    r.messages.clear();
+    assert!(matches!(
+        h.submit(r).await,
+        Err(NodeError::InvalidRequest(_))
+    ));
+    let mut r = request(&h, 1);
+    r.created_at_ms -= 10_000;
+    assert!(
+        matches!(h.submit(r).await, Err(NodeError::InvalidRequest(m)) if m.contains("deadline"))
+    );
+    assert!(h.requests().await.unwrap().is_empty());
+    h.shutdown().await.unwrap();
+    task.await.unwrap();
+    assert!(matches!(
+        h.status(rakis_core::RequestId([0; 32])).await,
+        Err(NodeError::ShutDown)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_observer_without_embedder_gets_the_signed_results_of_others() {
+    let hub = hub();
+    let nodes: Vec<NodeHandle> = (0..3)
+        .map(|i| spawn_node(&hub, i, "Paris is the capital."))
+        .collect();
+    let key = NodeKey::from_seed(77);
+    let observer = Node::builder()
+        .network_id(NET)
+        .transport(hub.join(key.node_id()))
+        .key(key)
+        .clock(TokioClock::starting_at(BASE_MS))
+        .build()
+        .unwrap()
+        .spawn()
+        .0;
+    let id = observer.submit(request(&observer, 3)).await.unwrap();
+    let result = observer
+        .wait_for_peer_result(id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(result.output, "Paris is the capital.");
+    result.verify().unwrap();
+    let o = nodes[0]
+        .wait_for_outcome(id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(o.joint_hash(), Some(result.joint_hash));
+}
