@@ -224,6 +224,9 @@ struct Quorum {
     reembeddings: BTreeMap<(NodeId, crate::Commitment), Reembedding>,
     /// Rejections already announced.
     announced: BTreeSet<(NodeId, InferenceId)>,
+    /// Reveals that arrived before this node's own deadline passed (the sender's clock ran
+    /// ahead): replayed when the quorum starts revealing. At most one per committer.
+    early_reveals: BTreeMap<NodeId, RevealMsg>,
     own: OwnState,
     outcome: Option<Arc<ConsensusOutcome>>,
     signed: Option<ConsensusResultMsg>,
@@ -481,6 +484,7 @@ impl Coordinator {
             reveals: BTreeMap::new(),
             reembeddings: BTreeMap::new(),
             announced: BTreeSet::new(),
+            early_reveals: BTreeMap::new(),
             own: OwnState::NotAnswering,
             outcome: None,
             signed: None,
@@ -814,6 +818,18 @@ impl Coordinator {
 
     fn on_reveal(&mut self, now: u64, from: NodeId, r: RevealMsg, out: &mut Vec<Action>) {
         let id = r.reveal.request_id;
+        // The sender may have passed the deadline a moment before this node's timer fired.
+        self.advance(now, id, out);
+        if let Some(q) = self.quorums.get_mut(&id) {
+            if matches!(q.phase, Phase::Open | Phase::Committing)
+                && r.reveal.node == from
+                && q.commits.contains_key(&from)
+            {
+                debug!(request = %id.short(), node = %from.short(), "early reveal buffered");
+                q.early_reveals.entry(from).or_insert(r);
+                return;
+            }
+        }
         let can_verify = self.config.embedding_model.is_some();
         let own_model = self.config.embedding_model.clone();
         let Some(q) = self.quorums.get_mut(&id) else {
@@ -956,64 +972,76 @@ impl Coordinator {
     fn on_tick(&mut self, now: u64, out: &mut Vec<Action>) {
         let ids: Vec<RequestId> = self.quorums.keys().copied().collect();
         for id in ids {
-            let q = self.quorums.get_mut(&id).expect("listed");
-            match q.phase {
-                Phase::Open | Phase::Committing if now > q.deadline => {
-                    let committed = q.committed();
-                    let needed = q.request.frame.quorum;
-                    if committed < needed {
-                        let reason = QuorumFailure::QuorumNotReached { committed, needed };
-                        info!(request = %id.short(), %reason, "quorum failed");
-                        q.phase = Phase::Failed(reason.clone());
-                        out.push(Action::Persist(StoreOp::Failed {
-                            request_id: id,
-                            reason: reason.clone(),
-                        }));
-                        out.push(Action::Emit(NodeEvent::Failed {
-                            request_id: id,
-                            reason,
-                        }));
-                        continue;
-                    }
-                    q.phase = Phase::Revealing;
-                    out.push(Action::Emit(NodeEvent::RevealOpened {
+            self.advance(now, id, out);
+        }
+    }
+
+    /// Moves one request along its timeline if one of its instants has passed.
+    fn advance(&mut self, now: u64, id: RequestId, out: &mut Vec<Action>) {
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        match q.phase {
+            Phase::Open | Phase::Committing if now > q.deadline => {
+                let committed = q.committed();
+                let needed = q.request.frame.quorum;
+                if committed < needed {
+                    let reason = QuorumFailure::QuorumNotReached { committed, needed };
+                    info!(request = %id.short(), %reason, "quorum failed");
+                    q.phase = Phase::Failed(reason.clone());
+                    q.early_reveals.clear();
+                    out.push(Action::Persist(StoreOp::Failed {
                         request_id: id,
-                        committed,
+                        reason: reason.clone(),
                     }));
-                    if let OwnState::Committed(own) = &q.own {
-                        let reveal = RevealMsg {
-                            reveal: Reveal {
-                                request_id: id,
-                                node: self.node,
-                                inference_id: own.inference_id,
-                                output: own.output.clone(),
-                                embedding: own.embedding.clone(),
-                                salt: own.salt,
-                                embedding_model: own.embedding_model.clone(),
-                            },
-                            model: own.model.clone(),
-                            evidence: Vec::new(),
-                        };
-                        q.reveals.insert(self.node, vec![reveal.clone()]);
-                        q.reembeddings.insert(
-                            (self.node, own.commitment),
-                            Reembedding::Done(Some(own.embedding.clone())),
-                        );
-                        out.push(Action::Persist(StoreOp::Reveal(reveal.clone())));
-                        out.push(Action::Broadcast(Message::Reveal(reveal)));
-                    }
-                    // Reveals may also be complete at once (quorum of one).
-                    self.try_finalize(id, false, out);
+                    out.push(Action::Emit(NodeEvent::Failed {
+                        request_id: id,
+                        reason,
+                    }));
+                    return;
                 }
-                Phase::Revealing if now > q.reveal_deadline => {
-                    q.phase = Phase::Verifying;
-                    self.try_finalize(id, false, out);
+                q.phase = Phase::Revealing;
+                out.push(Action::Emit(NodeEvent::RevealOpened {
+                    request_id: id,
+                    committed,
+                }));
+                if let OwnState::Committed(own) = &q.own {
+                    let reveal = RevealMsg {
+                        reveal: Reveal {
+                            request_id: id,
+                            node: self.node,
+                            inference_id: own.inference_id,
+                            output: own.output.clone(),
+                            embedding: own.embedding.clone(),
+                            salt: own.salt,
+                            embedding_model: own.embedding_model.clone(),
+                        },
+                        model: own.model.clone(),
+                        evidence: Vec::new(),
+                    };
+                    q.reveals.insert(self.node, vec![reveal.clone()]);
+                    q.reembeddings.insert(
+                        (self.node, own.commitment),
+                        Reembedding::Done(Some(own.embedding.clone())),
+                    );
+                    out.push(Action::Persist(StoreOp::Reveal(reveal.clone())));
+                    out.push(Action::Broadcast(Message::Reveal(reveal)));
                 }
-                Phase::Verifying if now > q.reveal_deadline + self.config.verify_grace_ms => {
-                    self.try_finalize(id, true, out);
+                let early = std::mem::take(&mut q.early_reveals);
+                for (from, r) in early {
+                    self.on_reveal(now, from, r, out);
                 }
-                _ => {}
+                // Reveals may also be complete at once (quorum of one).
+                self.try_finalize(id, false, out);
             }
+            Phase::Revealing if now > q.reveal_deadline => {
+                q.phase = Phase::Verifying;
+                self.try_finalize(id, false, out);
+            }
+            Phase::Verifying if now > q.reveal_deadline + self.config.verify_grace_ms => {
+                self.try_finalize(id, true, out);
+            }
+            _ => {}
         }
     }
 

@@ -638,3 +638,44 @@ fn a_node_that_missed_a_reveal_reports_disagreement() {
     assert_eq!(disagreements, 4);
     assert!(sim.nodes[1].events.iter().any(|e| matches!(e, NodeEvent::Disagreement { node, .. } if *node == sim.nodes[4].coord.node_id())));
 }
+
+#[test]
+fn a_reveal_from_a_node_whose_clock_runs_ahead_is_kept_until_the_deadline() {
+    let mut sim = Sim::new(3, honest);
+    let req = sim.request(0, 3);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    let deadline = sim.nodes[0].coord.status(&id).unwrap().deadline_ms;
+    sim.run_until(deadline - 50);
+    assert_eq!(sim.nodes[1].coord.status(&id).unwrap().committed, 3);
+    // Node 0's clock is 100 ms ahead: it passes the deadline and reveals while the others
+    // are still before theirs.
+    let ahead = sim.nodes[0].coord.handle(deadline + 1, Input::Tick);
+    let reveal = ahead
+        .iter()
+        .find_map(|a| match a {
+            Action::Broadcast(Message::Reveal(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("node 0 reveals");
+    let from = sim.nodes[0].coord.node_id();
+    for to in 1..3 {
+        sim.feed(
+            to,
+            Input::Message {
+                from,
+                message: Message::Reveal(reveal.clone()),
+            },
+        );
+        assert_eq!(
+            sim.nodes[to].coord.status(&id).unwrap().phase,
+            Phase::Committing
+        );
+    }
+    sim.apply(0, ahead);
+    sim.run_until(u64::MAX);
+    for n in &sim.nodes {
+        let o = n.coord.status(&id).unwrap().outcome.unwrap();
+        assert_eq!(o.accepted.len(), 3, "{:?}", o.rejected);
+    }
+}
