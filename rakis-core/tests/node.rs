@@ -426,3 +426,78 @@ async fn an_observer_without_embedder_gets_the_signed_results_of_others() {
         .unwrap();
     assert_eq!(o.joint_hash(), Some(result.joint_hash));
 }
+
+mockall::mock! {
+    pub Store {}
+    #[async_trait::async_trait]
+    impl rakis_core::CommitStore for Store {
+        async fn apply(&self, op: rakis_core::StoreOp) -> Result<(), rakis_core::StoreError>;
+        async fn quorum(&self, request_id: &rakis_core::RequestId) -> Result<Option<rakis_core::QuorumRecord>, rakis_core::StoreError>;
+        async fn open_quorums(&self) -> Result<Vec<rakis_core::QuorumRecord>, rakis_core::StoreError>;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_whose_store_refuses_its_output_never_commits() {
+    let hub = hub();
+    let a = spawn_node(&hub, 1, "Paris.");
+    let b = spawn_node(&hub, 2, "Paris.");
+    let mut store = MockStore::new();
+    store.expect_open_quorums().returning(|| Ok(vec![]));
+    store.expect_quorum().returning(|_| Ok(None));
+    store.expect_apply().returning(|op| match op {
+        rakis_core::StoreOp::OwnOutput(_) => Err(rakis_core::StoreError::Io("disk full".into())),
+        _ => Ok(()),
+    });
+    let key = NodeKey::from_seed(3);
+    let c = Node::builder()
+        .network_id(NET)
+        .transport(hub.join(key.node_id()))
+        .key(key)
+        .engine(ScriptedEngine::constant(MODEL, "Paris."))
+        .embedder(HashEmbedder::default_model())
+        .store(store)
+        .clock(TokioClock::starting_at(BASE_MS))
+        .build()
+        .unwrap()
+        .spawn()
+        .0;
+    let mut events = c.subscribe();
+    let id = a.submit(request(&a, 3)).await.unwrap();
+    let err = b
+        .wait_for_outcome(id, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, NodeError::RequestFailed(m) if m.contains("2 of 3")),
+        "{err}"
+    );
+    let events = drain(&mut events);
+    assert!(events.iter().any(
+        |e| matches!(e, NodeEvent::AnswerSkipped { reason, .. } if reason.contains("disk full"))
+    ));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::Committed { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partitioned_node_misses_the_quorum_while_the_rest_agree() {
+    let hub = hub();
+    let nodes: Vec<NodeHandle> = (0..4).map(|i| spawn_node(&hub, i, "Paris.")).collect();
+    hub.partition(&[vec![nodes[3].node_id()]]);
+    let id = nodes[0].submit(request(&nodes[0], 3)).await.unwrap();
+    for n in &nodes[..3] {
+        let o = n
+            .wait_for_outcome(id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(o.committed, 3);
+    }
+    // The isolated node never even saw the request.
+    assert!(nodes[3].status(id).await.unwrap().is_none());
+    hub.heal();
+    let (delivered, dropped) = hub.stats();
+    assert!(delivered > 0);
+    assert_eq!(dropped, 0);
+}
