@@ -12,6 +12,9 @@
 //! * consensus is computed when every committer has revealed and every re-embedding is done, or
 //!   when the reveal window closes (then after pending re-embeddings, at most
 //!   `verify_grace_ms` later).
+//!
+//! After a restart, [`Coordinator::restore`] rebuilds each stored request and brings it up to the
+//! current time with the same rules (see its docs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::{EmbedError, EngineError};
 use crate::events::NodeEvent;
-use crate::identity::{eth_signed_message_hash, NodeKey};
+use crate::identity::NodeKey;
 use crate::protocol::{
     CommitMsg, ConsensusResultMsg, InferenceRequest, Message, Origin, PeerStatus, RevealMsg,
 };
@@ -343,22 +346,39 @@ impl Coordinator {
 
     /// The earliest time at which [`Input::Tick`] has something to do.
     pub fn next_wakeup(&self) -> Option<u64> {
+        let can_verify = self.config.embedding_model.is_some();
         self.quorums
             .values()
             .filter_map(|q| match q.phase {
-                Phase::Open | Phase::Committing => Some(q.deadline + 1),
-                Phase::Revealing => Some(q.reveal_deadline + 1),
-                Phase::Verifying => Some(q.reveal_deadline + 1 + self.config.verify_grace_ms),
-                Phase::Completed | Phase::Failed(_) => None,
+                Phase::Open | Phase::Committing => Some(q.deadline.saturating_add(1)),
+                Phase::Revealing => Some(q.reveal_deadline.saturating_add(1)),
+                // A node that cannot verify waits for the results of others: no timer is due
+                // (it would fire again at once, for ever).
+                Phase::Verifying if can_verify => Some(
+                    q.reveal_deadline
+                        .saturating_add(1)
+                        .saturating_add(self.config.verify_grace_ms),
+                ),
+                Phase::Verifying | Phase::Completed | Phase::Failed(_) => None,
             })
             .min()
     }
 
     /// Status of one request.
     pub fn status(&self, id: &RequestId) -> Option<QuorumStatus> {
-        let q = self.quorums.get(id)?;
-        Some(QuorumStatus {
-            request_id: *id,
+        self.quorums.get(id).map(Self::snapshot)
+    }
+
+    /// The status of a request from its stored record, for a request this coordinator does not
+    /// track (for example one that closed before a restart, which is not restored). `None` when
+    /// the record is unusable.
+    pub fn record_status(&self, record: &QuorumRecord) -> Option<QuorumStatus> {
+        self.rebuild(record.clone()).as_ref().map(Self::snapshot)
+    }
+
+    fn snapshot(q: &Quorum) -> QuorumStatus {
+        QuorumStatus {
+            request_id: q.id,
             phase: q.phase.clone(),
             deadline_ms: q.deadline,
             reveal_deadline_ms: q.reveal_deadline,
@@ -367,7 +387,7 @@ impl Coordinator {
             own_committed: matches!(q.own, OwnState::Committed(_)),
             outcome: q.outcome.clone(),
             peer_results: q.peer_results.clone(),
-        })
+        }
     }
 
     /// Ids of every tracked request.
@@ -385,31 +405,97 @@ impl Coordinator {
         self.quorums.get(id)?.signed.as_ref()
     }
 
-    /// Restores a request from the store after a restart. Own output, commits, reveals and a
-    /// stored outcome are reloaded; closed requests are not recomputed. Call [`Input::Tick`]
-    /// afterwards to re-arm timers against the clock.
+    /// Restores a request from its stored record after a restart, and returns the actions that
+    /// bring it up to `now_ms` (the driver executes them like any others).
+    ///
+    /// * A closed request (completed or failed) is reloaded as it was: its outcome is not
+    ///   recomputed and nothing is broadcast.
+    /// * The own output counts as committed only when its commit was stored (a commit is stored
+    ///   before it is broadcast). An own output stored without its commit is committed now if the
+    ///   deadline has not passed, and dropped otherwise. An own output whose commitment does not
+    ///   open with this node's key (a store of another key) is ignored.
+    /// * A node that had not stored an answer yet answers again while the deadline allows.
+    /// * Restored reveals of other nodes are checked again: re-embedded (or rejected if they do not
+    ///   open their commitment), exactly as when they arrived; rejections already stored are not
+    ///   announced twice.
+    /// * The request then follows the usual timeline against `now_ms`: past the deadline it
+    ///   opens the reveal phase and the node reveals what it committed, but only while the
+    ///   reveal window is open; past the window it goes on to consensus with what was stored.
+    ///
+    /// Restoring a request that is already tracked, or whose stored request is invalid, does
+    /// nothing. Feeding [`Input::Tick`] afterwards is harmless.
     pub fn restore(&mut self, record: QuorumRecord, now_ms: u64) -> Vec<Action> {
-        let mut actions = Vec::new();
-        let request = record.request.clone();
-        let id = request.id();
+        let mut out = Vec::new();
+        let id = record.request.id();
         if self.quorums.contains_key(&id) {
-            return actions;
+            return out;
+        }
+        if self.quorums.len() >= self.config.max_open_requests {
+            warn!(request = %id.short(), "too many open requests; not restoring");
+            return out;
+        }
+        let Some(mut q) = self.rebuild(record) else {
+            return out;
+        };
+        let open = !matches!(q.phase, Phase::Completed | Phase::Failed(_));
+        if open {
+            if q.own == OwnState::NotAnswering
+                && self.config.workers > 0
+                && now_ms <= q.deadline
+                && self.model_for(&q.request).is_some()
+            {
+                q.own = OwnState::Queued;
+                self.queue.insert((q.deadline, id));
+            }
+            let own_model = self.config.embedding_model.clone();
+            let reveals: Vec<RevealMsg> = q.reveals.values().flatten().cloned().collect();
+            for r in reveals {
+                Self::check_reveal(&mut q, own_model.as_deref(), &r, &mut out);
+            }
+        }
+        info!(request = %id.short(), phase = ?q.phase, committed = q.committed(), revealed = q.reveals.len(), "request restored");
+        let persisting = open && matches!(q.own, OwnState::Persisting(_));
+        self.quorums.insert(id, q);
+        if persisting {
+            out.extend(self.on_own_persisted(now_ms, id, Ok(())));
+        }
+        // Each step moves the phase forward (at most: revealing, verifying, consensus).
+        for _ in 0..4 {
+            let before = self.quorums.get(&id).map(|q| q.phase.clone());
+            self.advance(now_ms, id, &mut out);
+            if self.quorums.get(&id).map(|q| q.phase.clone()) == before {
+                break;
+            }
+        }
+        self.schedule(now_ms, &mut out);
+        out
+    }
+
+    /// A request's state rebuilt from its stored record, without side effects. `None` when the
+    /// stored request is invalid.
+    fn rebuild(&self, record: QuorumRecord) -> Option<Quorum> {
+        let QuorumRecord {
+            request,
+            own,
+            commits,
+            reveals,
+            rejections,
+            outcome,
+            signed,
+            failure,
+            peer_results,
+            submissions: _,
+        } = record;
+        let id = request.id();
+        if let Err(e) = request.validate() {
+            warn!(request = %id.short(), error = %e, "stored request is invalid; not restored");
+            return None;
         }
         let mut q = self.new_quorum(request);
-        q.own = match record.own {
-            Some(own)
-                if record
-                    .commits
-                    .iter()
-                    .any(|c| c.commit.commitment == own.commitment) =>
-            {
-                OwnState::Committed(own)
+        for c in commits {
+            if c.commit.request_id != id {
+                continue;
             }
-            // Stored but never broadcast: it may still be committed before the deadline.
-            Some(own) => OwnState::Persisting(own),
-            None => OwnState::NotAnswering,
-        };
-        for c in record.commits {
             let list = q.commits.entry(c.commit.node).or_default();
             if !list.contains(&c) && list.len() < 2 {
                 list.push(c);
@@ -418,31 +504,61 @@ impl Coordinator {
         if !q.commits.is_empty() {
             q.phase = Phase::Committing;
         }
-        for r in record.reveals {
+        let own = own.filter(|o| {
+            let mine = o.request_id == id
+                && crate::commitment(
+                    &id,
+                    &self.node,
+                    &o.inference_id,
+                    &o.output,
+                    &o.embedding,
+                    &o.salt,
+                ) == o.commitment;
+            if !mine {
+                warn!(request = %id.short(), "stored own output does not open with this node's key; ignored");
+            }
+            mine
+        });
+        q.own = match own {
+            Some(o)
+                if q.commits
+                    .get(&self.node)
+                    .is_some_and(|l| l.iter().any(|c| c.commit.commitment == o.commitment)) =>
+            {
+                OwnState::Committed(o)
+            }
+            // Stored but never broadcast: it may still be committed before the deadline.
+            Some(o) => OwnState::Persisting(o),
+            None => OwnState::NotAnswering,
+        };
+        for r in reveals {
+            if r.reveal.request_id != id || !q.commits.contains_key(&r.reveal.node) {
+                continue;
+            }
             let list = q.reveals.entry(r.reveal.node).or_default();
             if !list.contains(&r) && list.len() < 2 {
                 list.push(r);
             }
         }
-        if let Some(outcome) = record.outcome {
+        for rej in rejections {
+            q.announced.insert((rej.node, rej.inference_id));
+        }
+        for p in peer_results {
+            if p.request_id == id {
+                q.peer_results.insert(p.signer, p.result_digest);
+            }
+        }
+        if let Some(outcome) = outcome {
             q.phase = match &outcome.decision {
                 Decision::Agreed { .. } => Phase::Completed,
                 Decision::Failed(r) => Phase::Failed(QuorumFailure::Consensus(r.clone())),
             };
             q.outcome = Some(Arc::new(outcome));
-            q.signed = record.signed;
-        } else if let Some(f) = record.failure {
+            q.signed = signed;
+        } else if let Some(f) = failure {
             q.phase = Phase::Failed(f);
         }
-        for p in record.peer_results {
-            q.peer_results.insert(p.signer, p.result_digest);
-        }
-        let persisting = matches!(q.own, OwnState::Persisting(_));
-        self.quorums.insert(id, q);
-        if persisting {
-            actions.extend(self.on_own_persisted(now_ms, id, Ok(())));
-        }
-        actions
+        Some(q)
     }
 
     /// Feeds one input at time `now_ms` and returns the actions to execute, in order.
@@ -830,7 +946,6 @@ impl Coordinator {
                 return;
             }
         }
-        let can_verify = self.config.embedding_model.is_some();
         let own_model = self.config.embedding_model.clone();
         let Some(q) = self.quorums.get_mut(&id) else {
             return;
@@ -843,10 +958,10 @@ impl Coordinator {
             debug!(request = %id.short(), node = %from.short(), "reveal outside the reveal window ignored");
             return;
         }
-        let Some(commits) = q.commits.get(&from) else {
+        if !q.commits.contains_key(&from) {
             debug!(request = %id.short(), node = %from.short(), "reveal without commit ignored");
             return;
-        };
+        }
         let list = q.reveals.entry(from).or_default();
         if list.contains(&r) || list.len() >= 2 {
             return;
@@ -857,49 +972,57 @@ impl Coordinator {
             request_id: id,
             node: from,
         }));
+        Self::check_reveal(q, own_model.as_deref(), &r, out);
+        self.try_finalize(id, false, out);
+    }
+
+    /// Checks a kept reveal against the revealer's commits: a reveal that opens none is
+    /// rejected; one that opens a commit is re-embedded (when this node verifies with the
+    /// reveal's embedding model), or takes the own embedding when it is the own reveal.
+    fn check_reveal(q: &mut Quorum, own_model: Option<&str>, r: &RevealMsg, out: &mut Vec<Action>) {
+        let id = q.id;
+        let from = r.reveal.node;
+        let Some(commits) = q.commits.get(&from) else {
+            return;
+        };
         let opened = commits
             .iter()
-            .find(|c| crate::verify_reveal(&c.commit, &r.reveal).is_ok());
-        match opened {
-            None => {
-                let reason = commits
-                    .iter()
-                    .map(|c| crate::verify_reveal(&c.commit, &r.reveal))
-                    .find_map(|res| res.err())
-                    .unwrap_or(RejectReason::CommitmentMismatch);
-                Self::announce_rejection(q, from, r.reveal.inference_id, reason, out);
+            .find(|c| crate::verify_reveal(&c.commit, &r.reveal).is_ok())
+            .map(|c| c.commit.commitment);
+        let Some(commitment) = opened else {
+            let reason = commits
+                .iter()
+                .map(|c| crate::verify_reveal(&c.commit, &r.reveal))
+                .find_map(|res| res.err())
+                .unwrap_or(RejectReason::CommitmentMismatch);
+            Self::announce_rejection(q, from, r.reveal.inference_id, reason, out);
+            return;
+        };
+        if own_model != Some(r.reveal.embedding_model.as_str()) {
+            return;
+        }
+        let own_embedding = match &q.own {
+            OwnState::Committed(o) if o.commitment == commitment => Some(o.embedding.clone()),
+            _ => None,
+        };
+        match own_embedding {
+            Some(e) => {
+                q.reembeddings
+                    .insert((from, commitment), Reembedding::Done(Some(e)));
             }
-            Some(c) => {
-                let commitment = c.commit.commitment;
-                if can_verify && own_model.as_deref() == Some(r.reveal.embedding_model.as_str()) {
-                    let own_embedding = match &q.own {
-                        OwnState::Committed(o) if o.commitment == commitment => {
-                            Some(o.embedding.clone())
-                        }
-                        _ => None,
-                    };
-                    match own_embedding {
-                        Some(e) => {
-                            q.reembeddings
-                                .insert((from, commitment), Reembedding::Done(Some(e)));
-                        }
-                        None => {
-                            q.reembeddings
-                                .insert((from, commitment), Reembedding::Pending);
-                            out.push(Action::Embed {
-                                request_id: id,
-                                purpose: EmbedPurpose::Reembed {
-                                    node: from,
-                                    commitment,
-                                },
-                                text: r.reveal.output.clone(),
-                            });
-                        }
-                    }
-                }
+            None => {
+                q.reembeddings
+                    .insert((from, commitment), Reembedding::Pending);
+                out.push(Action::Embed {
+                    request_id: id,
+                    purpose: EmbedPurpose::Reembed {
+                        node: from,
+                        commitment,
+                    },
+                    text: r.reveal.output.clone(),
+                });
             }
         }
-        self.try_finalize(id, false, out);
     }
 
     fn announce_rejection(
@@ -1005,7 +1128,15 @@ impl Coordinator {
                     request_id: id,
                     committed,
                 }));
-                if let OwnState::Committed(own) = &q.own {
+                let own = match &q.own {
+                    OwnState::Committed(own) if now <= q.reveal_deadline => Some(own),
+                    OwnState::Committed(_) => {
+                        warn!(request = %id.short(), "the reveal window closed before this node could reveal");
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(own) = own {
                     let reveal = RevealMsg {
                         reveal: Reveal {
                             request_id: id,
@@ -1113,6 +1244,10 @@ impl Coordinator {
             Err(e) => {
                 let reason = QuorumFailure::Invalid(e.to_string());
                 q.phase = Phase::Failed(reason.clone());
+                out.push(Action::Persist(StoreOp::Failed {
+                    request_id: id,
+                    reason: reason.clone(),
+                }));
                 out.push(Action::Emit(NodeEvent::Failed {
                     request_id: id,
                     reason,
@@ -1126,26 +1261,9 @@ impl Coordinator {
         let outcome = Arc::new(outcome);
         q.outcome = Some(outcome.clone());
         match &outcome.decision {
-            Decision::Agreed {
-                selected,
-                joint_hash,
-                result_digest,
-                ..
-            } => {
-                let signed = ConsensusResultMsg {
-                    request_id: id,
-                    output: selected.output.clone(),
-                    output_hash: selected.output_hash,
-                    selected_node: selected.node,
-                    selected_inference: selected.inference_id,
-                    accepted: outcome.accepted.clone(),
-                    joint_hash: *joint_hash,
-                    result_digest: *result_digest,
-                    signer: self.node,
-                    signature: self
-                        .key
-                        .sign_digest(&eth_signed_message_hash(&result_digest.0)),
-                };
+            Decision::Agreed { result_digest, .. } => {
+                let signed = ConsensusResultMsg::sign(&self.key, &outcome)
+                    .expect("an agreed outcome has a result to sign");
                 info!(
                     request = %id.short(),
                     accepted = outcome.accepted.len(),

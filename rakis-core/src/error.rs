@@ -138,8 +138,8 @@ pub enum EmbedError {
 /// Errors of a [`CommitStore`](crate::CommitStore).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum StoreError {
-    /// The store file is locked by another process.
-    #[error("store is locked by another process: {0}")]
+    /// The store file is already open: by another process, or by another store of this process.
+    #[error("store file is already in use: {0}")]
     Locked(String),
     /// The store file is corrupted or not a Rakis store.
     #[error("store is corrupted or foreign: {0}")]
@@ -153,6 +153,9 @@ pub enum StoreError {
     /// I/O failure.
     #[error("store i/o: {0}")]
     Io(String),
+    /// The store does not implement this operation.
+    #[error("unsupported by this store: {0}")]
+    Unsupported(String),
 }
 
 /// Errors of a [`ChainSink`](crate::ChainSink) or a request source.

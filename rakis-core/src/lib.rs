@@ -48,7 +48,8 @@
 //! ## Layers
 //! * [`protocol`]: requests and messages; [`envelope`]: signing and the wire format.
 //! * [`identity`]: secp256k1 node keys, Ethereum addresses, key files.
-//! * [`traits`]: the pluggable parts; [`store`]: what a store keeps.
+//! * [`traits`]: the pluggable parts; [`store`]: what a store keeps, and the durable
+//!   `RedbStore` (feature `redb`, on by default).
 //! * [`coordinator`]: the pure state machine; [`node`]: builder, handle and driver.
 //! * [`testing`] (feature `test-utils`): in-memory hub, scripted engine, hash embedder.
 //!
@@ -84,15 +85,12 @@ pub use error::{
 };
 pub use events::NodeEvent;
 pub use identity::{Address, NodeKey, Signature};
-pub use node::{Node, NodeBuilder, NodeConfig, NodeHandle, NodeStats};
+pub use node::{Node, NodeBuilder, NodeConfig, NodeHandle, NodeStats, Retention};
 pub use protocol::{ChatMessage, InferenceRequest, Message, Origin, Role};
-pub use store::{MemoryStore, OwnOutput, QuorumRecord, StoreOp};
+#[cfg(feature = "redb")]
+pub use store::redb::RedbStore;
+pub use store::{MemoryStore, OwnOutput, QuorumRecord, StoreOp, SubmissionState};
 pub use traits::{
     ChainSink, CommitStore, Embedder, Generation, GenerationJob, InferenceEngine, RequestSource,
     Transport, TransportEvent,
 };
-
-/// The README's code blocks, compiled as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -1,7 +1,7 @@
 //! Node assembly: the builder, the cloneable handle and the async driver around the
 //! [`Coordinator`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::clock::{Clock, SystemClock};
 use crate::coordinator::{Action, Coordinator, CoordinatorConfig, Input, KnownPeer, QuorumStatus};
 use crate::envelope::{seal, Inbox, DEFAULT_MAX_CLOCK_SKEW_MS};
-use crate::error::{EngineError, NodeError};
+use crate::error::{EngineError, NodeError, StoreError};
 use crate::events::NodeEvent;
 use crate::identity::NodeKey;
 use crate::protocol::{ConsensusResultMsg, InferenceRequest, Message};
@@ -41,6 +41,28 @@ pub struct NodeConfig {
     pub reembed_tolerance_bits: Option<u32>,
     /// Expected generation time before any was measured.
     pub initial_generation_estimate: Duration,
+    /// How long closed requests are kept in the store (`None`: for ever).
+    pub retention: Option<Retention>,
+}
+
+/// Retention policy of the node's store: closed (completed or failed) requests whose deadline
+/// is older than `max_age` are deleted, checked every `interval` (and once at start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Age, counted from the request's deadline, after which a closed request is deleted.
+    pub max_age: Duration,
+    /// How often the store is pruned.
+    pub interval: Duration,
+}
+
+impl Default for Retention {
+    /// Seven days, pruned hourly.
+    fn default() -> Self {
+        Retention {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -54,6 +76,7 @@ impl Default for NodeConfig {
             event_capacity: 1024,
             reembed_tolerance_bits: None,
             initial_generation_estimate: Duration::ZERO,
+            retention: Some(Retention::default()),
         }
     }
 }
@@ -135,7 +158,8 @@ impl NodeBuilder {
         self.embedder = Some(e);
         self
     }
-    /// The store (default: a volatile [`MemoryStore`]).
+    /// The store (default: a volatile [`MemoryStore`]; for a durable node, a
+    /// [`RedbStore`](crate::store::redb::RedbStore) on a file, feature `redb`).
     pub fn store(mut self, s: impl CommitStore + 'static) -> Self {
         self.store = Some(Arc::new(s));
         self
@@ -185,6 +209,13 @@ impl NodeBuilder {
             }
             if engine.models().is_empty() {
                 return Err(NodeError::Config("the engine serves no model".into()));
+            }
+        }
+        if let Some(r) = &self.config.retention {
+            if r.interval.is_zero() {
+                return Err(NodeError::Config(
+                    "the retention interval must not be zero".into(),
+                ));
             }
         }
         if let Some(e) = &self.embedder {
@@ -246,6 +277,7 @@ impl NodeBuilder {
             jobs_tx,
             jobs_rx,
             peer_results: BTreeMap::new(),
+            submitting: BTreeSet::new(),
             dropped: 0,
         };
         Ok(Node { handle, driver })
@@ -270,6 +302,10 @@ impl Node {
     }
 
     /// Runs the node until [`NodeHandle::shutdown`] or until every handle is dropped.
+    ///
+    /// It first recovers from the store: open requests are restored (see
+    /// [`Coordinator::restore`]) and results still pending on a chain sink are submitted to the
+    /// sinks that have not got them.
     pub async fn run(self) {
         self.driver.run().await
     }
@@ -357,7 +393,8 @@ impl NodeHandle {
         self.submit(request).await
     }
 
-    /// Status of one request.
+    /// Status of one request. A request that closed before the node restarted is read from the
+    /// store.
     pub async fn status(&self, id: RequestId) -> Result<Option<QuorumStatus>, NodeError> {
         self.ask(|tx| Command::Status(id, tx)).await
     }
@@ -481,6 +518,8 @@ struct Driver {
     jobs_tx: mpsc::UnboundedSender<DriverInput>,
     jobs_rx: mpsc::UnboundedReceiver<DriverInput>,
     peer_results: BTreeMap<RequestId, Vec<ConsensusResultMsg>>,
+    /// Submissions started in this run and not finished: (request, sink name).
+    submitting: BTreeSet<(RequestId, String)>,
     dropped: u64,
 }
 
@@ -527,6 +566,11 @@ impl Driver {
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 t
             });
+            let mut retention_timer = self.config.retention.map(|r| {
+                let mut t = tokio::time::interval(r.interval);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
             loop {
                 let wake = self.coordinator.next_wakeup().map(|t| {
                     let now = self.clock.now_ms();
@@ -557,6 +601,9 @@ impl Driver {
                     _ = async { status_timer.as_mut().expect("guarded").tick().await }, if status_timer.is_some() => {
                         self.broadcast(Message::PeerStatus(self.coordinator.peer_status())).await;
                     }
+                    _ = async { retention_timer.as_mut().expect("guarded").tick().await }, if retention_timer.is_some() => {
+                        self.prune();
+                    }
                 }
             }
             info!("node stopped");
@@ -565,20 +612,73 @@ impl Driver {
         .await
     }
 
+    /// Reloads what the node was doing before it stopped: open requests, and closed ones whose
+    /// result had not reached every sink.
     async fn recover(&mut self) {
-        match self.store.open_quorums().await {
-            Ok(records) => {
-                let now = self.clock.now_ms();
-                for rec in records {
-                    let id = rec.request.id();
-                    info!(request = %id.short(), "restoring open request");
-                    let actions = self.coordinator.restore(rec, now);
-                    self.execute(actions).await;
-                }
-                self.feed(Input::Tick).await;
+        let mut records = match self.store.open_quorums().await {
+            Ok(records) => records,
+            Err(e) => {
+                error!(error = %e, "could not read open requests from the store");
+                Vec::new()
             }
-            Err(e) => error!(error = %e, "could not read open requests from the store"),
+        };
+        let unsettled = match self.store.unsettled_results().await {
+            Ok(records) => records,
+            Err(StoreError::Unsupported(why)) => {
+                debug!(%why, "pending chain submissions are not tracked by the store");
+                Vec::new()
+            }
+            Err(e) => {
+                error!(error = %e, "could not read pending chain submissions from the store");
+                Vec::new()
+            }
+        };
+        let settle: Vec<RequestId> = unsettled.iter().map(|r| r.request.id()).collect();
+        records.extend(unsettled);
+        let now = self.clock.now_ms();
+        for rec in records {
+            let id = rec.request.id();
+            // Results signed by others before the restart still attest ours on the sinks.
+            if !rec.peer_results.is_empty() {
+                self.peer_results
+                    .entry(id)
+                    .or_default()
+                    .extend(rec.peer_results.iter().cloned());
+            }
+            let actions = self.coordinator.restore(rec, now);
+            self.execute(actions).await;
         }
+        for id in settle {
+            self.submit_to_sinks(id).await;
+        }
+        self.feed(Input::Tick).await;
+    }
+
+    /// Applies the retention policy in the background (the store may take a while).
+    fn prune(&self) {
+        let Some(retention) = self.config.retention else {
+            return;
+        };
+        let max_age = u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX);
+        let before = self.clock.now_ms().saturating_sub(max_age);
+        let store = self.store.clone();
+        tokio::spawn(
+            async move {
+                match store.prune(before).await {
+                    Ok(pruned) => {
+                        let size = store.size_bytes().await.ok();
+                        if pruned > 0 {
+                            info!(pruned, size_bytes = ?size, "retention: closed requests deleted");
+                        } else {
+                            debug!(size_bytes = ?size, "retention: nothing to delete");
+                        }
+                    }
+                    Err(StoreError::Unsupported(why)) => debug!(%why, "no retention"),
+                    Err(e) => warn!(error = %e, "retention failed"),
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     async fn on_command(&mut self, cmd: Command) {
@@ -598,7 +698,19 @@ impl Driver {
                 let _ = reply.send(result);
             }
             Command::Status(id, reply) => {
-                let _ = reply.send(self.coordinator.status(&id));
+                let status = match self.coordinator.status(&id) {
+                    Some(s) => Some(s),
+                    // Closed before a restart: not restored, but its outcome is in the store.
+                    None => match self.store.quorum(&id).await {
+                        Ok(Some(record)) => self.coordinator.record_status(&record),
+                        Ok(None) => None,
+                        Err(e) => {
+                            warn!(request = %id.short(), error = %e, "could not read the request from the store");
+                            None
+                        }
+                    },
+                };
+                let _ = reply.send(status);
             }
             Command::Requests(reply) => {
                 let _ = reply.send(self.coordinator.request_ids());
@@ -644,6 +756,7 @@ impl Driver {
                 sink,
                 result,
             } => {
+                self.submitting.remove(&(request_id, sink.clone()));
                 let state = match &result {
                     Ok(r) => SubmissionState::Submitted(r.clone()),
                     Err(e) => SubmissionState::Failed(e.clone()),
@@ -703,6 +816,16 @@ impl Driver {
             match action {
                 Action::Broadcast(m) => self.broadcast(m).await,
                 Action::Persist(op) => {
+                    if let StoreOp::Outcome {
+                        request_id,
+                        signed: Some(_),
+                        ..
+                    } = &op
+                    {
+                        // Before the result is stored: a node that stops after this finds
+                        // either an open request (it recomputes it) or a pending submission.
+                        self.mark_pending(*request_id).await;
+                    }
                     if let Err(e) = self.store.apply(op).await {
                         error!(error = %e, "store write failed");
                     }
@@ -787,7 +910,7 @@ impl Driver {
                                 .push((**result).clone());
                         }
                         NodeEvent::Completed { request_id, .. } => {
-                            self.submit_to_sinks(*request_id)
+                            self.submit_to_sinks(*request_id).await
                         }
                         _ => {}
                     }
@@ -797,9 +920,36 @@ impl Driver {
         }
     }
 
-    fn submit_to_sinks(&mut self, id: RequestId) {
+    /// Records the result of `id` as pending on every sink, before the result itself is stored.
+    async fn mark_pending(&mut self, id: RequestId) {
+        for sink in &self.sinks {
+            let op = StoreOp::Submission {
+                request_id: id,
+                sink: sink.name(),
+                state: SubmissionState::Pending,
+            };
+            if let Err(e) = self.store.apply(op).await {
+                error!(request = %id.short(), sink = %sink.name(), error = %e, "could not store a pending submission");
+            }
+        }
+    }
+
+    /// Submits the signed result of `id` to every sink that has not got it: sinks whose stored
+    /// state is [`SubmissionState::Submitted`], and submissions already running, are skipped.
+    async fn submit_to_sinks(&mut self, id: RequestId) {
         let Some(signed) = self.coordinator.signed_result(&id).cloned() else {
             return;
+        };
+        if self.sinks.is_empty() {
+            return;
+        }
+        let states = match self.store.quorum(&id).await {
+            Ok(record) => record.map(|r| r.submissions).unwrap_or_default(),
+            Err(e) => {
+                // Sinks are idempotent: submitting again is safe, only wasteful.
+                warn!(request = %id.short(), error = %e, "could not read submission states; submitting to every sink");
+                BTreeMap::new()
+            }
         };
         let attestations: Vec<ConsensusResultMsg> = self
             .peer_results
@@ -811,8 +961,20 @@ impl Driver {
                     .collect()
             })
             .unwrap_or_default();
-        for sink in &self.sinks {
-            let sink = sink.clone();
+        let sinks: Vec<Arc<dyn ChainSink>> = self
+            .sinks
+            .iter()
+            .filter(|sink| {
+                let name = sink.name();
+                if let Some(SubmissionState::Submitted(reference)) = states.get(&name) {
+                    debug!(request = %id.short(), sink = %name, %reference, "result already submitted; skipped");
+                    return false;
+                }
+                self.submitting.insert((id, name))
+            })
+            .cloned()
+            .collect();
+        for sink in sinks {
             let tx = self.jobs_tx.clone();
             let signed = signed.clone();
             let attestations = attestations.clone();

@@ -225,6 +225,34 @@ pub struct ConsensusResultMsg {
 }
 
 impl ConsensusResultMsg {
+    /// The result of an agreed `outcome`, signed by `key`; `None` when consensus failed.
+    pub fn sign(
+        key: &crate::identity::NodeKey,
+        outcome: &crate::ConsensusOutcome,
+    ) -> Option<ConsensusResultMsg> {
+        let crate::Decision::Agreed {
+            selected,
+            joint_hash,
+            result_digest,
+            ..
+        } = &outcome.decision
+        else {
+            return None;
+        };
+        Some(ConsensusResultMsg {
+            request_id: outcome.request_id,
+            output: selected.output.clone(),
+            output_hash: selected.output_hash,
+            selected_node: selected.node,
+            selected_inference: selected.inference_id,
+            accepted: outcome.accepted.clone(),
+            joint_hash: *joint_hash,
+            result_digest: *result_digest,
+            signer: key.node_id(),
+            signature: key.sign_digest(&crate::identity::eth_signed_message_hash(&result_digest.0)),
+        })
+    }
+
     /// Checks internal consistency and the signature.
     pub fn verify(&self) -> Result<(), String> {
         if rakis_consensus::output_hash(&self.output) != self.output_hash {

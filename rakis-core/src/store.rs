@@ -1,4 +1,6 @@
-//! What a [`CommitStore`](crate::CommitStore) keeps: typed writes and per-request records.
+//! What a [`CommitStore`] keeps: typed writes and per-request records, the
+//! volatile [`MemoryStore`], and (feature `redb`, on by default) the durable
+//! [`RedbStore`](self::redb::RedbStore) on an embedded database file.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,9 @@ use crate::traits::CommitStore;
 use crate::{
     BinaryEmbedding, Commitment, ConsensusOutcome, InferenceId, Rejection, RequestId, Salt,
 };
+
+#[cfg(feature = "redb")]
+pub mod redb;
 
 /// The node's own answer, kept (with its salt) before its commit leaves the node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,9 +163,26 @@ impl QuorumRecord {
         self.outcome.is_some() || self.failure.is_some()
     }
 
+    /// Whether the node's signed result is still [`SubmissionState::Pending`] on some sink (its
+    /// submission started and did not finish: the node may have stopped meanwhile).
+    pub fn has_pending_submission(&self) -> bool {
+        self.signed.is_some()
+            && self
+                .submissions
+                .values()
+                .any(|s| *s == SubmissionState::Pending)
+    }
+
+    /// Whether a restarted node has work left on this request: the quorum is still open, or its
+    /// result is still pending on a sink.
+    pub fn needs_recovery(&self) -> bool {
+        !self.is_closed() || self.has_pending_submission()
+    }
+
     /// Applies a write for this record's request. Writes are idempotent; a write that would
     /// replace the own output with a different one is refused with [`StoreError::Conflict`]
-    /// and changes nothing.
+    /// and changes nothing. A sink's [`SubmissionState::Submitted`] is final: a later state for
+    /// the same sink is ignored (a result on a chain stays there).
     pub fn apply(&mut self, op: StoreOp) -> Result<(), StoreError> {
         match op {
             StoreOp::Request(r) => {
@@ -204,32 +226,48 @@ impl QuorumRecord {
                 }
             }
             StoreOp::Submission { sink, state, .. } => {
-                self.submissions.insert(sink, state);
+                if !matches!(
+                    self.submissions.get(&sink),
+                    Some(SubmissionState::Submitted(_))
+                ) {
+                    self.submissions.insert(sink, state);
+                }
             }
         }
         Ok(())
     }
 }
 
-/// Applies `op` to a map of records: creates the record on [`StoreOp::Request`], refuses
-/// writes for unknown requests. Store implementations share this logic.
+/// The record that results from applying `op` to `existing` (the stored record of
+/// `op.request_id()`, if any): [`StoreOp::Request`] creates it, any other write for an unknown
+/// request is refused with [`StoreError::Conflict`]. `existing` is never modified, so a refused
+/// write changes nothing. Store implementations share this logic.
+pub fn apply_to_record(
+    existing: Option<&QuorumRecord>,
+    op: StoreOp,
+) -> Result<QuorumRecord, StoreError> {
+    match (existing, op) {
+        (None, StoreOp::Request(r)) => Ok(QuorumRecord::new(r)),
+        (None, op) => Err(StoreError::Conflict(format!(
+            "unknown request {}",
+            op.request_id().short()
+        ))),
+        (Some(rec), op) => {
+            let mut next = rec.clone();
+            next.apply(op)?;
+            Ok(next)
+        }
+    }
+}
+
+/// Applies `op` to a map of records (see [`apply_to_record`]).
 pub fn apply_to_records(
     records: &mut BTreeMap<RequestId, QuorumRecord>,
     op: StoreOp,
 ) -> Result<(), StoreError> {
     let id = op.request_id();
-    if let StoreOp::Request(r) = &op {
-        records
-            .entry(id)
-            .or_insert_with(|| QuorumRecord::new(r.clone()));
-        return Ok(());
-    }
-    let rec = records
-        .get_mut(&id)
-        .ok_or_else(|| StoreError::Conflict(format!("unknown request {}", id.short())))?;
-    let mut next = rec.clone();
-    next.apply(op)?;
-    *rec = next;
+    let next = apply_to_record(records.get(&id), op)?;
+    records.insert(id, next);
     Ok(())
 }
 
@@ -292,5 +330,153 @@ impl CommitStore for MemoryStore {
             .filter(|r| !r.is_closed())
             .cloned()
             .collect())
+    }
+
+    async fn unsettled_results(&self) -> Result<Vec<QuorumRecord>, StoreError> {
+        Ok(self
+            .records
+            .lock()
+            .expect("lock")
+            .values()
+            .filter(|r| r.is_closed() && r.has_pending_submission())
+            .cloned()
+            .collect())
+    }
+
+    async fn prune(&self, closed_before_ms: u64) -> Result<u64, StoreError> {
+        let mut records = self.records.lock().expect("lock");
+        let before = records.len();
+        records.retain(|_, r| !(r.is_closed() && r.request.deadline_ms() < closed_before_ms));
+        Ok((before - records.len()) as u64)
+    }
+
+    /// The size of the records in their stored (postcard) encoding.
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        let records = self.records.lock().expect("lock");
+        records.values().try_fold(0u64, |sum, r| {
+            postcard::to_allocvec(r)
+                .map(|b| sum + b.len() as u64)
+                .map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::InferenceRequest;
+    use crate::NodeId;
+
+    fn request(created_at_ms: u64, nonce: u64) -> InferenceRequest {
+        let mut r = InferenceRequest::new(
+            "What is the capital of France?",
+            vec!["m".into()],
+            NodeId([2; 33]),
+            created_at_ms,
+        );
+        r.nonce = nonce;
+        r
+    }
+
+    fn failed(id: RequestId) -> StoreOp {
+        StoreOp::Failed {
+            request_id: id,
+            reason: QuorumFailure::QuorumNotReached {
+                committed: 0,
+                needed: 3,
+            },
+        }
+    }
+
+    #[test]
+    fn a_submitted_result_stays_submitted() {
+        let r = request(1_000, 1);
+        let id = r.id();
+        let mut rec = QuorumRecord::new(r);
+        let sub = |state| StoreOp::Submission {
+            request_id: id,
+            sink: "evm:1".into(),
+            state,
+        };
+        rec.apply(sub(SubmissionState::Pending)).unwrap();
+        rec.apply(sub(SubmissionState::Submitted("0xabc".into())))
+            .unwrap();
+        rec.apply(sub(SubmissionState::Pending)).unwrap();
+        rec.apply(sub(SubmissionState::Failed("rpc down".into())))
+            .unwrap();
+        assert_eq!(
+            rec.submissions["evm:1"],
+            SubmissionState::Submitted("0xabc".into())
+        );
+    }
+
+    #[test]
+    fn a_refused_write_leaves_the_record_as_it_was() {
+        let r = request(1_000, 1);
+        let id = r.id();
+        let mut records = BTreeMap::new();
+        assert!(matches!(
+            apply_to_records(&mut records, failed(id)),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(records.is_empty());
+        apply_to_records(&mut records, StoreOp::Request(r.clone())).unwrap();
+        let own = |output: &str| OwnOutput {
+            request_id: id,
+            inference_id: InferenceId([1; 32]),
+            model: "m".into(),
+            output: output.into(),
+            embedding: BinaryEmbedding::quantize(&[1.0, -1.0]).unwrap(),
+            embedding_model: "e".into(),
+            salt: Salt([3; 32]),
+            commitment: Commitment([4; 32]),
+        };
+        apply_to_records(&mut records, StoreOp::OwnOutput(own("Paris"))).unwrap();
+        let before = records.clone();
+        assert!(matches!(
+            apply_to_records(&mut records, StoreOp::OwnOutput(own("Lyon"))),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(records, before);
+    }
+
+    #[test]
+    fn recovery_covers_open_quorums_and_pending_results_only() {
+        let r = request(1_000, 1);
+        let id = r.id();
+        let mut rec = QuorumRecord::new(r);
+        assert!(rec.needs_recovery());
+        rec.apply(failed(id)).unwrap();
+        assert!(!rec.needs_recovery());
+        // A failed quorum has no signed result: a pending state alone does not keep it.
+        rec.apply(StoreOp::Submission {
+            request_id: id,
+            sink: "s".into(),
+            state: SubmissionState::Pending,
+        })
+        .unwrap();
+        assert!(!rec.has_pending_submission());
+        assert!(!rec.needs_recovery());
+    }
+
+    #[tokio::test]
+    async fn memory_store_prunes_closed_quorums_older_than_the_cutoff() {
+        let store = MemoryStore::new();
+        let old_closed = request(1_000, 1);
+        let old_open = request(1_000, 2);
+        let new_closed = request(900_000, 3);
+        for r in [&old_closed, &old_open, &new_closed] {
+            store.apply(StoreOp::Request(r.clone())).await.unwrap();
+        }
+        store.apply(failed(old_closed.id())).await.unwrap();
+        store.apply(failed(new_closed.id())).await.unwrap();
+        let size = store.size_bytes().await.unwrap();
+        assert!(size > 0);
+        assert_eq!(store.prune(500_000).await.unwrap(), 1);
+        assert!(store.quorum(&old_closed.id()).await.unwrap().is_none());
+        assert!(store.quorum(&old_open.id()).await.unwrap().is_some());
+        assert!(store.quorum(&new_closed.id()).await.unwrap().is_some());
+        assert!(store.size_bytes().await.unwrap() < size);
+        assert_eq!(store.prune(500_000).await.unwrap(), 0);
     }
 }

@@ -12,11 +12,17 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
 use crate::error::{EmbedError, EngineError, TransportError};
+use crate::identity::NodeKey;
+use crate::protocol::{CommitMsg, ConsensusResultMsg, InferenceRequest, RevealMsg};
 pub use crate::store::MemoryStore;
+use crate::store::{OwnOutput, StoreOp};
 use crate::traits::{
     Embedder, FinishReason, Generation, GenerationJob, InferenceEngine, Transport, TransportEvent,
 };
-use crate::{BinaryEmbedding, NodeId};
+use crate::{
+    BinaryEmbedding, Commit, ConsensusOutcome, ConsensusParams, InferenceId, NodeId, Reveal, Salt,
+    SecurityFrame, Submission,
+};
 
 /// Network conditions of a [`MemoryHub`].
 #[derive(Clone, Debug, Default)]
@@ -396,9 +402,172 @@ impl Embedder for HashEmbedder {
     }
 }
 
+/// A complete quorum built without any node: a request, `n` nodes answering it honestly, their
+/// commits and reveals, node 0's own output, the agreed outcome and every node's signed result.
+/// For store tests, simulations and benchmarks.
+#[derive(Clone, Debug)]
+pub struct QuorumFixture {
+    /// The request (from node 0, quorum `n`, deadline 1 s after creation).
+    pub request: InferenceRequest,
+    /// The nodes' keys (`NodeKey::from_seed(i)`); node 0 is "this" node.
+    pub keys: Vec<NodeKey>,
+    /// Node 0's own output.
+    pub own: OwnOutput,
+    /// One commit per node.
+    pub commits: Vec<CommitMsg>,
+    /// One honest reveal per node.
+    pub reveals: Vec<RevealMsg>,
+    /// The outcome every node computes.
+    pub outcome: ConsensusOutcome,
+    /// The result signed by each node, node 0 first.
+    pub results: Vec<ConsensusResultMsg>,
+}
+
+impl QuorumFixture {
+    /// Creation time of the fixture's requests.
+    pub const CREATED_AT_MS: u64 = 1_700_000_000_000;
+
+    /// A quorum of `n` nodes (at least 1); `nonce` makes the request distinct.
+    pub fn new(n: usize, nonce: u64) -> Self {
+        let n = n.max(1);
+        let embedder = HashEmbedder::default_model();
+        let keys: Vec<NodeKey> = (0..n as u64).map(NodeKey::from_seed).collect();
+        let mut request = InferenceRequest::new(
+            "What is the capital of France?",
+            vec!["smollm2-135m".into()],
+            keys[0].node_id(),
+            Self::CREATED_AT_MS,
+        );
+        request.nonce = nonce;
+        request.frame = SecurityFrame {
+            quorum: n as u32,
+            max_time_ms: 1_000,
+            ..SecurityFrame::default()
+        };
+        let id = request.id();
+        let mut owns = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let output = if i % 2 == 0 {
+                "The capital of France is Paris."
+            } else {
+                "Paris is the capital of France."
+            };
+            let embedding = embedder
+                .embed_binary_one(output)
+                .expect("a non-empty text embeds");
+            let salt = Salt([i as u8 + 1; 32]);
+            let inference_id = InferenceId([0x80 | i as u8; 32]);
+            owns.push(OwnOutput {
+                request_id: id,
+                inference_id,
+                model: "smollm2-135m".into(),
+                output: output.into(),
+                commitment: crate::commitment(
+                    &id,
+                    &key.node_id(),
+                    &inference_id,
+                    output,
+                    &embedding,
+                    &salt,
+                ),
+                embedding,
+                embedding_model: embedder.model(),
+                salt,
+            });
+        }
+        let commits: Vec<CommitMsg> = keys
+            .iter()
+            .zip(&owns)
+            .map(|(key, o)| CommitMsg {
+                commit: Commit {
+                    request_id: id,
+                    node: key.node_id(),
+                    inference_id: o.inference_id,
+                    commitment: o.commitment,
+                },
+                model: o.model.clone(),
+            })
+            .collect();
+        let reveals: Vec<RevealMsg> = keys
+            .iter()
+            .zip(&owns)
+            .map(|(key, o)| RevealMsg {
+                reveal: Reveal {
+                    request_id: id,
+                    node: key.node_id(),
+                    inference_id: o.inference_id,
+                    output: o.output.clone(),
+                    embedding: o.embedding.clone(),
+                    salt: o.salt,
+                    embedding_model: o.embedding_model.clone(),
+                },
+                model: o.model.clone(),
+                evidence: Vec::new(),
+            })
+            .collect();
+        let params =
+            ConsensusParams::from_frame(&request.frame).expect("the default frame is valid");
+        let plain: Vec<Commit> = commits.iter().map(|c| c.commit.clone()).collect();
+        let submissions: Vec<Submission> = reveals
+            .iter()
+            .map(|r| Submission {
+                reveal: r.reveal.clone(),
+                reembedding: Some(r.reveal.embedding.clone()),
+            })
+            .collect();
+        let outcome = crate::evaluate(&id, &params, &plain, &submissions)
+            .expect("the fixture's inputs are valid");
+        let results = keys
+            .iter()
+            .map(|k| ConsensusResultMsg::sign(k, &outcome).expect("honest answers agree"))
+            .collect();
+        QuorumFixture {
+            request,
+            own: owns.swap_remove(0),
+            keys,
+            commits,
+            reveals,
+            outcome,
+            results,
+        }
+    }
+
+    /// The writes node 0 makes for the whole quorum, in protocol order: the request, its own
+    /// output, every commit, every reveal, then its outcome with its signed result.
+    pub fn ops(&self) -> Vec<StoreOp> {
+        let id = self.request.id();
+        let mut ops = vec![
+            StoreOp::Request(self.request.clone()),
+            StoreOp::OwnOutput(self.own.clone()),
+        ];
+        ops.extend(self.commits.iter().cloned().map(StoreOp::Commit));
+        ops.extend(self.reveals.iter().cloned().map(StoreOp::Reveal));
+        ops.push(StoreOp::Outcome {
+            request_id: id,
+            outcome: self.outcome.clone(),
+            signed: Some(self.results[0].clone()),
+        });
+        ops
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quorum_fixture_is_internally_consistent() {
+        let f = QuorumFixture::new(5, 1);
+        assert_eq!(f.outcome.accepted.len(), 5);
+        for (r, c) in f.reveals.iter().zip(&f.commits) {
+            crate::verify_reveal(&c.commit, &r.reveal).unwrap();
+        }
+        for r in &f.results {
+            r.verify().unwrap();
+        }
+        assert_eq!(f.ops().len(), 13);
+        assert_ne!(f.request.id(), QuorumFixture::new(5, 2).request.id());
+    }
 
     #[test]
     fn hash_embedder_places_paraphrases_near_and_unrelated_far() {

@@ -172,6 +172,11 @@ pub trait Embedder: Send + Sync {
 }
 
 /// Durable node state. Every write is durable when the call returns.
+///
+/// A write is applied atomically or not at all: a write refused with an error (for example
+/// [`StoreError::Conflict`]) changes no stored state. The three required methods are what a
+/// node needs to run and to recover its open quorums; the provided ones (retention, size,
+/// pending chain submissions) answer [`StoreError::Unsupported`] unless a store implements them.
 #[async_trait]
 pub trait CommitStore: Send + Sync {
     /// Applies one write.
@@ -180,6 +185,29 @@ pub trait CommitStore: Send + Sync {
     async fn quorum(&self, request_id: &RequestId) -> Result<Option<QuorumRecord>, StoreError>;
     /// Every request whose quorum has not completed or failed (for recovery after a restart).
     async fn open_quorums(&self) -> Result<Vec<QuorumRecord>, StoreError>;
+    /// Every closed request whose signed result is still
+    /// [`Pending`](crate::store::SubmissionState::Pending) on some sink (the node stopped while
+    /// submitting it): a restarted node submits it to those sinks only.
+    async fn unsettled_results(&self) -> Result<Vec<QuorumRecord>, StoreError> {
+        Err(StoreError::Unsupported(
+            "this store does not track pending chain submissions".into(),
+        ))
+    }
+    /// Retention: deletes every closed (completed or failed) request whose deadline is before
+    /// `closed_before_ms` (ms since epoch) and returns how many were deleted. Open requests are
+    /// kept whatever their age.
+    async fn prune(&self, closed_before_ms: u64) -> Result<u64, StoreError> {
+        let _ = closed_before_ms;
+        Err(StoreError::Unsupported(
+            "this store has no retention policy".into(),
+        ))
+    }
+    /// How many bytes the store occupies (for a file: its size on disk).
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported(
+            "this store does not report its size".into(),
+        ))
+    }
 }
 
 /// Receipt of a result written to a chain.

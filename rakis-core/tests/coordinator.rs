@@ -4,10 +4,12 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use rakis_core::testing::{HashEmbedder, ScriptedEngine};
+use rakis_core::store::apply_to_records;
+use rakis_core::testing::{HashEmbedder, QuorumFixture, ScriptedEngine};
 use rakis_core::{
-    Action, Coordinator, CoordinatorConfig, Decision, InferenceRequest, Input, Message, NodeEvent,
-    NodeKey, Phase, QuorumFailure, RejectReason, SecurityFrame, StoreOp,
+    Action, Coordinator, CoordinatorConfig, Decision, FailureReason, InferenceRequest, Input,
+    Message, NodeEvent, NodeKey, Phase, QuorumFailure, QuorumRecord, RejectReason, SecurityFrame,
+    StoreOp,
 };
 
 const MODEL: &str = "smollm2-135m";
@@ -48,6 +50,8 @@ struct Sim {
     muted: Vec<usize>,
     /// Reveals on these (from, to) links are lost.
     lost_reveals: Vec<(usize, usize)>,
+    /// Stopped nodes: they receive nothing and their timers do not fire.
+    down: Vec<usize>,
 }
 
 impl Sim {
@@ -90,6 +94,7 @@ impl Sim {
             pending: BTreeMap::new(),
             muted: Vec::new(),
             lost_reveals: Vec::new(),
+            down: Vec::new(),
         }
     }
 
@@ -100,6 +105,9 @@ impl Sim {
     }
 
     fn feed(&mut self, i: usize, input: Input) {
+        if self.down.contains(&i) {
+            return;
+        }
         let actions = self.nodes[i].coord.handle(self.now, input);
         self.apply(i, actions);
     }
@@ -184,7 +192,9 @@ impl Sim {
             let next_timer = self
                 .nodes
                 .iter()
-                .filter_map(|n| n.coord.next_wakeup())
+                .enumerate()
+                .filter(|(i, _)| !self.down.contains(i))
+                .filter_map(|(_, n)| n.coord.next_wakeup())
                 .min();
             let next = match (next_msg, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
@@ -198,7 +208,11 @@ impl Sim {
             self.now = self.now.max(next);
             if next_msg == Some(next) {
                 let Reverse((_, seq)) = self.heap.pop().expect("peeked");
-                match self.pending.remove(&seq).expect("pending") {
+                // Jobs of a node that crashed were dropped with it.
+                let Some(pending) = self.pending.remove(&seq) else {
+                    continue;
+                };
+                match pending {
                     Pending::Deliver { to, from, message } => {
                         let from = self.nodes[from].coord.node_id();
                         self.feed(to, Input::Message { from, message });
@@ -207,16 +221,48 @@ impl Sim {
                 }
             } else {
                 for i in 0..self.nodes.len() {
-                    if self.nodes[i]
-                        .coord
-                        .next_wakeup()
-                        .is_some_and(|t| t <= self.now)
+                    if !self.down.contains(&i)
+                        && self.nodes[i]
+                            .coord
+                            .next_wakeup()
+                            .is_some_and(|t| t <= self.now)
                     {
                         self.feed(i, Input::Tick);
                     }
                 }
             }
         }
+    }
+
+    /// What node `i` stored, as the records a store would hold.
+    fn records(&self, i: usize) -> Vec<QuorumRecord> {
+        let mut records = BTreeMap::new();
+        for op in &self.nodes[i].stored {
+            apply_to_records(&mut records, op.clone()).expect("the coordinator writes valid ops");
+        }
+        records.into_values().collect()
+    }
+
+    /// Node `i` stops at once (its running jobs are lost) and restarts from what it stored, as
+    /// the driver does: open requests are restored at the current time. Returns the actions of
+    /// the restore.
+    fn crash_and_restore(&mut self, i: usize) -> Vec<Action> {
+        self.pending
+            .retain(|_, p| !matches!(p, Pending::Input { to, .. } if *to == i));
+        self.down.retain(|d| *d != i);
+        let config = self.nodes[i].coord.config().clone();
+        let key = NodeKey::from_seed(i as u64);
+        self.nodes[i].coord = Coordinator::with_rng_seed(key, config, 1_000 + i as u64);
+        let mut all = Vec::new();
+        for record in self.records(i) {
+            if record.is_closed() {
+                continue;
+            }
+            let actions = self.nodes[i].coord.restore(record, self.now);
+            all.extend(actions.clone());
+            self.apply(i, actions);
+        }
+        all
     }
 
     fn request(&self, from: usize, quorum: u32) -> InferenceRequest {
@@ -678,4 +724,280 @@ fn a_reveal_from_a_node_whose_clock_runs_ahead_is_kept_until_the_deadline() {
         let o = n.coord.status(&id).unwrap().outcome.unwrap();
         assert_eq!(o.accepted.len(), 3, "{:?}", o.rejected);
     }
+}
+
+// ---- Recovery: `Coordinator::restore` after a crash ----
+
+fn sent_reveals(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Broadcast(Message::Reveal(_))))
+        .count()
+}
+
+fn sent_commits(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Broadcast(Message::Commit(_))))
+        .count()
+}
+
+#[test]
+fn a_node_restarted_between_commit_and_reveal_reveals_and_reaches_the_same_result() {
+    let mut sim = Sim::new(5, honest);
+    let req = sim.request(0, 5);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    let deadline = sim.nodes[0].coord.status(&id).unwrap().deadline_ms;
+    sim.run_until(deadline - 10);
+    assert_eq!(sim.nodes[2].coord.status(&id).unwrap().committed, 5);
+
+    let restored = sim.crash_and_restore(2);
+    // It committed before the crash: no second commit, no second generation.
+    assert_eq!(sent_commits(&restored), 0);
+    assert!(!restored.iter().any(|a| matches!(a, Action::Generate(_))));
+    let st = sim.nodes[2].coord.status(&id).unwrap();
+    assert!(st.own_committed);
+    assert_eq!((st.phase, st.committed), (Phase::Committing, 5));
+
+    sim.run_until(u64::MAX);
+    // The restarted node revealed once, at its deadline.
+    assert_eq!(sent_reveals(&sim.nodes[2].actions), 1);
+    let mut joint = Vec::new();
+    for n in &sim.nodes {
+        let st = n.coord.status(&id).unwrap();
+        assert_eq!(st.phase, Phase::Completed);
+        let o = st.outcome.unwrap();
+        assert_eq!(o.accepted.len(), 5, "{:?}", o.rejected);
+        joint.push(o.joint_hash().unwrap());
+    }
+    assert!(joint.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn restored_reveals_of_others_are_re_embedded_not_rejected() {
+    let mut sim = Sim::new(5, honest);
+    let req = sim.request(0, 5);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    let deadline = sim.nodes[0].coord.status(&id).unwrap().deadline_ms;
+    // Everyone revealed at `deadline + 1`; the reveals reached node 2, whose re-embeddings
+    // (due 1 ms later) die with it.
+    sim.run_until(deadline + 1 + LATENCY_MS);
+    assert_eq!(sim.nodes[2].coord.status(&id).unwrap().revealed, 5);
+    assert!(sim.nodes[2].coord.status(&id).unwrap().outcome.is_none());
+
+    let restored = sim.crash_and_restore(2);
+    let reembeds = restored
+        .iter()
+        .filter(|a| matches!(a, Action::Embed { .. }))
+        .count();
+    assert_eq!(reembeds, 4, "the four reveals of others are re-embedded");
+    assert!(!restored
+        .iter()
+        .any(|a| matches!(a, Action::Broadcast(Message::RevealRejected { .. }))));
+    // The reveal window is still open: the own reveal goes out again (peers deduplicate it).
+    assert_eq!(sent_reveals(&restored), 1);
+
+    sim.run_until(u64::MAX);
+    let mut joint = Vec::new();
+    for n in &sim.nodes {
+        let o = n.coord.status(&id).unwrap().outcome.unwrap();
+        assert_eq!(o.accepted.len(), 5, "{:?}", o.rejected);
+        assert!(o.rejected.is_empty());
+        joint.push(o.joint_hash().unwrap());
+        assert!(!n
+            .events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Disagreement { .. })));
+    }
+    assert!(joint.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn a_node_restarted_after_the_reveal_window_does_not_reveal_and_decides_from_what_it_stored() {
+    let mut sim = Sim::new(3, honest);
+    let req = sim.request(0, 3);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    let st = sim.nodes[0].coord.status(&id).unwrap();
+    sim.run_until(st.deadline_ms - 5);
+    // Node 2 stops after committing and stays down past the reveal window.
+    sim.down.push(2);
+    sim.run_until(st.reveal_deadline_ms + 10);
+    let restored = sim.crash_and_restore(2);
+    assert_eq!(sent_reveals(&restored), 0);
+    assert_eq!(sent_commits(&restored), 0);
+    // It stored no reveal: its consensus fails, and is stored, at once.
+    assert_eq!(
+        sim.nodes[2].coord.status(&id).unwrap().phase,
+        Phase::Failed(QuorumFailure::Consensus(FailureReason::NoVerifiedReveals))
+    );
+    assert!(restored
+        .iter()
+        .any(|a| matches!(a, Action::Persist(StoreOp::Failed { .. }))));
+    sim.run_until(u64::MAX);
+    assert_eq!(sent_reveals(&sim.nodes[2].actions), 0);
+    for n in &sim.nodes[..2] {
+        let o = n.coord.status(&id).unwrap().outcome.unwrap();
+        assert_eq!((o.committed, o.accepted.len()), (3, 2));
+    }
+}
+
+#[test]
+fn a_restored_completed_request_is_neither_recomputed_nor_announced() {
+    let mut sim = Sim::new(3, honest);
+    let req = sim.request(0, 3);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(u64::MAX);
+    let record = sim
+        .records(1)
+        .into_iter()
+        .find(|r| r.request.id() == id)
+        .unwrap();
+    assert!(record.is_closed());
+    let before = sim.nodes[1].coord.status(&id).unwrap();
+
+    let mut fresh = Coordinator::with_rng_seed(
+        NodeKey::from_seed(1),
+        sim.nodes[1].coord.config().clone(),
+        9,
+    );
+    assert_eq!(
+        fresh.record_status(&record).unwrap().phase,
+        Phase::Completed
+    );
+    let actions = fresh.restore(record.clone(), sim.now + 60_000);
+    assert!(actions.is_empty(), "{actions:?}");
+    let after = fresh.status(&id).unwrap();
+    assert_eq!(after.phase, Phase::Completed);
+    assert_eq!(after.outcome, before.outcome);
+    assert_eq!(after.peer_results, before.peer_results);
+    assert_eq!(fresh.signed_result(&id), record.signed.as_ref());
+    assert_eq!(fresh.next_wakeup(), None);
+    assert!(fresh.handle(sim.now + 120_000, Input::Tick).is_empty());
+}
+
+fn solo(key: u64) -> Coordinator {
+    let config = CoordinatorConfig {
+        served_models: vec![MODEL.into()],
+        workers: 1,
+        embedding_model: Some(rakis_core::DEFAULT_EMBEDDING_MODEL.into()),
+        reveal_window_ms: 1_000,
+        verify_grace_ms: 1_000,
+        ..CoordinatorConfig::default()
+    };
+    Coordinator::with_rng_seed(NodeKey::from_seed(key), config, key)
+}
+
+#[test]
+fn an_own_output_stored_without_its_commit_is_committed_only_before_the_deadline() {
+    let f = QuorumFixture::new(3, 1);
+    let id = f.request.id();
+    let mut record = QuorumRecord::new(f.request.clone());
+    record.own = Some(f.own.clone());
+    let created = f.request.created_at_ms;
+
+    let mut c = solo(0);
+    let actions = c.restore(record.clone(), created + 500);
+    let commits: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(Message::Commit(c)) => Some(c.commit.commitment),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(commits, vec![f.own.commitment]);
+    let persist = actions
+        .iter()
+        .position(|a| matches!(a, Action::Persist(StoreOp::Commit(_))))
+        .unwrap();
+    let broadcast = actions
+        .iter()
+        .position(|a| matches!(a, Action::Broadcast(Message::Commit(_))))
+        .unwrap();
+    assert!(persist < broadcast);
+    assert!(c.status(&id).unwrap().own_committed);
+
+    let mut late = solo(0);
+    let actions = late.restore(record, f.request.deadline_ms() + 1);
+    assert_eq!(sent_commits(&actions), 0);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Emit(NodeEvent::AnswerSkipped { .. }))));
+    assert_eq!(
+        late.status(&id).unwrap().phase,
+        Phase::Failed(QuorumFailure::QuorumNotReached {
+            committed: 0,
+            needed: 3
+        })
+    );
+}
+
+#[test]
+fn an_own_output_of_another_key_is_not_restored_as_ours() {
+    let f = QuorumFixture::new(3, 1);
+    let id = f.request.id();
+    let mut record = QuorumRecord::new(f.request.clone());
+    record.own = Some(f.own.clone());
+    record.commits = f.commits.clone();
+    // The store belonged to node 0; node 7 restarts on it.
+    let mut c = solo(7);
+    let actions = c.restore(record, f.request.deadline_ms() + 10);
+    assert_eq!(sent_commits(&actions), 0);
+    assert_eq!(sent_reveals(&actions), 0);
+    let st = c.status(&id).unwrap();
+    assert!(!st.own_committed);
+    assert_eq!((st.phase, st.committed), (Phase::Revealing, 3));
+}
+
+#[test]
+fn a_node_restarted_before_it_answered_answers_while_the_deadline_allows() {
+    let f = QuorumFixture::new(3, 1);
+    let id = f.request.id();
+    let record = QuorumRecord::new(f.request.clone());
+    let mut c = solo(0);
+    let actions = c.restore(record.clone(), f.request.created_at_ms + 100);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Generate(j) if j.request_id == id)));
+    // Restoring what is already tracked does nothing.
+    assert!(c
+        .restore(record.clone(), f.request.created_at_ms + 100)
+        .is_empty());
+
+    let mut late = solo(0);
+    let actions = late.restore(record, f.request.deadline_ms() + 1);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Generate(_))));
+}
+
+#[test]
+fn an_invalid_stored_request_is_not_restored() {
+    let f = QuorumFixture::new(3, 1);
+    let mut request = f.request.clone();
+    request.messages.clear();
+    let mut c = solo(0);
+    assert!(c
+        .restore(QuorumRecord::new(request.clone()), f.request.created_at_ms)
+        .is_empty());
+    assert!(c.status(&request.id()).is_none());
+    assert!(c.record_status(&QuorumRecord::new(request)).is_none());
+}
+
+#[test]
+fn a_node_that_cannot_verify_has_no_timer_while_it_waits_for_results() {
+    let f = QuorumFixture::new(3, 1);
+    let mut record = QuorumRecord::new(f.request.clone());
+    record.commits = f.commits.clone();
+    let observer = CoordinatorConfig {
+        reveal_window_ms: 1_000,
+        ..CoordinatorConfig::default()
+    };
+    let mut c = Coordinator::with_rng_seed(NodeKey::from_seed(9), observer, 9);
+    let st = f.request.deadline_ms() + 1_001;
+    c.restore(record, st);
+    assert_eq!(c.status(&f.request.id()).unwrap().phase, Phase::Verifying);
+    // Before the fix the timer of a verifying quorum stayed due for ever (a busy loop).
+    assert_eq!(c.next_wakeup(), None);
 }
