@@ -1,6 +1,47 @@
 //! # rakis-inference
 //!
 //! The inference layer of Rakis: the default [`InferenceEngine`](rakis_core::InferenceEngine)
-//! (candle, quantized GGUF llama-family models) and [`Embedder`](rakis_core::Embedder)
-//! (candle BERT-family sentence models). **Not implemented yet** (tracked in issue 4); until
-//! then use the test parts of `rakis-core` (`test-utils` feature).
+//! ([`CandleEngine`], quantized GGUF llama-family models) and [`Embedder`](rakis_core::Embedder)
+//! ([`CandleEmbedder`], BERT-family sentence models), on the CPU with candle (`cuda` / `metal`
+//! features for accelerators).
+//!
+//! ```no_run
+//! use rakis_inference::{CandleEmbedder, CandleEngine, EmbedderConfig, EngineConfig, ModelSource};
+//!
+//! # fn main() -> Result<(), rakis_inference::InferenceError> {
+//! // From the Hugging Face hub (cached; HF_HUB_OFFLINE=1 uses the cache only) ...
+//! let embedder = CandleEmbedder::load(
+//!     &ModelSource::hub("sentence-transformers/all-MiniLM-L6-v2"),
+//!     EmbedderConfig::new("sentence-transformers/all-MiniLM-L6-v2"),
+//! )?;
+//! // ... or from a local folder or file.
+//! let engine = CandleEngine::load(
+//!     &ModelSource::local("models/SmolLM2-135M-Instruct"),
+//!     "SmolLM2-135M-Instruct.Q4_1.gguf",
+//!     EngineConfig::new("smollm2-135m-instruct"),
+//! )?;
+//! // Then: Node::builder().engine(engine).embedder(embedder)...
+//! # Ok(()) }
+//! ```
+//!
+//! One GGUF file is enough to run a model: the tokenizer is rebuilt from the GGUF vocabulary
+//! ([`tokenizer::tokenizer_from_gguf`]) and the chat template read from its metadata and rendered
+//! with minijinja ([`chat::ChatTemplate`]; ChatML is the fallback when a model has none).
+
+pub mod chat;
+pub mod embedder;
+pub mod engine;
+pub mod error;
+pub mod source;
+pub mod tokenizer;
+
+pub use embedder::{CandleEmbedder, EmbedderConfig, Pooling};
+pub use engine::{
+    CandleEngine, EngineConfig, GenerationOutput, SamplingParams, TextGenerator, Timings,
+    WeightFormat,
+};
+pub use error::InferenceError;
+pub use source::{default_models_dir, hub_offline, ModelSource};
+
+/// Name of the default embedding model (the one in the default security frame).
+pub const MINILM: &str = rakis_core::DEFAULT_EMBEDDING_MODEL;

@@ -1,0 +1,329 @@
+//! `CandleEmbedder`: BERT-family sentence embeddings on candle.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use rakis_core::{BinaryEmbedding, EmbedError, Embedder};
+use serde::Deserialize;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tracing::{debug, info};
+
+use crate::{InferenceError, ModelSource};
+
+/// How token vectors become one sentence vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the tokens (attention mask applied).
+    Mean,
+    /// The first (`[CLS]`) token.
+    Cls,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct ModuleEntry {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Settings of a [`CandleEmbedder`].
+#[derive(Clone, Debug)]
+pub struct EmbedderConfig {
+    /// The model's name as written in security frames.
+    pub model_name: String,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+    /// Override of the pooling read from `1_Pooling/config.json`.
+    pub pooling: Option<Pooling>,
+    /// Override of the maximum sequence length (default: `sentence_bert_config.json`, else the
+    /// model's position limit).
+    pub max_seq_length: Option<usize>,
+    /// Dimensions whose final LayerNorm weight is below this fraction of the median are dead
+    /// (their value is noise) and forced to 0 in binary embeddings.
+    pub dead_dim_ratio: f32,
+}
+
+impl EmbedderConfig {
+    /// Defaults for a model name.
+    pub fn new(model_name: impl Into<String>) -> Self {
+        EmbedderConfig {
+            model_name: model_name.into(),
+            batch_size: 32,
+            pooling: None,
+            max_seq_length: None,
+            dead_dim_ratio: 1e-6,
+        }
+    }
+}
+
+struct Inner {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    pooling: Pooling,
+    normalize: bool,
+    dead_dims: Vec<usize>,
+    dim: usize,
+    batch_size: usize,
+    device: Device,
+}
+
+/// The default [`Embedder`]: a BERT-family sentence model (all-MiniLM-L6-v2 by default) from
+/// safetensors. Cheap to clone.
+#[derive(Clone)]
+pub struct CandleEmbedder {
+    name: String,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CandleEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CandleEmbedder")
+            .field("model", &self.name)
+            .field("dim", &self.inner.dim)
+            .field("pooling", &self.inner.pooling)
+            .field("dead_dims", &self.inner.dead_dims)
+            .finish()
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, InferenceError> {
+    let bytes = std::fs::read(path).map_err(|e| InferenceError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| InferenceError::Config {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Finds dead dimensions: those whose final LayerNorm weight is tiny relative to the median.
+fn dead_dimensions(
+    tensors: &std::collections::HashMap<String, Tensor>,
+    layers: usize,
+    ratio: f32,
+) -> Result<Vec<usize>, InferenceError> {
+    let suffixes = [
+        format!("encoder.layer.{}.output.LayerNorm.weight", layers - 1),
+        format!("encoder.layer.{}.output.LayerNorm.gamma", layers - 1),
+    ];
+    let Some(w) = tensors
+        .iter()
+        .find(|(k, _)| suffixes.iter().any(|s| k.ends_with(s.as_str())))
+        .map(|(_, t)| t)
+    else {
+        return Ok(Vec::new());
+    };
+    let w: Vec<f32> = w.to_dtype(DType::F32)?.to_vec1()?;
+    let mut abs: Vec<f32> = w.iter().map(|x| x.abs()).collect();
+    abs.sort_by(f32::total_cmp);
+    let median = abs[abs.len() / 2];
+    Ok(w.iter()
+        .enumerate()
+        .filter(|(_, x)| x.abs() < ratio * median)
+        .map(|(i, _)| i)
+        .collect())
+}
+
+impl CandleEmbedder {
+    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from `source`, plus the
+    /// sentence-transformers files when present (`1_Pooling/config.json`,
+    /// `sentence_bert_config.json`, `modules.json`).
+    pub fn load(source: &ModelSource, config: EmbedderConfig) -> Result<Self, InferenceError> {
+        let cfg_path = source.file("config.json")?;
+        let bert_cfg: BertConfig = read_json(&cfg_path)?;
+        let mut tokenizer = Tokenizer::from_file(source.file("tokenizer.json")?)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        let weights = source.file("model.safetensors")?;
+        let pooling = match config.pooling {
+            Some(p) => p,
+            None => match source.optional_file("1_Pooling/config.json")? {
+                Some(p) => {
+                    let pc: PoolingConfig = read_json(&p)?;
+                    if pc.pooling_mode_cls_token && !pc.pooling_mode_mean_tokens {
+                        Pooling::Cls
+                    } else {
+                        Pooling::Mean
+                    }
+                }
+                None => Pooling::Mean,
+            },
+        };
+        let normalize = match source.optional_file("modules.json")? {
+            Some(p) => {
+                let modules: Vec<ModuleEntry> = read_json(&p)?;
+                modules.iter().any(|m| m.kind.ends_with("Normalize"))
+            }
+            None => true,
+        };
+        let max_len = match config.max_seq_length {
+            Some(m) => m,
+            None => match source.optional_file("sentence_bert_config.json")? {
+                Some(p) => read_json::<SentenceBertConfig>(&p)?
+                    .max_seq_length
+                    .unwrap_or(bert_cfg.max_position_embeddings),
+                None => bert_cfg.max_position_embeddings,
+            },
+        }
+        .min(bert_cfg.max_position_embeddings);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            pad_id: bert_cfg.pad_token_id as u32,
+            ..Default::default()
+        }));
+
+        let device = Device::Cpu;
+        let tensors = candle_core::safetensors::load(&weights, &device)?;
+        let dead_dims =
+            dead_dimensions(&tensors, bert_cfg.num_hidden_layers, config.dead_dim_ratio)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let model = BertModel::load(vb, &bert_cfg)?;
+        info!(
+            model = %config.model_name,
+            dim = bert_cfg.hidden_size,
+            ?pooling,
+            normalize,
+            max_len,
+            ?dead_dims,
+            "embedding model loaded"
+        );
+        Ok(CandleEmbedder {
+            name: config.model_name,
+            inner: Arc::new(Inner {
+                model,
+                tokenizer,
+                pooling,
+                normalize,
+                dead_dims,
+                dim: bert_cfg.hidden_size,
+                batch_size: config.batch_size.max(1),
+                device,
+            }),
+        })
+    }
+
+    /// Dimensions found dead at load (forced to 0 in binary embeddings).
+    pub fn dead_dims(&self) -> &[usize] {
+        &self.inner.dead_dims
+    }
+
+    /// The pooling in use.
+    pub fn pooling(&self) -> Pooling {
+        self.inner.pooling
+    }
+
+    /// Token ids of one text as the model sees them (special tokens included, truncated).
+    pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, InferenceError> {
+        Ok(self
+            .inner
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Float embeddings on the calling thread, in batches.
+    pub fn embed_sync(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, InferenceError> {
+        let inner = &self.inner;
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(inner.batch_size) {
+            let enc = inner
+                .tokenizer
+                .encode_batch(chunk.to_vec(), true)
+                .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+            let ids: Vec<Tensor> = enc
+                .iter()
+                .map(|e| Tensor::new(e.get_ids(), &inner.device))
+                .collect::<Result<_, _>>()?;
+            let masks: Vec<Tensor> = enc
+                .iter()
+                .map(|e| Tensor::new(e.get_attention_mask(), &inner.device))
+                .collect::<Result<_, _>>()?;
+            let ids = Tensor::stack(&ids, 0)?;
+            let mask = Tensor::stack(&masks, 0)?;
+            let types = ids.zeros_like()?;
+            let hidden = inner.model.forward(&ids, &types, Some(&mask))?;
+            let pooled = match inner.pooling {
+                Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+                Pooling::Mean => {
+                    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                    let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+                    let counts = m.sum(1)?;
+                    summed.broadcast_div(&counts)?
+                }
+            };
+            let pooled = if inner.normalize {
+                let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+                pooled.broadcast_div(&norm)?
+            } else {
+                pooled
+            };
+            out.extend(pooled.to_vec2::<f32>()?);
+        }
+        debug!(texts = texts.len(), "embedded");
+        Ok(out)
+    }
+
+    /// Binary embeddings on the calling thread, dead dimensions masked.
+    pub fn embed_binary_sync(&self, texts: &[String]) -> Result<Vec<BinaryEmbedding>, EmbedError> {
+        self.embed_sync(texts)?
+            .iter()
+            .map(|v| {
+                let mut b = BinaryEmbedding::quantize(v)?;
+                b.mask_dims(&self.inner.dead_dims)?;
+                Ok(b)
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Embedder for CandleEmbedder {
+    fn model(&self) -> String {
+        self.name.clone()
+    }
+
+    fn dim(&self) -> u32 {
+        self.inner.dim as u32
+    }
+
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Err(EmbedError::Empty);
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.embed_sync(&texts).map_err(EmbedError::from))
+            .await
+            .map_err(|e| EmbedError::Other(e.to_string()))?
+    }
+
+    async fn embed_binary(&self, texts: Vec<String>) -> Result<Vec<BinaryEmbedding>, EmbedError> {
+        if texts.is_empty() {
+            return Err(EmbedError::Empty);
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.embed_binary_sync(&texts))
+            .await
+            .map_err(|e| EmbedError::Other(e.to_string()))?
+    }
+}

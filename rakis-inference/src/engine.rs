@@ -1,0 +1,558 @@
+//! `CandleEngine`: quantized GGUF llama-family models on candle, with worker threads.
+
+use std::io::{Cursor, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
+use rakis_core::traits::FinishReason;
+use rakis_core::{EngineError, Generation, GenerationJob, InferenceEngine};
+use tokenizers::Tokenizer;
+use tokio::sync::{oneshot, Semaphore};
+use tracing::{debug, info, info_span};
+
+use crate::chat::ChatTemplate;
+use crate::tokenizer::{special_tokens, tokenizer_from_gguf};
+use crate::{InferenceError, ModelSource};
+
+/// How weights are kept in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// As stored in the GGUF.
+    AsStored,
+    /// 4- and 5-bit block formats requantized to Q8_0 at load: candle has vectorized Q8_0
+    /// kernels but no vectorized Q4_1 kernel, so this is several times faster on CPU for twice
+    /// the memory of Q4 (135M parameters: about 145 MB).
+    #[default]
+    Q8_0,
+}
+
+/// Settings of a [`CandleEngine`].
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The model's name as written in requests' `accepted_models`.
+    pub model_name: String,
+    /// Generation workers (threads, each with its own KV cache).
+    pub workers: usize,
+    /// Jobs that may wait for a worker; further callers wait (backpressure).
+    pub queue_capacity: usize,
+    /// How weights are kept.
+    pub weights: WeightFormat,
+    /// A `tokenizer.json` to use instead of the GGUF's vocabulary.
+    pub tokenizer_json: Option<PathBuf>,
+    /// A chat template to use instead of the GGUF's.
+    pub chat_template: Option<String>,
+}
+
+impl EngineConfig {
+    /// Defaults for a model name: 1 worker, a queue of 16, Q8_0 weights.
+    pub fn new(model_name: impl Into<String>) -> Self {
+        EngineConfig {
+            model_name: model_name.into(),
+            workers: 1,
+            queue_capacity: 16,
+            weights: WeightFormat::default(),
+            tokenizer_json: None,
+            chat_template: None,
+        }
+    }
+}
+
+/// Timing of one generation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timings {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Seconds spent reading the prompt.
+    pub prompt_secs: f64,
+    /// Generated tokens.
+    pub tokens: usize,
+    /// Seconds spent generating.
+    pub decode_secs: f64,
+}
+
+/// Output of [`TextGenerator::generate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationOutput {
+    /// Generated text (special tokens removed).
+    pub text: String,
+    /// Generated token ids.
+    pub token_ids: Vec<u32>,
+    /// Why generation stopped.
+    pub finish: FinishReason,
+    /// Timings.
+    pub timings: Timings,
+}
+
+/// A loaded model with its tokenizer and chat template: synchronous generation on the calling
+/// thread. Cloning shares the weights and gives the clone its own KV cache.
+#[derive(Clone)]
+pub struct TextGenerator {
+    model: ModelWeights,
+    tokenizer: Arc<Tokenizer>,
+    template: Arc<ChatTemplate>,
+    stop_tokens: Vec<u32>,
+    context: usize,
+    device: Device,
+}
+
+impl std::fmt::Debug for TextGenerator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextGenerator")
+            .field("context", &self.context)
+            .field("stop_tokens", &self.stop_tokens)
+            .finish()
+    }
+}
+
+fn open(path: &Path) -> Result<std::fs::File, InferenceError> {
+    std::fs::File::open(path).map_err(|e| InferenceError::io(path, e))
+}
+
+/// Rewrites a GGUF in memory with 4/5-bit block tensors requantized to Q8_0.
+fn requantize_q8<R: Read + Seek>(
+    ct: &gguf_file::Content,
+    reader: &mut R,
+) -> Result<Vec<u8>, InferenceError> {
+    let device = Device::Cpu;
+    let mut names: Vec<&String> = ct.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
+    for name in names {
+        let qt = ct.tensor(reader, name, &device)?;
+        let convertible = matches!(
+            qt.dtype(),
+            GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+        ) && qt.shape().dims().last().is_some_and(|d| d % 32 == 0);
+        let qt = if convertible {
+            QTensor::quantize(&qt.dequantize(&device)?, GgmlDType::Q8_0)?
+        } else {
+            qt
+        };
+        tensors.push((name.clone(), qt));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> =
+        ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut out = Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &refs)?;
+    Ok(out.into_inner())
+}
+
+impl TextGenerator {
+    /// Loads a GGUF file (and optional tokenizer/template overrides) on the CPU.
+    pub fn load(
+        gguf: &Path,
+        weights: WeightFormat,
+        tokenizer_json: Option<&Path>,
+        chat_template: Option<&str>,
+    ) -> Result<Self, InferenceError> {
+        let started = Instant::now();
+        let mut file = open(gguf)?;
+        let ct = gguf_file::Content::read(&mut file).map_err(|e| InferenceError::Config {
+            file: gguf.display().to_string(),
+            message: format!("not a readable GGUF file: {e}"),
+        })?;
+        let arch = ct
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        if arch != "llama" {
+            return Err(InferenceError::UnsupportedArchitecture(arch));
+        }
+        let tokenizer = match tokenizer_json {
+            Some(p) => {
+                Tokenizer::from_file(p).map_err(|e| InferenceError::Tokenizer(e.to_string()))?
+            }
+            None => tokenizer_from_gguf(&ct)?,
+        };
+        let special = special_tokens(&ct);
+        let gguf_template = ct
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        let template_src = chat_template.map(str::to_string).or(gguf_template);
+        let template = ChatTemplate::new(
+            template_src.as_deref(),
+            special.bos_text.as_deref().unwrap_or(""),
+            special.eos_text.as_deref().unwrap_or(""),
+        )?;
+        let mut stop_tokens: Vec<u32> = special.eos.into_iter().collect();
+        for t in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|end_of_text|>",
+            "<|endoftext|>",
+            "</s>",
+        ] {
+            if let Some(id) = tokenizer.token_to_id(t) {
+                if !stop_tokens.contains(&id) {
+                    stop_tokens.push(id);
+                }
+            }
+        }
+        let context = ct
+            .metadata
+            .get("llama.context_length")
+            .and_then(|v| v.to_u32().ok())
+            .map(|c| (c as usize).min(MAX_SEQ_LEN))
+            .unwrap_or(MAX_SEQ_LEN);
+        let device = Device::Cpu;
+        let model = match weights {
+            WeightFormat::AsStored => ModelWeights::from_gguf(ct, &mut file, &device)?,
+            WeightFormat::Q8_0 => {
+                let bytes = requantize_q8(&ct, &mut file)?;
+                let mut cursor = Cursor::new(bytes);
+                let ct2 = gguf_file::Content::read(&mut cursor)?;
+                ModelWeights::from_gguf(ct2, &mut cursor, &device)?
+            }
+        };
+        info!(
+            file = %gguf.display(),
+            ?weights,
+            context,
+            template_from_model = template.from_model,
+            secs = started.elapsed().as_secs_f32(),
+            "model loaded"
+        );
+        Ok(TextGenerator {
+            model,
+            tokenizer: Arc::new(tokenizer),
+            template: Arc::new(template),
+            stop_tokens,
+            context,
+            device,
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Context length in tokens.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// Renders the chat template for `messages`.
+    pub fn render(&self, messages: &[rakis_core::ChatMessage]) -> Result<String, InferenceError> {
+        self.template.render(messages)
+    }
+
+    /// Tokenizes a rendered prompt (special tokens in the text are recognised).
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>, InferenceError> {
+        Ok(self
+            .tokenizer
+            .encode(prompt, false)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Clears the KV cache and reads a prompt in one forward pass; returns the logits of the
+    /// next token.
+    pub fn forward_prompt(&mut self, ids: &[u32]) -> Result<Tensor, InferenceError> {
+        self.model.clear_kv_cache();
+        let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        Ok(self.model.forward(&input, 0)?.squeeze(0)?)
+    }
+
+    /// Feeds one token at position `pos` (after the prompt and earlier tokens); returns the
+    /// logits of the next token.
+    pub fn forward_token(&mut self, token: u32, pos: usize) -> Result<Tensor, InferenceError> {
+        let input = Tensor::new(&[token], &self.device)?.unsqueeze(0)?;
+        Ok(self.model.forward(&input, pos)?.squeeze(0)?)
+    }
+
+    /// Generates from chat messages. `deadline_ms` (wall clock, ms since the epoch) and
+    /// `cancelled` are checked between tokens.
+    pub fn generate(
+        &mut self,
+        messages: &[rakis_core::ChatMessage],
+        sampling: SamplingParams,
+        deadline_ms: Option<u64>,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<GenerationOutput, InferenceError> {
+        if messages.iter().all(|m| m.content.trim().is_empty()) {
+            return Err(InferenceError::InvalidPrompt("empty prompt".into()));
+        }
+        let prompt = self.render(messages)?;
+        let ids = self.encode(&prompt)?;
+        self.generate_ids(&ids, sampling, deadline_ms, cancelled)
+    }
+
+    /// Generates from prompt token ids.
+    pub fn generate_ids(
+        &mut self,
+        ids: &[u32],
+        sampling: SamplingParams,
+        deadline_ms: Option<u64>,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<GenerationOutput, InferenceError> {
+        if ids.is_empty() {
+            return Err(InferenceError::InvalidPrompt("no prompt tokens".into()));
+        }
+        if ids.len() >= self.context {
+            return Err(InferenceError::PromptTooLong {
+                tokens: ids.len(),
+                context: self.context,
+            });
+        }
+        let past_deadline = || {
+            deadline_ms.is_some_and(|d| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|n| n.as_millis() as u64 > d)
+                    .unwrap_or(false)
+            })
+        };
+        let mut lp = sampling.processor();
+        let t0 = Instant::now();
+        let mut logits = self.forward_prompt(ids)?;
+        let prompt_secs = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut out: Vec<u32> = Vec::new();
+        let finish = loop {
+            let next = lp.sample(&logits)?;
+            if self.stop_tokens.contains(&next) {
+                break FinishReason::Eos;
+            }
+            out.push(next);
+            if out.len() >= sampling.max_tokens || ids.len() + out.len() >= self.context {
+                break FinishReason::MaxTokens;
+            }
+            if past_deadline() {
+                return Err(InferenceError::DeadlineExceeded);
+            }
+            if cancelled() {
+                return Err(InferenceError::DeadlineExceeded);
+            }
+            logits = self.forward_token(next, ids.len() + out.len() - 1)?;
+        };
+        let decode_secs = t1.elapsed().as_secs_f64();
+        let text = self
+            .tokenizer
+            .decode(&out, true)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        Ok(GenerationOutput {
+            text,
+            token_ids: out.clone(),
+            finish,
+            timings: Timings {
+                prompt_tokens: ids.len(),
+                prompt_secs,
+                tokens: out.len(),
+                decode_secs,
+            },
+        })
+    }
+}
+
+/// Sampling settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// Temperature; `<= 0` = greedy.
+    pub temperature: f64,
+    /// Nucleus mass; `>= 1` = no nucleus cut.
+    pub top_p: f64,
+    /// Seed of the sampler.
+    pub seed: u64,
+    /// Token limit.
+    pub max_tokens: usize,
+}
+
+impl SamplingParams {
+    /// Greedy decoding of at most `max_tokens`.
+    pub fn greedy(max_tokens: usize) -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            max_tokens,
+        }
+    }
+
+    fn processor(&self) -> LogitsProcessor {
+        let sampling = if self.temperature <= 0.0 {
+            Sampling::ArgMax
+        } else if self.top_p >= 1.0 {
+            Sampling::All {
+                temperature: self.temperature,
+            }
+        } else {
+            Sampling::TopP {
+                p: self.top_p,
+                temperature: self.temperature,
+            }
+        };
+        LogitsProcessor::from_sampling(self.seed, sampling)
+    }
+}
+
+struct Job {
+    job: GenerationJob,
+    reply: oneshot::Sender<Result<Generation, EngineError>>,
+}
+
+/// The default [`InferenceEngine`]: a GGUF model served by worker threads, each with its own
+/// KV cache, fed from a bounded queue.
+pub struct CandleEngine {
+    model_name: String,
+    workers: usize,
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    slots: Arc<Semaphore>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for CandleEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CandleEngine")
+            .field("model", &self.model_name)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+impl CandleEngine {
+    /// Loads the GGUF `file` from `source` and starts the workers.
+    pub fn load(
+        source: &ModelSource,
+        file: &str,
+        config: EngineConfig,
+    ) -> Result<Self, InferenceError> {
+        let path = source.file(file)?;
+        let generator = TextGenerator::load(
+            &path,
+            config.weights,
+            config.tokenizer_json.as_deref(),
+            config.chat_template.as_deref(),
+        )?;
+        Ok(Self::from_generator(generator, config))
+    }
+
+    /// Starts workers around an already loaded model.
+    pub fn from_generator(generator: TextGenerator, config: EngineConfig) -> Self {
+        let workers = config.workers.max(1);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = (0..workers)
+            .map(|i| {
+                let rx = rx.clone();
+                let mut generator = generator.clone();
+                std::thread::Builder::new()
+                    .name(format!("rakis-llm-{i}"))
+                    .spawn(move || worker(i, &mut generator, &rx))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        CandleEngine {
+            model_name: config.model_name,
+            workers,
+            queue: Mutex::new(Some(tx)),
+            slots: Arc::new(Semaphore::new(workers + config.queue_capacity)),
+            threads: Mutex::new(threads),
+        }
+    }
+}
+
+fn worker(index: usize, generator: &mut TextGenerator, rx: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        let next = rx.lock().map(|r| r.recv());
+        let Ok(Ok(Job { job, reply })) = next else {
+            debug!(worker = index, "worker stops");
+            return;
+        };
+        let span = info_span!("generate", request = %job.request_id.short(), worker = index);
+        let _e = span.enter();
+        let sampling = SamplingParams {
+            temperature: job.temperature as f64,
+            top_p: job.top_p as f64,
+            seed: job.seed,
+            max_tokens: job.max_tokens as usize,
+        };
+        let result = generator
+            .generate(&job.messages, sampling, Some(job.deadline_ms), &|| {
+                reply.is_closed()
+            })
+            .map(|o| {
+                let t = o.timings;
+                info!(
+                    prompt_tokens = t.prompt_tokens,
+                    tokens = t.tokens,
+                    prompt_tps = t.prompt_tokens as f64 / t.prompt_secs.max(1e-9),
+                    decode_tps = t.tokens as f64 / t.decode_secs.max(1e-9),
+                    "generated"
+                );
+                Generation {
+                    text: o.text,
+                    model: job.model.clone(),
+                    prompt_tokens: t.prompt_tokens as u32,
+                    tokens: t.tokens as u32,
+                    tokens_per_sec: (t.tokens as f64 / t.decode_secs.max(1e-9)) as f32,
+                    finish: o.finish,
+                }
+            })
+            .map_err(EngineError::from);
+        let _ = reply.send(result);
+    }
+}
+
+impl Drop for CandleEngine {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.take();
+        }
+        if let Ok(mut threads) = self.threads.lock() {
+            for t in threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl InferenceEngine for CandleEngine {
+    fn models(&self) -> Vec<String> {
+        vec![self.model_name.clone()]
+    }
+
+    fn workers(&self) -> usize {
+        self.workers
+    }
+
+    async fn generate(&self, job: GenerationJob) -> Result<Generation, EngineError> {
+        if job.model != self.model_name {
+            return Err(EngineError::UnknownModel(job.model));
+        }
+        // Backpressure: wait for a slot (running or queued).
+        let _permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::Other("engine stopped".into()))?;
+        let (reply, rx) = oneshot::channel();
+        {
+            let q = self
+                .queue
+                .lock()
+                .map_err(|_| EngineError::Other("engine poisoned".into()))?;
+            let tx = q
+                .as_ref()
+                .ok_or_else(|| EngineError::Other("engine stopped".into()))?;
+            tx.send(Job { job, reply })
+                .map_err(|_| EngineError::Other("engine stopped".into()))?;
+        }
+        rx.await
+            .map_err(|_| EngineError::Other("worker stopped".into()))?
+    }
+}

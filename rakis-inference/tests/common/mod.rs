@@ -1,0 +1,41 @@
+//! Paths of the test models and fixtures.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use rakis_inference::default_models_dir;
+
+/// The models directory, checked to hold the test models.
+pub fn models_dir() -> PathBuf {
+    let d = default_models_dir();
+    assert!(
+        d.join("all-MiniLM-L6-v2/model.safetensors").is_file()
+            && d.join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+                .is_file(),
+        "test models missing in {}: run scripts/fetch-models.sh",
+        d.display()
+    );
+    d
+}
+
+/// all-MiniLM-L6-v2.
+pub fn minilm_dir() -> PathBuf {
+    models_dir().join("all-MiniLM-L6-v2")
+}
+
+/// SmolLM2 GGUF file.
+pub fn smollm_gguf() -> PathBuf {
+    models_dir().join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// `shared/fixtures` beside the repository (or `RAKIS_SHARED_DIR/fixtures`).
+pub fn fixture(name: &str) -> serde_json::Value {
+    let shared = match std::env::var_os("RAKIS_SHARED_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    };
+    let path = shared.join("fixtures").join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {} unreadable: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}

@@ -1,0 +1,193 @@
+//! SmolLM2-135M-Instruct (GGUF Q4_1) on candle against llama.cpp reference outputs.
+
+mod common;
+
+use std::sync::Arc;
+
+use rakis_core::traits::FinishReason;
+use rakis_core::{ChatMessage, GenerationJob, InferenceEngine, RequestId};
+use rakis_inference::{
+    CandleEngine, EngineConfig, InferenceError, ModelSource, SamplingParams, TextGenerator,
+    WeightFormat,
+};
+
+fn generator(weights: WeightFormat) -> TextGenerator {
+    TextGenerator::load(&common::smollm_gguf(), weights, None, None).unwrap()
+}
+
+fn question() -> Vec<ChatMessage> {
+    let fx = common::fixture("smollm2_reference.json");
+    vec![ChatMessage::user(fx["question"].as_str().unwrap())]
+}
+
+fn never() -> bool {
+    false
+}
+
+#[test]
+fn gguf_tokenizer_and_template_reproduce_llama_cpp_prompt_tokens() {
+    let fx = common::fixture("smollm2_reference.json");
+    let g = generator(WeightFormat::AsStored);
+    let rendered = g.render(&question()).unwrap();
+    assert_eq!(rendered, fx["rendered_prompt"].as_str().unwrap());
+    let expected: Vec<u32> = fx["prompt_token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(g.encode(&rendered).unwrap(), expected);
+    // Digits are split one by one (the "smollm" pre-tokenizer), and text round-trips.
+    let ids = g.encode("In 2024, 12345 apples!").unwrap();
+    assert_eq!(
+        g.tokenizer().decode(&ids, false).unwrap(),
+        "In 2024, 12345 apples!"
+    );
+}
+
+#[test]
+fn greedy_generation_answers_like_llama_cpp_for_both_weight_formats() {
+    let fx = common::fixture("smollm2_reference.json");
+    let expected_ids: Vec<u32> = fx["greedy_output_token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    for weights in [WeightFormat::AsStored, WeightFormat::Q8_0] {
+        let mut g = generator(weights);
+        let out = g
+            .generate(&question(), SamplingParams::greedy(64), None, &never)
+            .unwrap();
+        assert_eq!(out.text, "The capital of France is Paris.", "{weights:?}");
+        assert_eq!(out.token_ids, expected_ids, "{weights:?}");
+        assert_eq!(out.finish, FinishReason::Eos);
+        // Identical across runs.
+        let again = g
+            .generate(&question(), SamplingParams::greedy(64), None, &never)
+            .unwrap();
+        assert_eq!(again.token_ids, out.token_ids);
+    }
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_limits_are_respected() {
+    let mut g = generator(WeightFormat::Q8_0);
+    let msgs = vec![ChatMessage::user("Write one sentence about the sea.")];
+    let p = SamplingParams {
+        temperature: 0.9,
+        top_p: 0.9,
+        seed: 42,
+        max_tokens: 24,
+    };
+    let a = g.generate(&msgs, p, None, &never).unwrap();
+    let b = g.generate(&msgs, p, None, &never).unwrap();
+    assert_eq!(a.token_ids, b.token_ids);
+    let short = g
+        .generate(&msgs, SamplingParams { max_tokens: 3, ..p }, None, &never)
+        .unwrap();
+    assert_eq!(short.token_ids.len(), 3);
+    assert_eq!(short.finish, FinishReason::MaxTokens);
+}
+
+#[test]
+fn bad_input_gives_typed_errors() {
+    let mut g = generator(WeightFormat::Q8_0);
+    let err = g
+        .generate(
+            &[ChatMessage::user("   ")],
+            SamplingParams::greedy(8),
+            None,
+            &never,
+        )
+        .unwrap_err();
+    assert!(matches!(err, InferenceError::InvalidPrompt(_)), "{err}");
+    let long = vec![1u32; g.context() + 10];
+    let err = g
+        .generate_ids(&long, SamplingParams::greedy(8), None, &never)
+        .unwrap_err();
+    assert!(matches!(err, InferenceError::PromptTooLong { .. }), "{err}");
+    let err = g
+        .generate(&question(), SamplingParams::greedy(8), Some(1), &never)
+        .unwrap_err();
+    assert!(matches!(err, InferenceError::DeadlineExceeded), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("rakis-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err =
+        TextGenerator::load(&dir.join("missing.gguf"), WeightFormat::Q8_0, None, None).unwrap_err();
+    assert!(matches!(err, InferenceError::Io { .. }), "{err}");
+    let junk = dir.join("junk.gguf");
+    std::fs::write(&junk, b"definitely not a gguf file").unwrap();
+    let err = TextGenerator::load(&junk, WeightFormat::Q8_0, None, None).unwrap_err();
+    assert!(matches!(err, InferenceError::Config { .. }), "{err}");
+    // A valid GGUF of another architecture.
+    use candle_core::quantized::gguf_file::{write, Value};
+    let bert = dir.join("bert.gguf");
+    let mut f = std::fs::File::create(&bert).unwrap();
+    let arch = Value::String("bert".into());
+    write(&mut f, &[("general.architecture", &arch)], &[]).unwrap();
+    drop(f);
+    let err = TextGenerator::load(&bert, WeightFormat::Q8_0, None, None).unwrap_err();
+    assert!(
+        matches!(&err, InferenceError::UnsupportedArchitecture(a) if a == "bert"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn job(seed: u64, temperature: f32) -> GenerationJob {
+    GenerationJob {
+        request_id: RequestId([seed as u8; 32]),
+        model: "smollm2".into(),
+        messages: question(),
+        temperature,
+        top_p: 0.9,
+        max_tokens: 32,
+        seed,
+        deadline_ms: u64::MAX,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_runs_jobs_on_several_workers_identically() {
+    let mut config = EngineConfig::new("smollm2");
+    config.workers = 2;
+    config.queue_capacity = 2;
+    let engine = Arc::new(
+        CandleEngine::load(
+            &ModelSource::local(common::smollm_gguf()),
+            "ignored",
+            config,
+        )
+        .unwrap(),
+    );
+    assert_eq!(engine.workers(), 2);
+    let jobs: Vec<_> = (0..4)
+        .map(|i| {
+            let e = engine.clone();
+            tokio::spawn(
+                async move { e.generate(job(7, if i % 2 == 0 { 0.0 } else { 0.8 })).await },
+            )
+        })
+        .collect();
+    let mut outs = Vec::new();
+    for j in jobs {
+        outs.push(j.await.unwrap().unwrap());
+    }
+    assert_eq!(outs[0].text, "The capital of France is Paris.");
+    assert_eq!(outs[0].text, outs[2].text);
+    assert_eq!(
+        outs[1].text, outs[3].text,
+        "seeded sampling differs across workers"
+    );
+    assert!(outs[0].tokens_per_sec > 0.0);
+    let err = engine
+        .generate(GenerationJob {
+            model: "other".into(),
+            ..job(1, 0.0)
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, rakis_core::EngineError::UnknownModel(_)));
+}
