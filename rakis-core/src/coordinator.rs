@@ -165,6 +165,22 @@ pub enum Input {
     },
     /// Time passed (the driver calls this at [`Coordinator::next_wakeup`]).
     Tick,
+    /// Messages relayed by a peer in answer to a sync request (each one verified on its own
+    /// signature by the driver). Judged by their signed send time: a commit signed before the
+    /// deadline counts even when it arrives late. Processed as one batch: consensus is not
+    /// computed before the whole batch is in.
+    Synced(Vec<SyncedMessage>),
+}
+
+/// One message relayed by a sync response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncedMessage {
+    /// The signer of the original envelope.
+    pub from: NodeId,
+    /// The message.
+    pub message: Message,
+    /// The original envelope's timestamp (the signer's clock when it sent the message).
+    pub sent_at_ms: u64,
 }
 
 /// An effect for the driver to execute, in order.
@@ -190,7 +206,19 @@ pub enum Action {
     PersistOwnOutput(OwnOutput),
     /// Emit an event to the host.
     Emit(NodeEvent),
+    /// Ask `peer` directly for what it saw of a request ([`Message::SyncRequest`]).
+    RequestSync {
+        /// Whom to ask.
+        peer: NodeId,
+        /// The request.
+        request_id: RequestId,
+    },
 }
+
+/// Minimum time between two sync requests for one request.
+pub const SYNC_RETRY_MS: u64 = 2_000;
+/// Most requests for which sync attempts are remembered.
+const MAX_SYNC_TRACKED: usize = 4_096;
 
 #[derive(Clone, Debug, PartialEq)]
 enum OwnState {
@@ -285,7 +313,23 @@ pub struct Coordinator {
     busy: usize,
     generation_estimate_ms: u64,
     peers: BTreeMap<NodeId, KnownPeer>,
+    /// Last time a sync was asked for each request.
+    sync_asked: BTreeMap<RequestId, u64>,
+    /// While a synced batch is processed: requests whose consensus waits for the batch's end.
+    deferred: Option<BTreeSet<RequestId>>,
+    /// Messages about requests not known yet (gossip gives no order; a late joiner hears
+    /// reveals first), replayed when the request arrives. Bounded.
+    orphans: BTreeMap<RequestId, Vec<SyncedMessage>>,
+    /// Orphans released inside a batch, fed after the batch.
+    released: Vec<SyncedMessage>,
 }
+
+/// Most requests with orphan messages kept.
+const MAX_ORPHAN_REQUESTS: usize = 256;
+/// Most orphan messages kept per request.
+const MAX_ORPHANS_PER_REQUEST: usize = 64;
+/// How long orphan messages are kept.
+const ORPHAN_TTL_MS: u64 = 120_000;
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -316,6 +360,10 @@ impl Coordinator {
             queue: BTreeSet::new(),
             busy: 0,
             peers: BTreeMap::new(),
+            sync_asked: BTreeMap::new(),
+            deferred: None,
+            orphans: BTreeMap::new(),
+            released: Vec::new(),
         }
     }
 
@@ -583,6 +631,7 @@ impl Coordinator {
                 out.extend(self.on_own_persisted(now_ms, request_id, result))
             }
             Input::Tick => self.on_tick(now_ms, &mut out),
+            Input::Synced(batch) => self.on_synced(now_ms, batch, &mut out),
         }
         self.schedule(now_ms, &mut out);
         out
@@ -628,6 +677,17 @@ impl Coordinator {
         from: Option<NodeId>,
         out: &mut Vec<Action>,
     ) -> bool {
+        self.on_request_at(now, request, from, false, out)
+    }
+
+    fn on_request_at(
+        &mut self,
+        now: u64,
+        request: InferenceRequest,
+        from: Option<NodeId>,
+        relayed: bool,
+        out: &mut Vec<Action>,
+    ) -> bool {
         let id = request.id();
         if self.quorums.contains_key(&id) {
             return false;
@@ -642,7 +702,16 @@ impl Coordinator {
                 return false;
             }
         }
-        if now > request.deadline_ms() {
+        // A relayed request is still useful to verify until its reveal window closes.
+        let last_useful = if relayed {
+            request
+                .deadline_ms()
+                .saturating_add(self.config.reveal_window_ms)
+                .saturating_add(self.config.verify_grace_ms)
+        } else {
+            request.deadline_ms()
+        };
+        if now > last_useful {
             debug!(request = %id.short(), "ignoring request past its deadline");
             return false;
         }
@@ -663,6 +732,15 @@ impl Coordinator {
             request_id: id,
             will_answer: answer,
         }));
+        if let Some(orphans) = self.orphans.remove(&id) {
+            debug!(request = %id.short(), messages = orphans.len(), "replaying messages that came before the request");
+            if self.deferred.is_some() {
+                // Inside a batch: after the batch's own commits.
+                self.released.extend(orphans);
+            } else {
+                self.on_synced(now, orphans, out);
+            }
+        }
         true
     }
 
@@ -868,8 +946,8 @@ impl Coordinator {
             Message::Request(r) => {
                 self.on_request(now, r, Some(from), out);
             }
-            Message::Commit(c) => self.on_commit(now, from, c, out),
-            Message::Reveal(r) => self.on_reveal(now, from, r, out),
+            Message::Commit(c) => self.on_commit(now, from, c, None, out),
+            Message::Reveal(r) => self.on_reveal(now, from, r, None, out),
             Message::RevealRejected {
                 request_id,
                 node,
@@ -885,7 +963,7 @@ impl Coordinator {
                     }));
                 }
             }
-            Message::ConsensusResult(r) => self.on_peer_result(from, r, out),
+            Message::ConsensusResult(r) => self.on_peer_result(now, from, r, out),
             Message::PeerStatus(s) => {
                 self.peers.insert(
                     from,
@@ -895,21 +973,139 @@ impl Coordinator {
                     },
                 );
             }
-            Message::KnownPeers(_) => {}
+            // Peer lists are the transport's business; sync messages are answered by the
+            // driver, which holds the original wire bytes.
+            Message::KnownPeers(_) | Message::SyncRequest { .. } | Message::SyncResponse { .. } => {
+            }
         }
     }
 
-    fn on_commit(&mut self, now: u64, from: NodeId, c: CommitMsg, out: &mut Vec<Action>) {
-        let id = c.commit.request_id;
-        let Some(q) = self.quorums.get_mut(&id) else {
-            debug!(request = %id.short(), "commit for unknown request");
+    /// Asks `peer` for what it saw of `id`, at most once per [`SYNC_RETRY_MS`] per request.
+    fn ask_sync(&mut self, now: u64, peer: NodeId, id: RequestId, out: &mut Vec<Action>) {
+        if peer == self.node {
             return;
+        }
+        if let Some(last) = self.sync_asked.get(&id) {
+            if now < last.saturating_add(SYNC_RETRY_MS) {
+                return;
+            }
+        }
+        if self.sync_asked.len() >= MAX_SYNC_TRACKED {
+            if let Some(oldest) = self
+                .sync_asked
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| *k)
+            {
+                self.sync_asked.remove(&oldest);
+            }
+        }
+        self.sync_asked.insert(id, now);
+        debug!(request = %id.short(), peer = %peer.short(), "asking a peer for the request's messages");
+        out.push(Action::RequestSync {
+            peer,
+            request_id: id,
+        });
+    }
+
+    fn on_synced(&mut self, now: u64, batch: Vec<SyncedMessage>, out: &mut Vec<Action>) {
+        let outer = self.deferred.is_none();
+        if outer {
+            self.deferred = Some(BTreeSet::new());
+        }
+        self.relay_batch(now, batch, out);
+        if outer {
+            while !self.released.is_empty() {
+                let more = std::mem::take(&mut self.released);
+                self.relay_batch(now, more, out);
+            }
+            let touched = self.deferred.take().unwrap_or_default();
+            for id in touched {
+                self.advance(now, id, out);
+                self.try_finalize(id, false, out);
+            }
+        }
+    }
+
+    /// Feeds relayed messages in protocol order (request, commits, reveals, results).
+    fn relay_batch(&mut self, now: u64, mut batch: Vec<SyncedMessage>, out: &mut Vec<Action>) {
+        let rank = |m: &Message| match m {
+            Message::Request(_) => 0,
+            Message::Commit(_) => 1,
+            Message::Reveal(_) => 2,
+            _ => 3,
         };
+        batch.sort_by_key(|m| rank(&m.message));
+        for m in batch {
+            match m.message {
+                Message::Request(r) => {
+                    self.on_request_at(now, r, Some(m.from), true, out);
+                }
+                Message::Commit(c) => self.on_commit(now, m.from, c, Some(m.sent_at_ms), out),
+                Message::Reveal(r) => self.on_reveal(now, m.from, r, Some(m.sent_at_ms), out),
+                Message::ConsensusResult(r) => self.on_peer_result(now, m.from, r, out),
+                _ => {}
+            }
+        }
+    }
+
+    /// Keeps a live message about an unknown request until the request arrives.
+    fn keep_orphan(&mut self, now: u64, from: NodeId, id: RequestId, message: Message) {
+        if !self.orphans.contains_key(&id) && self.orphans.len() >= MAX_ORPHAN_REQUESTS {
+            return;
+        }
+        let list = self.orphans.entry(id).or_default();
+        if list.len() < MAX_ORPHANS_PER_REQUEST {
+            list.push(SyncedMessage {
+                from,
+                message,
+                sent_at_ms: now,
+            });
+        }
+    }
+
+    /// A commit, live (`sent_at = None`: judged by the local clock) or relayed by a sync
+    /// (judged by its signed send time).
+    fn on_commit(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        c: CommitMsg,
+        sent_at: Option<u64>,
+        out: &mut Vec<Action>,
+    ) {
+        let id = c.commit.request_id;
         if c.commit.node != from {
             warn!(request = %id.short(), "commit not signed by its committer; dropped");
             return;
         }
-        if now > q.deadline || !matches!(q.phase, Phase::Open | Phase::Committing) {
+        let Some(q) = self.quorums.get_mut(&id) else {
+            debug!(request = %id.short(), "commit for unknown request");
+            if sent_at.is_none() {
+                self.keep_orphan(now, from, id, Message::Commit(c));
+                self.ask_sync(now, from, id, out);
+            }
+            return;
+        };
+        let timely = match sent_at {
+            None => now <= q.deadline && matches!(q.phase, Phase::Open | Phase::Committing),
+            Some(t) => {
+                t <= q.deadline
+                    && q.outcome.is_none()
+                    && match &q.phase {
+                        Phase::Open | Phase::Committing | Phase::Revealing | Phase::Verifying => {
+                            true
+                        }
+                        // A quorum that failed only for commits this node missed reopens
+                        // while the reveal window is open.
+                        Phase::Failed(QuorumFailure::QuorumNotReached { .. }) => {
+                            now <= q.reveal_deadline
+                        }
+                        _ => false,
+                    }
+            }
+        };
+        if !timely {
             debug!(request = %id.short(), node = %from.short(), "commit after the deadline ignored");
             return;
         }
@@ -922,22 +1118,61 @@ impl Coordinator {
             return;
         }
         list.push(c.clone());
-        q.phase = Phase::Committing;
+        match q.phase {
+            Phase::Open => q.phase = Phase::Committing,
+            Phase::Failed(QuorumFailure::QuorumNotReached { .. })
+                if q.committed() >= q.request.frame.quorum =>
+            {
+                info!(request = %id.short(), "missed commits arrived by sync: the quorum reopens");
+                q.phase = Phase::Committing;
+            }
+            _ => {}
+        }
         let committed = q.committed();
+        let reopened = q.phase == Phase::Committing && now > q.deadline;
+        if let Some(d) = self.deferred.as_mut() {
+            d.insert(id);
+        }
         out.push(Action::Persist(StoreOp::Commit(c)));
         out.push(Action::Emit(NodeEvent::CommitSeen {
             request_id: id,
             node: from,
             committed,
         }));
+        if reopened {
+            // Reveals parked while the quorum looked failed.
+            if let Some(parked) = self.orphans.remove(&id) {
+                if self.deferred.is_some() {
+                    self.released.extend(parked);
+                } else {
+                    self.on_synced(now, parked, out);
+                }
+            }
+        }
     }
 
-    fn on_reveal(&mut self, now: u64, from: NodeId, r: RevealMsg, out: &mut Vec<Action>) {
+    /// A reveal, live (`sent_at = None`) or relayed by a sync (judged by its signed send time).
+    fn on_reveal(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        r: RevealMsg,
+        sent_at: Option<u64>,
+        out: &mut Vec<Action>,
+    ) {
         let id = r.reveal.request_id;
+        if !self.quorums.contains_key(&id) {
+            if sent_at.is_none() && r.reveal.node == from {
+                self.keep_orphan(now, from, id, Message::Reveal(r));
+                self.ask_sync(now, from, id, out);
+            }
+            return;
+        }
         // The sender may have passed the deadline a moment before this node's timer fired.
         self.advance(now, id, out);
         if let Some(q) = self.quorums.get_mut(&id) {
-            if matches!(q.phase, Phase::Open | Phase::Committing)
+            if sent_at.is_none()
+                && matches!(q.phase, Phase::Open | Phase::Committing)
                 && r.reveal.node == from
                 && q.commits.contains_key(&from)
             {
@@ -954,12 +1189,36 @@ impl Coordinator {
             warn!(request = %id.short(), "reveal not signed by its revealer; dropped");
             return;
         }
-        if q.phase != Phase::Revealing || now <= q.deadline || now > q.reveal_deadline {
+        let at = sent_at.unwrap_or(now);
+        let phase_ok = match sent_at {
+            None => q.phase == Phase::Revealing,
+            Some(_) => {
+                matches!(q.phase, Phase::Revealing | Phase::Verifying) && q.outcome.is_none()
+            }
+        };
+        if !phase_ok || at <= q.deadline || at > q.reveal_deadline {
+            // A node that failed the quorum for lack of commits it may have missed keeps the
+            // reveal and asks the revealer for the commits.
+            let park = sent_at.is_none()
+                && r.reveal.node == from
+                && now <= q.reveal_deadline
+                && matches!(
+                    q.phase,
+                    Phase::Failed(QuorumFailure::QuorumNotReached { .. })
+                );
+            if park {
+                self.keep_orphan(now, from, id, Message::Reveal(r));
+                self.ask_sync(now, from, id, out);
+                return;
+            }
             debug!(request = %id.short(), node = %from.short(), "reveal outside the reveal window ignored");
             return;
         }
         if !q.commits.contains_key(&from) {
             debug!(request = %id.short(), node = %from.short(), "reveal without commit ignored");
+            if sent_at.is_none() {
+                self.ask_sync(now, from, id, out);
+            }
             return;
         }
         let list = q.reveals.entry(from).or_default();
@@ -1057,15 +1316,34 @@ impl Coordinator {
         }));
     }
 
-    fn on_peer_result(&mut self, from: NodeId, r: ConsensusResultMsg, out: &mut Vec<Action>) {
+    fn on_peer_result(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        r: ConsensusResultMsg,
+        out: &mut Vec<Action>,
+    ) {
         let id = r.request_id;
-        let Some(q) = self.quorums.get_mut(&id) else {
-            return;
-        };
         if r.signer != from {
             warn!(request = %id.short(), "result not signed by its sender; dropped");
             return;
         }
+        // A result for a request this node does not know, or failed for lack of commits it
+        // may have missed: ask the signer for what it saw.
+        let missed = match self.quorums.get(&id) {
+            None => true,
+            Some(q) => matches!(
+                q.phase,
+                Phase::Failed(QuorumFailure::QuorumNotReached { .. })
+            ),
+        };
+        if missed {
+            self.ask_sync(now, from, id, out);
+        }
+        let Some(q) = self.quorums.get_mut(&id) else {
+            self.keep_orphan(now, from, id, Message::ConsensusResult(r));
+            return;
+        };
         if let Err(e) = r.verify() {
             warn!(request = %id.short(), node = %from.short(), error = %e, "invalid result dropped");
             return;
@@ -1093,6 +1371,10 @@ impl Coordinator {
     }
 
     fn on_tick(&mut self, now: u64, out: &mut Vec<Action>) {
+        self.orphans.retain(|_, list| {
+            list.first()
+                .is_some_and(|m| m.sent_at_ms.saturating_add(ORPHAN_TTL_MS) > now)
+        });
         let ids: Vec<RequestId> = self.quorums.keys().copied().collect();
         for id in ids {
             self.advance(now, id, out);
@@ -1160,7 +1442,7 @@ impl Coordinator {
                 }
                 let early = std::mem::take(&mut q.early_reveals);
                 for (from, r) in early {
-                    self.on_reveal(now, from, r, out);
+                    self.on_reveal(now, from, r, None, out);
                 }
                 // Reveals may also be complete at once (quorum of one).
                 self.try_finalize(id, false, out);
@@ -1178,6 +1460,10 @@ impl Coordinator {
 
     /// Computes consensus when everything needed is there (or `force`).
     fn try_finalize(&mut self, id: RequestId, force: bool, out: &mut Vec<Action>) {
+        if let Some(d) = self.deferred.as_mut() {
+            d.insert(id);
+            return;
+        }
         let Some(q) = self.quorums.get_mut(&id) else {
             return;
         };

@@ -176,6 +176,21 @@ impl Inbox {
         Ok(v)
     }
 
+    /// Checks a message relayed inside a [`Message::SyncResponse`]: like [`Inbox::accept`] but
+    /// without the clock-skew bound (relayed messages are old by nature; the coordinator
+    /// judges their timestamps against the request's deadlines). Duplicates of messages
+    /// already received are refused.
+    pub fn accept_relayed(&mut self, bytes: &[u8], now_ms: u64) -> Result<Verified, EnvelopeError> {
+        let v = open(bytes, &self.network_id)?;
+        self.expire(now_ms);
+        if self.seen.contains_key(&v.id) {
+            return Err(EnvelopeError::Duplicate);
+        }
+        self.seen.insert(v.id, now_ms);
+        self.order.push_back((now_ms, v.id));
+        Ok(v)
+    }
+
     /// Remembers a message this node sent itself so that echoes are dropped.
     pub fn remember_own(&mut self, bytes: &[u8], now_ms: u64) {
         if let Ok(v) = open(bytes, &self.network_id) {

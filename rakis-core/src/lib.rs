@@ -78,6 +78,7 @@ pub use rakis_consensus::{
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use coordinator::{
     Action, Coordinator, CoordinatorConfig, Input, Phase, QuorumFailure, QuorumStatus,
+    SyncedMessage,
 };
 pub use error::{
     ChainError, EmbedError, EngineError, EnvelopeError, IdentityError, NodeError, StoreError,

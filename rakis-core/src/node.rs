@@ -279,6 +279,8 @@ impl NodeBuilder {
             peer_results: BTreeMap::new(),
             submitting: BTreeSet::new(),
             dropped: 0,
+            sync_log: SyncLog::default(),
+            sync_answered: BTreeMap::new(),
         };
         Ok(Node { handle, driver })
     }
@@ -521,6 +523,61 @@ struct Driver {
     /// Submissions started in this run and not finished: (request, sink name).
     submitting: BTreeSet<(RequestId, String)>,
     dropped: u64,
+    /// Original wire bytes of the request, commits, reveals and results seen per request, to
+    /// answer sync requests of peers that joined late or were cut off.
+    sync_log: SyncLog,
+    /// When this node last answered a sync request, per (peer, request).
+    sync_answered: BTreeMap<(NodeId, RequestId), u64>,
+}
+
+/// Bounded log of wire messages per request.
+#[derive(Default)]
+struct SyncLog {
+    entries: std::collections::HashMap<RequestId, Vec<Vec<u8>>>,
+    order: std::collections::VecDeque<RequestId>,
+}
+
+impl SyncLog {
+    const MAX_REQUESTS: usize = 1_024;
+    const MAX_PER_REQUEST: usize = 512;
+
+    fn record(&mut self, id: RequestId, bytes: &[u8]) {
+        if !self.entries.contains_key(&id) {
+            if self.order.len() >= Self::MAX_REQUESTS {
+                if let Some(old) = self.order.pop_front() {
+                    self.entries.remove(&old);
+                }
+            }
+            self.order.push_back(id);
+        }
+        let list = self.entries.entry(id).or_default();
+        if list.len() < Self::MAX_PER_REQUEST && !list.iter().any(|b| b == bytes) {
+            list.push(bytes.to_vec());
+        }
+    }
+
+    /// Messages for `id`, as many as fit in one wire message.
+    fn response(&self, id: &RequestId) -> Vec<Vec<u8>> {
+        let budget = crate::envelope::MAX_MESSAGE_SIZE - 16 * 1024;
+        let mut used = 0;
+        let mut out = Vec::new();
+        for b in self.entries.get(id).into_iter().flatten() {
+            if used + b.len() + 8 > budget {
+                break;
+            }
+            used += b.len() + 8;
+            out.push(b.clone());
+        }
+        out
+    }
+}
+
+/// Whether a message kind belongs in the sync log.
+fn syncable(m: &Message) -> bool {
+    matches!(
+        m,
+        Message::Request(_) | Message::Commit(_) | Message::Reveal(_) | Message::ConsensusResult(_)
+    )
 }
 
 enum DriverInput {
@@ -734,11 +791,24 @@ impl Driver {
             Ok(v) => {
                 let from = v.envelope.sender;
                 debug!(kind = v.envelope.message.kind(), from = %from.short(), "message");
-                self.feed(Input::Message {
-                    from,
-                    message: v.envelope.message,
-                })
-                .await;
+                match v.envelope.message {
+                    Message::SyncRequest { request_id } => {
+                        self.answer_sync(from, request_id, now).await
+                    }
+                    Message::SyncResponse {
+                        request_id,
+                        envelopes,
+                    } => {
+                        self.on_sync_response(from, request_id, envelopes, now)
+                            .await
+                    }
+                    message => {
+                        if let (true, Some(id)) = (syncable(&message), message.request_id()) {
+                            self.sync_log.record(id, bytes);
+                        }
+                        self.feed(Input::Message { from, message }).await;
+                    }
+                }
             }
             Err(e) => {
                 self.dropped += 1;
@@ -795,12 +865,106 @@ impl Driver {
         self.execute(actions).await;
     }
 
-    async fn broadcast(&mut self, message: Message) {
+    /// Answers a peer's sync request with the wire messages logged for the request (at most
+    /// once per [`SYNC_RETRY_MS`](crate::coordinator::SYNC_RETRY_MS) per peer and request).
+    async fn answer_sync(&mut self, peer: NodeId, id: RequestId, now: u64) {
+        let key = (peer, id);
+        if let Some(last) = self.sync_answered.get(&key) {
+            if now < last.saturating_add(crate::coordinator::SYNC_RETRY_MS) {
+                return;
+            }
+        }
+        let envelopes = self.sync_log.response(&id);
+        if envelopes.is_empty() {
+            return;
+        }
+        if self.sync_answered.len() >= 4_096 {
+            self.sync_answered.clear();
+        }
+        self.sync_answered.insert(key, now);
+        debug!(request = %id.short(), peer = %peer.short(), messages = envelopes.len(), "answering a sync request");
+        self.send(
+            peer,
+            Message::SyncResponse {
+                request_id: id,
+                envelopes,
+            },
+        )
+        .await;
+    }
+
+    /// Verifies each relayed message on its own signature and feeds them as one batch.
+    async fn on_sync_response(
+        &mut self,
+        from: NodeId,
+        id: RequestId,
+        envelopes: Vec<Vec<u8>>,
+        now: u64,
+    ) {
+        let mut batch = Vec::new();
+        for bytes in envelopes.iter().take(SyncLog::MAX_PER_REQUEST) {
+            match self.inbox.accept_relayed(bytes, now) {
+                Ok(v)
+                    if v.envelope.message.request_id() == Some(id)
+                        && syncable(&v.envelope.message) =>
+                {
+                    self.sync_log.record(id, bytes);
+                    batch.push(crate::coordinator::SyncedMessage {
+                        from: v.envelope.sender,
+                        message: v.envelope.message,
+                        sent_at_ms: v.envelope.timestamp_ms,
+                    });
+                }
+                Ok(_) => {
+                    self.dropped += 1;
+                    warn!(peer = %from.short(), "sync response relayed a message of another request or kind");
+                }
+                Err(crate::error::EnvelopeError::Duplicate) => {}
+                Err(e) => {
+                    self.dropped += 1;
+                    warn!(peer = %from.short(), error = %e, "sync response relayed an invalid message");
+                }
+            }
+        }
+        debug!(request = %id.short(), peer = %from.short(), relayed = batch.len(), "sync response");
+        if !batch.is_empty() {
+            self.feed(Input::Synced(batch)).await;
+        }
+    }
+
+    /// Signs and sends a message to one peer; falls back to a broadcast when the peer is not
+    /// directly reachable.
+    async fn send(&mut self, peer: NodeId, message: Message) {
         let now = self.clock.now_ms();
         let kind = message.kind();
         match seal(&self.key, &self.config.network_id, now, message) {
             Ok(bytes) => {
                 self.inbox.remember_own(&bytes, now);
+                if let Err(e) = self.transport.send(&peer, bytes.clone()).await {
+                    debug!(kind, peer = %peer.short(), error = %e, "direct send failed; broadcasting");
+                    if let Err(e) = self.transport.broadcast(bytes).await {
+                        warn!(kind, error = %e, "broadcast failed");
+                    }
+                }
+            }
+            Err(e) => error!(kind, error = %e, "could not seal message"),
+        }
+    }
+
+    async fn broadcast(&mut self, message: Message) {
+        let now = self.clock.now_ms();
+        let kind = message.kind();
+        let log_id = if syncable(&message) {
+            message.request_id()
+        } else {
+            None
+        };
+        match seal(&self.key, &self.config.network_id, now, message) {
+            Ok(bytes) => {
+                self.inbox.remember_own(&bytes, now);
+                if let Some(id) = log_id {
+                    self.sync_log.record(id, &bytes);
+                }
                 if let Err(e) = self.transport.broadcast(bytes).await {
                     warn!(kind, error = %e, "broadcast failed");
                 }
@@ -900,6 +1064,9 @@ impl Driver {
                         }
                         .instrument(span),
                     );
+                }
+                Action::RequestSync { peer, request_id } => {
+                    self.send(peer, Message::SyncRequest { request_id }).await
                 }
                 Action::Emit(ev) => {
                     match &ev {

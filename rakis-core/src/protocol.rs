@@ -330,6 +330,21 @@ pub enum Message {
     PeerStatus(PeerStatus),
     /// Peers the sender knows.
     KnownPeers(Vec<PeerInfo>),
+    /// Asks a peer (directly) for what it saw of one request: for nodes that joined late or
+    /// were cut off.
+    SyncRequest {
+        /// The request.
+        request_id: RequestId,
+    },
+    /// The answer to [`Message::SyncRequest`]: the original signed wire messages (request,
+    /// commits, reveals, results) the sender saw for the request. Each one is verified on its
+    /// own signature by the receiver.
+    SyncResponse {
+        /// The request.
+        request_id: RequestId,
+        /// Wire bytes of the original messages.
+        envelopes: Vec<Vec<u8>>,
+    },
 }
 
 impl Message {
@@ -343,6 +358,8 @@ impl Message {
             Message::ConsensusResult(_) => "consensus_result",
             Message::PeerStatus(_) => "peer_status",
             Message::KnownPeers(_) => "known_peers",
+            Message::SyncRequest { .. } => "sync_request",
+            Message::SyncResponse { .. } => "sync_response",
         }
     }
 
@@ -354,6 +371,9 @@ impl Message {
             Message::Reveal(r) => Some(r.reveal.request_id),
             Message::RevealRejected { request_id, .. } => Some(*request_id),
             Message::ConsensusResult(r) => Some(r.request_id),
+            Message::SyncRequest { request_id } | Message::SyncResponse { request_id, .. } => {
+                Some(*request_id)
+            }
             Message::PeerStatus(_) | Message::KnownPeers(_) => None,
         }
     }

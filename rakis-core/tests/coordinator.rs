@@ -9,7 +9,7 @@ use rakis_core::testing::{HashEmbedder, QuorumFixture, ScriptedEngine};
 use rakis_core::{
     Action, Coordinator, CoordinatorConfig, Decision, FailureReason, InferenceRequest, Input,
     Message, NodeEvent, NodeKey, Phase, QuorumFailure, QuorumRecord, RejectReason, SecurityFrame,
-    StoreOp,
+    StoreOp, SyncedMessage,
 };
 
 const MODEL: &str = "smollm2-135m";
@@ -26,6 +26,9 @@ struct SimNode {
     /// Every action in order, for ordering checks.
     actions: Vec<Action>,
     fail_own_persist: bool,
+    /// Messages this node sent or received, with their signer and send time (what a real
+    /// driver keeps as wire bytes to answer sync requests).
+    log: Vec<SyncedMessage>,
 }
 
 enum Pending {
@@ -52,6 +55,8 @@ struct Sim {
     lost_reveals: Vec<(usize, usize)>,
     /// Stopped nodes: they receive nothing and their timers do not fire.
     down: Vec<usize>,
+    /// Sync requests made.
+    sync_requests: usize,
 }
 
 impl Sim {
@@ -83,6 +88,7 @@ impl Sim {
                     sent: Vec::new(),
                     actions: Vec::new(),
                     fail_own_persist: false,
+                    log: Vec::new(),
                 }
             })
             .collect();
@@ -95,6 +101,7 @@ impl Sim {
             muted: Vec::new(),
             lost_reveals: Vec::new(),
             down: Vec::new(),
+            sync_requests: 0,
         }
     }
 
@@ -118,6 +125,12 @@ impl Sim {
             match a {
                 Action::Broadcast(m) => {
                     self.nodes[i].sent.push(m.clone());
+                    let me = self.nodes[i].coord.node_id();
+                    self.nodes[i].log.push(SyncedMessage {
+                        from: me,
+                        message: m.clone(),
+                        sent_at_ms: self.now,
+                    });
                     if self.muted.contains(&i) {
                         continue;
                     }
@@ -181,6 +194,38 @@ impl Sim {
                     self.apply(i, next);
                 }
                 Action::Emit(e) => self.nodes[i].events.push(e),
+                Action::RequestSync { peer, request_id } => {
+                    let Some(j) = self.nodes.iter().position(|n| n.coord.node_id() == peer) else {
+                        continue;
+                    };
+                    self.sync_requests += 1;
+                    if self.muted.contains(&i) || self.muted.contains(&j) || self.down.contains(&j)
+                    {
+                        continue;
+                    }
+                    let batch: Vec<SyncedMessage> = self.nodes[j]
+                        .log
+                        .iter()
+                        .filter(|m| {
+                            m.message.request_id() == Some(request_id)
+                                && matches!(
+                                    m.message,
+                                    Message::Request(_)
+                                        | Message::Commit(_)
+                                        | Message::Reveal(_)
+                                        | Message::ConsensusResult(_)
+                                )
+                        })
+                        .cloned()
+                        .collect();
+                    self.push(
+                        self.now + 2 * LATENCY_MS,
+                        Pending::Input {
+                            to: i,
+                            input: Input::Synced(batch),
+                        },
+                    );
+                }
             }
         }
     }
@@ -215,6 +260,13 @@ impl Sim {
                 match pending {
                     Pending::Deliver { to, from, message } => {
                         let from = self.nodes[from].coord.node_id();
+                        if !self.down.contains(&to) {
+                            self.nodes[to].log.push(SyncedMessage {
+                                from,
+                                message: message.clone(),
+                                sent_at_ms: self.now - LATENCY_MS,
+                            });
+                        }
                         self.feed(to, Input::Message { from, message });
                     }
                     Pending::Input { to, input } => self.feed(to, input),
@@ -1000,4 +1052,80 @@ fn a_node_that_cannot_verify_has_no_timer_while_it_waits_for_results() {
     assert_eq!(c.status(&f.request.id()).unwrap().phase, Phase::Verifying);
     // Before the fix the timer of a verifying quorum stayed due for ever (a busy loop).
     assert_eq!(c.next_wakeup(), None);
+}
+
+#[test]
+fn a_verifier_cut_off_during_the_commits_catches_up_by_sync_and_agrees() {
+    // Nodes 0..3 answer; node 4 only verifies. Node 4 hears the request, then is cut off
+    // while the commits fly, and is back when the reveals come.
+    let mut sim = Sim::new(5, |i| if i < 4 { honest(i) } else { None });
+    let req = sim.request(0, 4);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(sim.now + 20);
+    assert!(sim.nodes[4].coord.status(&id).is_some());
+    let deadline = sim.nodes[0].coord.status(&id).unwrap().deadline_ms;
+    // Cut node 4 off: drop every delivery to it until just before the deadline.
+    let now = sim.now;
+    sim.down.push(4);
+    sim.run_until(deadline - 1);
+    sim.down.retain(|d| *d != 4);
+    assert_eq!(sim.nodes[4].coord.status(&id).unwrap().committed, 0);
+    let _ = now;
+    sim.run_until(u64::MAX);
+    assert!(sim.sync_requests > 0);
+    let lonely = sim.nodes[4].coord.status(&id).unwrap();
+    assert_eq!(lonely.phase, Phase::Completed, "{:?}", sim.nodes[4].events);
+    let theirs = sim.nodes[0].coord.status(&id).unwrap().outcome.unwrap();
+    assert_eq!(lonely.outcome.unwrap().joint_hash(), theirs.joint_hash());
+}
+
+#[test]
+fn a_node_that_learns_of_a_request_only_from_reveals_syncs_and_computes_the_same_result() {
+    let mut sim = Sim::new(5, |i| if i < 4 { honest(i) } else { None });
+    let req = sim.request(0, 4);
+    let id = req.id();
+    // Node 4 is down from the start: it misses the request and the commits.
+    sim.down.push(4);
+    sim.feed(0, Input::LocalRequest(req));
+    let deadline = sim.nodes[0].coord.status(&id).unwrap().deadline_ms;
+    sim.run_until(deadline - 1);
+    sim.down.retain(|d| *d != 4);
+    assert!(sim.nodes[4].coord.status(&id).is_none());
+    sim.run_until(u64::MAX);
+    let late = sim.nodes[4].coord.status(&id).expect("learnt by sync");
+    assert_eq!(late.phase, Phase::Completed, "{:?}", sim.nodes[4].events);
+    let theirs = sim.nodes[1].coord.status(&id).unwrap().outcome.unwrap();
+    assert_eq!(late.outcome.unwrap().joint_hash(), theirs.joint_hash());
+}
+
+#[test]
+fn a_relayed_commit_signed_after_the_deadline_is_ignored() {
+    let mut sim = Sim::new(3, honest);
+    let req = sim.request(0, 3);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(sim.now + 300);
+    let Message::Commit(c) = sim.nodes[2]
+        .sent
+        .iter()
+        .find(|m| matches!(m, Message::Commit(_)))
+        .cloned()
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let deadline = sim.nodes[0].coord.status(&id).unwrap().deadline_ms;
+    let mut late = c.clone();
+    late.commit.commitment.0[0] ^= 1;
+    let before = sim.nodes[1].stored.len();
+    sim.feed(
+        1,
+        Input::Synced(vec![SyncedMessage {
+            from: sim.nodes[2].coord.node_id(),
+            message: Message::Commit(late),
+            sent_at_ms: deadline + 1,
+        }]),
+    );
+    assert_eq!(sim.nodes[1].stored.len(), before);
 }

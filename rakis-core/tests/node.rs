@@ -501,3 +501,82 @@ async fn a_partitioned_node_misses_the_quorum_while_the_rest_agree() {
     assert!(delivered > 0);
     assert_eq!(dropped, 0);
 }
+
+/// A verifier-only node whose clock is `clock` (shared with the others: nodes started later
+/// must not start their clock at `BASE_MS` again).
+fn verifier(hub: &MemoryHub, seed: u64, clock: TokioClock) -> NodeHandle {
+    let key = NodeKey::from_seed(seed);
+    Node::builder()
+        .network_id(NET)
+        .transport(hub.join(key.node_id()))
+        .key(key)
+        .embedder(HashEmbedder::default_model())
+        .clock(clock)
+        .build()
+        .unwrap()
+        .spawn()
+        .0
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_joins_after_the_commits_catches_up_and_computes_the_same_result() {
+    let hub = hub();
+    let clock = TokioClock::starting_at(BASE_MS);
+    let nodes: Vec<NodeHandle> = (0..4)
+        .map(|i| spawn_node(&hub, i, "The capital of France is Paris."))
+        .collect();
+    let id = nodes[0].submit(request(&nodes[0], 4)).await.unwrap();
+    // Commits are out after ~60 ms; the deadline is at 1,000 ms.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(nodes[1].status(id).await.unwrap().unwrap().committed, 4);
+    let late = verifier(&hub, 40, clock);
+    let outcome = late
+        .wait_for_outcome(id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let theirs = nodes[0]
+        .wait_for_outcome(id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(outcome.joint_hash(), theirs.joint_hash());
+    assert_eq!(outcome.committed, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partitioned_node_rejoins_and_agrees() {
+    let hub = hub();
+    let nodes: Vec<NodeHandle> = (0..4)
+        .map(|i| spawn_node(&hub, i, "The capital of France is Paris."))
+        .collect();
+    let watcher = verifier(&hub, 41, TokioClock::starting_at(BASE_MS));
+    let id = nodes[0].submit(request(&nodes[0], 4)).await.unwrap();
+    // The watcher hears the request, then is cut off while the commits fly.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(watcher.status(id).await.unwrap().is_some());
+    hub.partition(&[vec![watcher.node_id()]]);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(watcher.status(id).await.unwrap().unwrap().committed, 0);
+    hub.heal();
+    // It fails the quorum at its deadline (it saw no commit); then the reveals make it ask
+    // for the commits, and the quorum reopens.
+    let mut events = watcher.subscribe();
+    let failed = watcher.wait_for_outcome(id, Duration::from_secs(30)).await;
+    assert!(
+        matches!(&failed, Err(NodeError::RequestFailed(m)) if m.contains("quorum not reached")),
+        "{failed:?}"
+    );
+    let outcome = loop {
+        match events.recv().await.unwrap() {
+            NodeEvent::Completed {
+                request_id,
+                outcome,
+            } if request_id == id => break outcome,
+            _ => {}
+        }
+    };
+    let theirs = nodes[2]
+        .wait_for_outcome(id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(outcome.joint_hash(), theirs.joint_hash());
+}
