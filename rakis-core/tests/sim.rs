@@ -265,6 +265,26 @@ fn replayed_messages_change_nothing() {
     }
 }
 
+/// Known limit: an equivocator that sends one commitment to half the committee and another to
+/// the other half (and no relay brings the other half's copy in time) is accepted by one half and
+/// rejected by the other: the honest nodes sign different results. Never a wrong result from an
+/// honest answer; with a subtle lie, one half may select it.
+#[test]
+fn split_equivocation_splits_honest_results() {
+    let r = default_frame(5, 10, 91)
+        .corpus(Corpus::deterministic())
+        .behaviour(4, Behaviour::EquivocateSplit)
+        .run();
+    assert_eq!(r.wrong_results, 0, "{}", r.summary());
+    assert_eq!(r.inconsistent, 10, "{}", r.summary());
+    // Broadcast to everyone, the two commitments prove equivocation everywhere.
+    let r = default_frame(5, 10, 91)
+        .corpus(Corpus::deterministic())
+        .behaviour(4, Behaviour::Equivocate)
+        .run();
+    assert_all_honest(&r, "equivocate");
+}
+
 /// Known limit: with independent per-delivery loss (no gossip repair) honest nodes miss different
 /// reveals, accept different sets and sign different result digests, although they select the
 /// same text when the honest answers are identical. Sync recovers missed commits, not missed

@@ -519,6 +519,7 @@ impl Simulation {
             Behaviour::Honest
             | Behaviour::Replay { .. }
             | Behaviour::Equivocate
+            | Behaviour::EquivocateSplit
             | Behaviour::RevealMismatch
             | Behaviour::WithholdReveal
             | Behaviour::LateCommit { .. }
@@ -577,6 +578,13 @@ impl Simulation {
                 self.broadcast(i, Message::Commit(c));
                 self.broadcast(i, Message::Commit(second));
             }
+            (Behaviour::EquivocateSplit, Message::Commit(c)) => {
+                let mut second = c.clone();
+                second.commit.commitment =
+                    Commitment(crate::consensus::sha256(&c.commit.commitment.0).0);
+                self.broadcast_where(i, Message::Commit(c), |to| to % 2 == 0);
+                self.broadcast_where(i, Message::Commit(second), |to| to % 2 == 1);
+            }
             (Behaviour::LateCommit { after_ms }, Message::Commit(c)) => {
                 let at = self
                     .by_id
@@ -597,6 +605,11 @@ impl Simulation {
     }
 
     fn broadcast(&mut self, i: usize, m: Message) {
+        self.broadcast_where(i, m, |_| true);
+    }
+
+    /// Broadcasts to the request's committee members `to` for which `only(to)` holds.
+    fn broadcast_where(&mut self, i: usize, m: Message, only: impl Fn(usize) -> bool) {
         let Some(id) = m.request_id() else {
             return;
         };
@@ -616,7 +629,7 @@ impl Simulation {
         self.sends += 1;
         let sent_at = self.now;
         for to in targets {
-            if to == i {
+            if to == i || !only(to) {
                 continue;
             }
             self.send_to(i, to, size, |_| Ev::Deliver {

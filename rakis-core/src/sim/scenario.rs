@@ -53,6 +53,11 @@ pub enum Behaviour {
     WithholdReveal,
     /// Broadcasts two different commitments.
     Equivocate,
+    /// Equivocates by splitting: sends one commitment to the committee members with an even node
+    /// index and another to those with an odd one, then reveals the first. The simulator does not
+    /// relay messages inside a committee, so each side sees one commitment only (as when the
+    /// commits are sent just before the deadline and relayed copies arrive too late).
+    EquivocateSplit,
     /// Commits (and reveals) an honest answer with the embedding of another text.
     WrongEmbedding,
     /// Holds its commit back and broadcasts it `after_ms` after the deadline.
@@ -103,6 +108,7 @@ impl Behaviour {
             Behaviour::RevealMismatch => "reveal-mismatch",
             Behaviour::WithholdReveal => "withhold-reveal",
             Behaviour::Equivocate => "equivocate",
+            Behaviour::EquivocateSplit => "equivocate-split",
             Behaviour::WrongEmbedding => "wrong-embedding",
             Behaviour::LateCommit { .. } => "late-commit",
             Behaviour::Collude { .. } => "collude",
