@@ -52,6 +52,7 @@
 //!   `RedbStore` (feature `redb`, on by default).
 //! * [`coordinator`]: the pure state machine; [`node`]: builder, handle and driver.
 //! * [`testing`] (feature `test-utils`): in-memory hub, scripted engine, hash embedder.
+//! * `sim` (feature `sim`): a deterministic simulator of many nodes with adversaries.
 //!
 //! The consensus math lives in `rakis-consensus` and is re-exported here.
 
@@ -63,6 +64,8 @@ pub mod events;
 pub mod identity;
 pub mod node;
 pub mod protocol;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod store;
 #[cfg(feature = "test-utils")]
 pub mod testing;

@@ -1,0 +1,857 @@
+//! The event loop: a virtual clock, one seeded RNG, a time-ordered event queue, and the real
+//! coordinators of every node.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tracing::{debug, trace};
+
+use super::answers::Corpus;
+use super::report::{Latency, Report, RequestReport, RequestStatus};
+use super::scenario::{AnswerCtx, Behaviour, Committee, Lie, Scenario};
+use crate::coordinator::EmbedPurpose;
+use crate::events::NodeEvent;
+use crate::protocol::RevealMsg;
+use crate::testing::HashEmbedder;
+use crate::traits::{FinishReason, Generation, GenerationJob};
+use crate::{
+    Action, BinaryEmbedding, Commitment, Coordinator, CoordinatorConfig, Decision, Hash32,
+    InferenceRequest, Input, Message, NodeId, NodeKey, QuorumFailure, RequestId, SyncedMessage,
+};
+
+/// The model every simulated answering node serves.
+pub const MODEL: &str = "sim-model";
+/// Virtual time at the start of a run (ms since the Unix epoch).
+pub const START_MS: u64 = 1_700_000_000_000;
+/// Time an embedding job takes.
+const EMBED_MS: u64 = 1;
+
+enum Ev {
+    Submit(usize),
+    Deliver {
+        to: usize,
+        from: NodeId,
+        sent_at: u64,
+        msg: Arc<Message>,
+        replayed: bool,
+    },
+    Input {
+        to: usize,
+        input: Input,
+    },
+    Tick {
+        to: usize,
+    },
+    /// A held-back broadcast (late commit).
+    Send {
+        from: usize,
+        msg: Message,
+    },
+    /// A replayer re-broadcasts a message it received, with its original signer.
+    Replay {
+        by: usize,
+        from: NodeId,
+        sent_at: u64,
+        msg: Arc<Message>,
+    },
+    SyncAsk {
+        peer: usize,
+        asker: usize,
+        request_id: RequestId,
+    },
+    Synced {
+        to: usize,
+        batch: Vec<SyncedMessage>,
+    },
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Earliest first in a max-heap.
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct Node {
+    coord: Coordinator,
+    id: NodeId,
+    behaviour: Behaviour,
+    tick_at: Option<u64>,
+    /// What a driver keeps to answer sync requests: messages sent or received, per request.
+    log: HashMap<RequestId, Vec<SyncedMessage>>,
+    /// A freerider's reveal, waiting for someone else's to copy.
+    held_reveal: HashMap<RequestId, RevealMsg>,
+    /// Outputs this node saw revealed, per prompt (for `CopyPriorAnswer`).
+    seen_answers: HashMap<usize, String>,
+}
+
+enum NodeResult {
+    Completed {
+        at: u64,
+        digest: Hash32,
+        selected: NodeId,
+        output: String,
+        accepted: Vec<NodeId>,
+    },
+    Failed(QuorumFailure),
+}
+
+struct Req {
+    prompt: usize,
+    id: RequestId,
+    deadline: u64,
+    committee: Vec<usize>,
+    results: BTreeMap<usize, NodeResult>,
+}
+
+pub(crate) struct Simulation {
+    sc: Scenario,
+    now: u64,
+    seq: u64,
+    heap: BinaryHeap<Scheduled>,
+    nodes: Vec<Node>,
+    index: HashMap<NodeId, usize>,
+    rng: StdRng,
+    reqs: Vec<Req>,
+    by_id: HashMap<RequestId, usize>,
+    /// (request, text) of every answer produced by the honest answer function.
+    honest_texts: HashSet<(usize, String)>,
+    embedder: HashEmbedder,
+    embed_cache: HashMap<String, Option<BinaryEmbedding>>,
+    all: Vec<usize>,
+    messages: u64,
+    sends: u64,
+    bytes: u64,
+    lost: u64,
+    sync_requests: u64,
+    events: u64,
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    // splitmix64 of a combination: distinct, well-spread seeds per node and request.
+    let mut z = a
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(b)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Simulation {
+    pub(crate) fn new(sc: Scenario) -> Self {
+        let nodes: Vec<Node> = (0..sc.nodes)
+            .map(|i| {
+                let key = NodeKey::from_seed(mix(sc.seed, i as u64));
+                let config = CoordinatorConfig {
+                    served_models: if sc.answers(i) {
+                        vec![MODEL.to_string()]
+                    } else {
+                        Vec::new()
+                    },
+                    workers: 1,
+                    embedding_model: Some(sc.frame.embedding_model.clone()),
+                    reveal_window_ms: sc.reveal_window_ms,
+                    verify_grace_ms: sc.verify_grace_ms,
+                    ..CoordinatorConfig::default()
+                };
+                Node {
+                    id: key.node_id(),
+                    coord: Coordinator::with_rng_seed(
+                        key,
+                        config,
+                        mix(sc.seed ^ 0xC0FFEE, i as u64),
+                    ),
+                    behaviour: sc.behaviour_of(i).clone(),
+                    tick_at: None,
+                    log: HashMap::new(),
+                    held_reveal: HashMap::new(),
+                    seen_answers: HashMap::new(),
+                }
+            })
+            .collect();
+        let index = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+        let mut sim = Simulation {
+            rng: StdRng::seed_from_u64(sc.seed),
+            all: (0..sc.nodes).collect(),
+            embedder: HashEmbedder::new(&sc.frame.embedding_model, 384),
+            sc,
+            now: START_MS,
+            seq: 0,
+            heap: BinaryHeap::new(),
+            nodes,
+            index,
+            reqs: Vec::new(),
+            by_id: HashMap::new(),
+            honest_texts: HashSet::new(),
+            embed_cache: HashMap::new(),
+            messages: 0,
+            sends: 0,
+            bytes: 0,
+            lost: 0,
+            sync_requests: 0,
+            events: 0,
+        };
+        for k in 0..sim.sc.requests {
+            let at = START_MS + k as u64 * sim.sc.request_interval_ms;
+            sim.push(at, Ev::Submit(k));
+        }
+        sim
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Scheduled {
+            at,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    /// The run's end: after the last request's verification grace, with a margin.
+    fn horizon(&self) -> u64 {
+        START_MS
+            + self.sc.requests as u64 * self.sc.request_interval_ms
+            + self.sc.frame.max_time_ms
+            + 2 * (self.sc.reveal_window_ms + self.sc.verify_grace_ms)
+            + 10_000
+    }
+
+    pub(crate) fn run(mut self) -> Report {
+        let horizon = self.horizon();
+        while let Some(s) = self.heap.pop() {
+            if s.at > horizon {
+                break;
+            }
+            self.now = s.at;
+            self.events += 1;
+            self.step(s.at, s.ev);
+        }
+        self.report()
+    }
+
+    fn step(&mut self, at: u64, ev: Ev) {
+        match ev {
+            Ev::Submit(k) => self.submit(k),
+            Ev::Deliver {
+                to,
+                from,
+                sent_at,
+                msg,
+                replayed,
+            } => self.deliver(to, from, sent_at, msg, replayed),
+            Ev::Input { to, input } => self.feed(to, input, false),
+            Ev::Tick { to } => {
+                if self.nodes[to].tick_at == Some(at) {
+                    self.nodes[to].tick_at = None;
+                    self.feed(to, Input::Tick, true);
+                }
+            }
+            Ev::Send { from, msg } => self.broadcast(from, msg),
+            Ev::Replay {
+                by,
+                from,
+                sent_at,
+                msg,
+            } => {
+                let targets = self.targets(&msg);
+                self.sends += 1;
+                let size = encoded_len(&msg);
+                for to in targets {
+                    if to == by || self.nodes[to].id == from {
+                        continue;
+                    }
+                    self.send_to(by, to, size, |_| Ev::Deliver {
+                        to,
+                        from,
+                        sent_at,
+                        msg: msg.clone(),
+                        replayed: true,
+                    });
+                }
+            }
+            Ev::SyncAsk {
+                peer,
+                asker,
+                request_id,
+            } => {
+                let batch = self.nodes[peer]
+                    .log
+                    .get(&request_id)
+                    .cloned()
+                    .unwrap_or_default();
+                if batch.is_empty() {
+                    return;
+                }
+                let size = batch.iter().map(|m| encoded_len(&m.message)).sum();
+                self.sends += 1;
+                self.send_to(peer, asker, size, |_| Ev::Synced { to: asker, batch });
+            }
+            Ev::Synced { to, batch } => self.feed(to, Input::Synced(batch), false),
+        }
+    }
+
+    fn submit(&mut self, k: usize) {
+        let prompt = k % self.sc.corpus.len();
+        let committee = match self.sc.committee {
+            Committee::All => self.all.clone(),
+            Committee::Sampled {
+                answerers,
+                verifiers,
+            } => {
+                let n_ans = self.sc.nodes - self.sc.verifier_nodes;
+                let mut c: Vec<usize> =
+                    rand::seq::index::sample(&mut self.rng, n_ans, answerers.min(n_ans)).into_vec();
+                let v = verifiers.min(self.sc.verifier_nodes);
+                c.extend(
+                    rand::seq::index::sample(&mut self.rng, self.sc.verifier_nodes, v)
+                        .into_iter()
+                        .map(|j| n_ans + j),
+                );
+                c.sort_unstable();
+                c
+            }
+        };
+        let requester = committee
+            .iter()
+            .copied()
+            .find(|&i| self.nodes[i].behaviour.is_honest())
+            .or_else(|| committee.first().copied())
+            .unwrap_or(0);
+        let mut request = InferenceRequest::new(
+            self.sc.corpus.topic(prompt).prompt,
+            vec![MODEL.to_string()],
+            self.nodes[requester].id,
+            self.now,
+        );
+        request.nonce = mix(self.sc.seed, k as u64);
+        request.frame = self.sc.frame.clone();
+        let id = request.id();
+        debug!(request = %id.short(), k, committee = committee.len(), "submit");
+        self.by_id.insert(id, self.reqs.len());
+        self.reqs.push(Req {
+            prompt,
+            id,
+            deadline: request.deadline_ms(),
+            committee,
+            results: BTreeMap::new(),
+        });
+        self.feed(requester, Input::LocalRequest(request), false);
+    }
+
+    fn targets(&self, msg: &Message) -> Vec<usize> {
+        match msg.request_id().and_then(|id| self.by_id.get(&id)) {
+            Some(&k) => self.reqs[k].committee.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Sends one delivery over the link `from → to`: lost, partitioned, or scheduled after the
+    /// link's latency.
+    fn send_to(&mut self, from: usize, to: usize, size: usize, ev: impl FnOnce(()) -> Ev) {
+        let net = &self.sc.network;
+        let rel = self.now - START_MS;
+        let cut = net.partitions.iter().any(|p| {
+            rel >= p.from_ms && rel < p.until_ms && {
+                let g = |i: usize| p.groups.iter().position(|g| g.contains(&i));
+                g(from) != g(to)
+            }
+        });
+        if cut || (net.loss > 0.0 && self.rng.gen_bool(net.loss.min(1.0))) {
+            self.lost += 1;
+            return;
+        }
+        let delay = net.latency_ms
+            + if net.jitter_ms > 0 {
+                self.rng.gen_range(0..=net.jitter_ms)
+            } else {
+                0
+            };
+        self.messages += 1;
+        self.bytes += size as u64;
+        let ev = ev(());
+        self.push(self.now + delay, ev);
+    }
+
+    fn feed(&mut self, i: usize, input: Input, after_tick: bool) {
+        let actions = self.nodes[i].coord.handle(self.now, input);
+        self.apply(i, actions);
+        if let Some(t) = self.nodes[i].coord.next_wakeup() {
+            let t = if after_tick {
+                t.max(self.now + 1)
+            } else {
+                t.max(self.now)
+            };
+            if self.nodes[i].tick_at.is_none_or(|x| t < x) {
+                self.nodes[i].tick_at = Some(t);
+                self.push(t, Ev::Tick { to: i });
+            }
+        }
+    }
+
+    fn apply(&mut self, i: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Broadcast(m) => self.outgoing(i, m),
+                Action::Generate(job) => {
+                    let text = self.answer(i, &job);
+                    let took = self.sc.generation_ms
+                        + if self.sc.generation_jitter_ms > 0 {
+                            self.rng.gen_range(0..=self.sc.generation_jitter_ms)
+                        } else {
+                            0
+                        };
+                    let generation = Generation {
+                        tokens: text.split_whitespace().count() as u32,
+                        text,
+                        model: job.model.clone(),
+                        prompt_tokens: 0,
+                        tokens_per_sec: 0.0,
+                        finish: FinishReason::Eos,
+                    };
+                    self.push(
+                        self.now + took,
+                        Ev::Input {
+                            to: i,
+                            input: Input::Generated {
+                                request_id: job.request_id,
+                                result: Ok(generation),
+                            },
+                        },
+                    );
+                }
+                Action::Embed {
+                    request_id,
+                    purpose,
+                    text,
+                } => {
+                    let text = match (&self.nodes[i].behaviour, &purpose) {
+                        (Behaviour::WrongEmbedding, EmbedPurpose::Own) => {
+                            let p = self.by_id.get(&request_id).map(|&k| self.reqs[k].prompt);
+                            let mut rng = StdRng::seed_from_u64(mix(i as u64, 7));
+                            self.sc.corpus.off_topic(p.unwrap_or(0), &mut rng)
+                        }
+                        _ => text,
+                    };
+                    let result = self.embed(&text);
+                    self.push(
+                        self.now + EMBED_MS,
+                        Ev::Input {
+                            to: i,
+                            input: Input::Embedded {
+                                request_id,
+                                purpose,
+                                result,
+                            },
+                        },
+                    );
+                }
+                Action::Persist(_) => {}
+                Action::PersistOwnOutput(own) => {
+                    let next = self.nodes[i].coord.handle(
+                        self.now,
+                        Input::OwnOutputPersisted {
+                            request_id: own.request_id,
+                            result: Ok(()),
+                        },
+                    );
+                    self.apply(i, next);
+                }
+                Action::Emit(e) => self.record(i, e),
+                Action::RequestSync { peer, request_id } => {
+                    if !self.sc.sync {
+                        continue;
+                    }
+                    let Some(&peer) = self.index.get(&peer) else {
+                        continue;
+                    };
+                    self.sync_requests += 1;
+                    self.sends += 1;
+                    let size = encoded_len(&Message::SyncRequest { request_id });
+                    self.send_to(i, peer, size, |_| Ev::SyncAsk {
+                        peer,
+                        asker: i,
+                        request_id,
+                    });
+                }
+            }
+        }
+    }
+
+    fn embed(&mut self, text: &str) -> Result<BinaryEmbedding, crate::EmbedError> {
+        if let Some(e) = self.embed_cache.get(text) {
+            return e.clone().ok_or(crate::EmbedError::Empty);
+        }
+        let e = self.embedder.embed_binary_one(text).ok();
+        self.embed_cache.insert(text.to_string(), e.clone());
+        e.ok_or(crate::EmbedError::Empty)
+    }
+
+    fn answer(&mut self, i: usize, job: &GenerationJob) -> String {
+        let Some(&k) = self.by_id.get(&job.request_id) else {
+            return Corpus::garbage(&mut StdRng::seed_from_u64(job.seed));
+        };
+        let prompt = self.reqs[k].prompt;
+        let mut rng = StdRng::seed_from_u64(job.seed);
+        let corpus = &self.sc.corpus;
+        let honest = |rng: &mut StdRng| corpus.honest(prompt, rng);
+        let (text, is_honest) = match &self.nodes[i].behaviour {
+            Behaviour::Honest
+            | Behaviour::Replay { .. }
+            | Behaviour::Equivocate
+            | Behaviour::EquivocateSplit
+            | Behaviour::RevealMismatch
+            | Behaviour::WithholdReveal
+            | Behaviour::LateCommit { .. }
+            | Behaviour::WrongEmbedding => (honest(&mut rng), true),
+            Behaviour::Freerider | Behaviour::Garbage => (Corpus::garbage(&mut rng), false),
+            Behaviour::CopyPriorAnswer => match self.nodes[i].seen_answers.get(&prompt) {
+                Some(t) => (t.clone(), false),
+                None => (Corpus::garbage(&mut rng), false),
+            },
+            Behaviour::OffTopic => (corpus.off_topic(prompt, &mut rng), false),
+            Behaviour::Truncated { percent } => {
+                (Corpus::truncated(&honest(&mut rng), *percent), false)
+            }
+            Behaviour::FactSwap => (corpus.fact_swapped(prompt, &honest(&mut rng)), false),
+            Behaviour::Collude { group, lie } => {
+                let mut shared = StdRng::seed_from_u64(mix(k as u64, u64::from(*group)));
+                let text = match lie {
+                    Lie::OffTopic => corpus.off_topic(prompt, &mut shared),
+                    Lie::Garbage => Corpus::garbage(&mut shared),
+                    Lie::FactSwap => corpus.fact_swapped(prompt, &honest(&mut shared)),
+                };
+                (text, false)
+            }
+            Behaviour::Custom(f) => (
+                f(&AnswerCtx {
+                    request: k,
+                    prompt,
+                    node: i,
+                    seed: job.seed,
+                }),
+                false,
+            ),
+        };
+        if is_honest {
+            self.honest_texts.insert((k, text.clone()));
+        }
+        trace!(node = i, k, "answer");
+        text
+    }
+
+    /// A message leaving node `i`, through its behaviour.
+    fn outgoing(&mut self, i: usize, m: Message) {
+        match (&self.nodes[i].behaviour, m) {
+            (Behaviour::WithholdReveal, Message::Reveal(_)) => {}
+            (Behaviour::RevealMismatch, Message::Reveal(mut r)) => {
+                r.reveal.output.push_str(" Actually, it is something else.");
+                self.broadcast(i, Message::Reveal(r));
+            }
+            (Behaviour::Freerider, Message::Reveal(r)) => {
+                self.nodes[i].held_reveal.insert(r.reveal.request_id, r);
+            }
+            (Behaviour::Equivocate, Message::Commit(c)) => {
+                let mut second = c.clone();
+                second.commit.commitment =
+                    Commitment(crate::consensus::sha256(&c.commit.commitment.0).0);
+                self.broadcast(i, Message::Commit(c));
+                self.broadcast(i, Message::Commit(second));
+            }
+            (Behaviour::EquivocateSplit, Message::Commit(c)) => {
+                let mut second = c.clone();
+                second.commit.commitment =
+                    Commitment(crate::consensus::sha256(&c.commit.commitment.0).0);
+                self.broadcast_where(i, Message::Commit(c), |to| to % 2 == 0);
+                self.broadcast_where(i, Message::Commit(second), |to| to % 2 == 1);
+            }
+            (Behaviour::LateCommit { after_ms }, Message::Commit(c)) => {
+                let at = self
+                    .by_id
+                    .get(&c.commit.request_id)
+                    .map(|&k| self.reqs[k].deadline)
+                    .unwrap_or(self.now)
+                    + after_ms;
+                self.push(
+                    at,
+                    Ev::Send {
+                        from: i,
+                        msg: Message::Commit(c),
+                    },
+                );
+            }
+            (_, m) => self.broadcast(i, m),
+        }
+    }
+
+    fn broadcast(&mut self, i: usize, m: Message) {
+        self.broadcast_where(i, m, |_| true);
+    }
+
+    /// Broadcasts to the request's committee members `to` for which `only(to)` holds.
+    fn broadcast_where(&mut self, i: usize, m: Message, only: impl Fn(usize) -> bool) {
+        let Some(id) = m.request_id() else {
+            return;
+        };
+        let me = self.nodes[i].id;
+        self.nodes[i]
+            .log
+            .entry(id)
+            .or_default()
+            .push(SyncedMessage {
+                from: me,
+                message: m.clone(),
+                sent_at_ms: self.now,
+            });
+        let targets = self.targets(&m);
+        let size = encoded_len(&m);
+        let msg = Arc::new(m);
+        self.sends += 1;
+        let sent_at = self.now;
+        for to in targets {
+            if to == i || !only(to) {
+                continue;
+            }
+            self.send_to(i, to, size, |_| Ev::Deliver {
+                to,
+                from: me,
+                sent_at,
+                msg: msg.clone(),
+                replayed: false,
+            });
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        to: usize,
+        from: NodeId,
+        sent_at: u64,
+        msg: Arc<Message>,
+        replayed: bool,
+    ) {
+        if let Some(id) = msg.request_id() {
+            self.nodes[to]
+                .log
+                .entry(id)
+                .or_default()
+                .push(SyncedMessage {
+                    from,
+                    message: (*msg).clone(),
+                    sent_at_ms: sent_at,
+                });
+        }
+        if let Message::Reveal(r) = &*msg {
+            let rid = r.reveal.request_id;
+            if let Some(&k) = self.by_id.get(&rid) {
+                let prompt = self.reqs[k].prompt;
+                self.nodes[to]
+                    .seen_answers
+                    .insert(prompt, r.reveal.output.clone());
+            }
+            if let Some(mut own) = self.nodes[to].held_reveal.remove(&rid) {
+                // The freerider copies the first reveal it sees.
+                own.reveal.output = r.reveal.output.clone();
+                own.reveal.embedding = r.reveal.embedding.clone();
+                self.broadcast(to, Message::Reveal(own));
+            }
+        }
+        if let (Behaviour::Replay { delay_ms }, false) = (&self.nodes[to].behaviour, replayed) {
+            let at = self.now + delay_ms;
+            self.push(
+                at,
+                Ev::Replay {
+                    by: to,
+                    from,
+                    sent_at,
+                    msg: msg.clone(),
+                },
+            );
+        }
+        let message = Arc::unwrap_or_clone(msg);
+        self.feed(to, Input::Message { from, message }, false);
+    }
+
+    fn record(&mut self, i: usize, e: NodeEvent) {
+        match e {
+            NodeEvent::Completed {
+                request_id,
+                outcome,
+            } => {
+                let Some(&k) = self.by_id.get(&request_id) else {
+                    return;
+                };
+                let (Decision::Agreed { result_digest, .. }, Some(sel)) =
+                    (&outcome.decision, outcome.selected())
+                else {
+                    return;
+                };
+                let r = NodeResult::Completed {
+                    at: self.now,
+                    digest: *result_digest,
+                    selected: sel.node,
+                    output: sel.output.clone(),
+                    accepted: outcome.accepted.iter().map(|a| a.node).collect(),
+                };
+                self.reqs[k].results.insert(i, r);
+            }
+            NodeEvent::Failed { request_id, reason } => {
+                if let Some(&k) = self.by_id.get(&request_id) {
+                    self.reqs[k].results.insert(i, NodeResult::Failed(reason));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn report(self) -> Report {
+        let mut requests = Vec::new();
+        let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+        let (mut completed, mut failed, mut inconsistent, mut wrong, mut adv_acc) = (0, 0, 0, 0, 0);
+        let mut latencies = Vec::new();
+        let adversarial: BTreeSet<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.behaviour.answers_honestly())
+            .map(|n| n.id)
+            .collect();
+        for (k, r) in self.reqs.iter().enumerate() {
+            let honest: Vec<usize> = r
+                .committee
+                .iter()
+                .copied()
+                .filter(|&i| self.nodes[i].behaviour.is_honest())
+                .collect();
+            let adversaries: Vec<usize> = r
+                .committee
+                .iter()
+                .copied()
+                .filter(|&i| !self.nodes[i].behaviour.is_honest())
+                .collect();
+            let mut digests = BTreeSet::new();
+            let mut done = 0;
+            let mut last = None;
+            let mut wrong_result = false;
+            let mut adversary_accepted = false;
+            let mut selected = None;
+            let mut outputs = BTreeSet::new();
+            let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+            for i in &honest {
+                match r.results.get(i) {
+                    Some(NodeResult::Completed {
+                        at,
+                        digest,
+                        selected: s,
+                        output,
+                        accepted,
+                    }) => {
+                        done += 1;
+                        digests.insert(*digest);
+                        last = last.max(Some(*at));
+                        selected = Some((*s, output.clone()));
+                        outputs.insert(output.clone());
+                        if !self.honest_texts.contains(&(k, output.clone())) {
+                            wrong_result = true;
+                        }
+                        if accepted.iter().any(|n| adversarial.contains(n)) {
+                            adversary_accepted = true;
+                        }
+                    }
+                    Some(NodeResult::Failed(f)) => *reasons.entry(failure_key(f)).or_default() += 1,
+                    None => *reasons.entry("no result".into()).or_default() += 1,
+                }
+            }
+            let status = if done == honest.len() && digests.len() == 1 {
+                let (s, output) = selected.expect("completed");
+                latencies.push(last.expect("completed").saturating_sub(r.deadline));
+                completed += 1;
+                RequestStatus::Completed {
+                    honest: self.honest_texts.contains(&(k, output)),
+                    selected: self.index[&s],
+                }
+            } else if done == 0 {
+                failed += 1;
+                let reason = reasons
+                    .iter()
+                    .max_by_key(|(_, c)| **c)
+                    .map(|(r, _)| r.clone())
+                    .unwrap_or_else(|| "no honest member".into());
+                *failures.entry(reason.clone()).or_default() += 1;
+                RequestStatus::Failed(reason)
+            } else {
+                inconsistent += 1;
+                RequestStatus::Inconsistent {
+                    results: digests.len(),
+                    outputs: outputs.len(),
+                    not_completed: honest.len() - done,
+                }
+            };
+            wrong += usize::from(wrong_result);
+            adv_acc += usize::from(adversary_accepted);
+            requests.push(RequestReport {
+                index: k,
+                request_id: r.id,
+                committee: r.committee.clone(),
+                adversaries,
+                result_after_deadline_ms: matches!(status, RequestStatus::Completed { .. })
+                    .then(|| last.unwrap_or(r.deadline).saturating_sub(r.deadline)),
+                status,
+                adversary_accepted,
+                wrong_result,
+            });
+        }
+        Report {
+            requests,
+            completed,
+            failed,
+            failures,
+            inconsistent,
+            wrong_results: wrong,
+            adversary_accepted: adv_acc,
+            messages: self.messages,
+            sends: self.sends,
+            bytes: self.bytes,
+            lost: self.lost,
+            sync_requests: self.sync_requests,
+            result_latency: Latency::of(latencies),
+            events: self.events,
+            virtual_ms: self.now - START_MS,
+        }
+    }
+}
+
+fn encoded_len(m: &Message) -> usize {
+    postcard::experimental::serialized_size(m).unwrap_or(0)
+}
+
+fn failure_key(f: &QuorumFailure) -> String {
+    match f {
+        QuorumFailure::QuorumNotReached { .. } => "quorum not reached".into(),
+        QuorumFailure::Consensus(r) => {
+            let d = format!("{r:?}");
+            let name = d.split([' ', '{', '(']).next().unwrap_or("").to_string();
+            format!("consensus: {name}")
+        }
+        QuorumFailure::Invalid(_) => "invalid".into(),
+    }
+}

@@ -1,0 +1,480 @@
+//! Byzantine bounds, asserted with the deterministic simulator (`rakis_core::sim`): the real
+//! coordinators of every node, adversaries plugged per node, a simulated network.
+//!
+//! Run the measurement behind `docs/security.md` with
+//! `cargo test -p rakis-core --features sim --release --test sim -- --ignored --nocapture`.
+
+// The ignored measurements print their tables.
+#![allow(clippy::print_stdout)]
+
+use rakis_core::sim::{
+    Behaviour, Committee, Corpus, Lie, NetworkConfig, Partition, Report, RequestStatus, Scenario,
+};
+
+/// Rounds per measurement (one request per round).
+const ROUNDS: usize = 40;
+/// Requests are spaced so that each node's single worker is free for the next one.
+const INTERVAL_MS: u64 = 700;
+
+/// `n` nodes, quorum `n`, the given distance and share, `rounds` sequential requests.
+fn quorum(n: usize, distance: f64, share: f64, rounds: usize, seed: u64) -> Scenario {
+    Scenario::new(n)
+        .security(n as u32, distance, share)
+        .requests(rounds, INTERVAL_MS)
+        .seed(seed)
+}
+
+fn default_frame(n: usize, rounds: usize, seed: u64) -> Scenario {
+    quorum(n, 0.30, 0.6, rounds, seed)
+}
+
+/// Every request completed with one honest result shared by every honest node.
+fn assert_all_honest(r: &Report, what: &str) {
+    for q in &r.requests {
+        assert!(
+            matches!(q.status, RequestStatus::Completed { honest: true, .. }),
+            "{what}: request {} ended {:?}\n{}",
+            q.index,
+            q.status,
+            r.summary()
+        );
+        assert!(
+            !q.adversary_accepted,
+            "{what}: request {} accepted an adversary",
+            q.index
+        );
+    }
+    assert_eq!(r.wrong_results, 0, "{what}");
+    assert_eq!(r.inconsistent, 0, "{what}");
+}
+
+/// Share of rounds in which the adversary entered an honest node's accepted set.
+fn entered(r: &Report) -> f64 {
+    r.adversary_accepted as f64 / r.requests.len() as f64
+}
+
+#[test]
+fn honest_network_agrees_on_an_honest_answer() {
+    let r = Scenario::new(5)
+        .corpus(Corpus::deterministic())
+        .requests(ROUNDS, INTERVAL_MS)
+        .seed(1)
+        .run();
+    assert_all_honest(&r, "all honest");
+    assert_eq!(r.completed, ROUNDS);
+    assert!(r.result_latency.max_ms <= 1_000 + 200, "{}", r.summary());
+    // Request, 5 commits, 5 reveals and 5 results, each to 4 peers.
+    assert_eq!(r.messages_per_request(), 64.0, "{}", r.summary());
+}
+
+#[test]
+fn same_seed_same_report_other_seed_other_run() {
+    let s = default_frame(5, 10, 3).behaviour(4, Behaviour::Garbage);
+    let a = s.run();
+    let b = s.run();
+    assert_eq!(a.summary(), b.summary());
+    let ids = |r: &Report| r.requests.iter().map(|q| q.request_id).collect::<Vec<_>>();
+    assert_eq!(ids(&a), ids(&b));
+    let c = s.clone().seed(4).run();
+    assert_ne!(ids(&a), ids(&c));
+}
+
+/// Adversaries the embedding separates from honest answers, within the tolerance of the default
+/// frame (2 of 5: the honest 3 reach the threshold `ceil(0.6 × 5) = 3` alone), never win and
+/// never split the honest nodes.
+#[test]
+fn adversaries_within_tolerance_never_win() {
+    let cases = [
+        Behaviour::Garbage,
+        Behaviour::Freerider,
+        Behaviour::RevealMismatch,
+        Behaviour::WithholdReveal,
+        Behaviour::Equivocate,
+        Behaviour::WrongEmbedding,
+        Behaviour::Collude {
+            group: 1,
+            lie: Lie::Garbage,
+        },
+    ];
+    for b in cases {
+        let r = default_frame(5, 12, 11)
+            .corpus(Corpus::deterministic())
+            .behaviours([3, 4], b.clone())
+            .run();
+        assert_all_honest(&r, &format!("{b:?}"));
+        // With honest wording variance (temperature > 0) some rounds fail, none goes wrong.
+        let r = default_frame(5, 12, 12).behaviours([1, 3], b.clone()).run();
+        assert_eq!(r.wrong_results, 0, "{b:?}: {}", r.summary());
+        assert_eq!(r.adversary_accepted, 0, "{b:?}: {}", r.summary());
+        assert_eq!(r.inconsistent, 0, "{b:?}: {}", r.summary());
+    }
+}
+
+/// Two late committers out of five leave three timely commits: the quorum of 5 is not reached.
+/// One late committer out of six is ignored.
+#[test]
+fn late_commits_are_ignored() {
+    let r = default_frame(5, 6, 13)
+        .corpus(Corpus::deterministic())
+        .behaviours([3, 4], Behaviour::LateCommit { after_ms: 50 })
+        .run();
+    assert_eq!(
+        r.failures.get("quorum not reached"),
+        Some(&6),
+        "{}",
+        r.summary()
+    );
+    let r = quorum(6, 0.30, 0.6, 8, 5)
+        .security(5, 0.30, 0.6)
+        .corpus(Corpus::deterministic())
+        .behaviour(5, Behaviour::LateCommit { after_ms: 30 })
+        .run();
+    assert_all_honest(&r, "late commit");
+}
+
+/// Beyond the tolerance (3 of 5 that do not collude) the request fails: it never accepts an
+/// adversarial answer.
+#[test]
+fn beyond_tolerance_the_request_fails() {
+    let mixes: [[Behaviour; 3]; 3] = [
+        [
+            Behaviour::Garbage,
+            Behaviour::Garbage,
+            Behaviour::WithholdReveal,
+        ],
+        [
+            Behaviour::Freerider,
+            Behaviour::Freerider,
+            Behaviour::Equivocate,
+        ],
+        [
+            Behaviour::RevealMismatch,
+            Behaviour::WrongEmbedding,
+            Behaviour::Garbage,
+        ],
+    ];
+    for mix in mixes {
+        let mut s = default_frame(5, 10, 21).corpus(Corpus::deterministic());
+        for (i, b) in mix.iter().enumerate() {
+            s = s.behaviour(2 + i, b.clone());
+        }
+        let r = s.run();
+        assert_eq!(r.failed, 10, "{mix:?}: {}", r.summary());
+        assert_eq!(r.wrong_results, 0, "{mix:?}");
+        assert_eq!(r.adversary_accepted, 0, "{mix:?}");
+    }
+}
+
+/// Freeriders copy a reveal they saw; the copy never opens their commitment.
+#[test]
+fn freeriders_never_pass_verification() {
+    for seed in 0..3 {
+        let r = default_frame(5, 15, 100 + seed)
+            .behaviours([1, 4], Behaviour::Freerider)
+            .corpus(Corpus::deterministic())
+            .run();
+        assert_all_honest(&r, "freeriders");
+    }
+    // Even when they are the majority, nothing is accepted.
+    let r = default_frame(5, 10, 7)
+        .behaviours([0, 1, 2], Behaviour::Freerider)
+        .run();
+    assert_eq!(r.failed, 10, "{}", r.summary());
+    assert_eq!(r.adversary_accepted, 0);
+}
+
+/// Known limit: a freerider that copies an answer already revealed for the same prompt (an earlier
+/// request) commits honest-looking text and passes. Embedding consensus cannot tell a cached
+/// answer from a fresh one; only unique prompts or likelihood evidence can.
+#[test]
+fn copying_an_earlier_public_answer_passes() {
+    let r = default_frame(5, 12, 9)
+        .corpus(Corpus::deterministic())
+        .behaviour(4, Behaviour::CopyPriorAnswer)
+        .run();
+    // The first round of each of the 6 prompts: nothing to copy yet, random words.
+    let later: Vec<_> = r.requests.iter().filter(|q| q.index >= 6).collect();
+    assert!(
+        later.iter().all(|q| q.adversary_accepted),
+        "{}",
+        r.summary()
+    );
+    assert!(r.requests.iter().take(6).all(|q| !q.adversary_accepted));
+}
+
+/// Known limit: colluders with identical text who reach the threshold win, whatever they say.
+#[test]
+fn three_colluders_of_five_always_win() {
+    for lie in [Lie::OffTopic, Lie::Garbage, Lie::FactSwap] {
+        let r = default_frame(5, ROUNDS, 31)
+            .behaviours([0, 2, 4], Behaviour::Collude { group: 9, lie })
+            .run();
+        assert_eq!(r.completed, ROUNDS, "{lie:?}: {}", r.summary());
+        assert_eq!(r.adversary_accepted, ROUNDS, "{lie:?}: {}", r.summary());
+        if lie == Lie::FactSwap {
+            // The lie is close to the honest answers: all five share the ball and the selection
+            // picks a colluder's text in about 3 of 5 rounds (20 of 40 here).
+            assert!(r.wrong_results > 0, "{lie:?}: {}", r.summary());
+        } else {
+            assert_eq!(r.wrong_results, ROUNDS, "{lie:?}: {}", r.summary());
+        }
+    }
+    // Two colluders on random words never win.
+    let r = default_frame(5, ROUNDS, 31)
+        .behaviours(
+            [0, 2],
+            Behaviour::Collude {
+                group: 9,
+                lie: Lie::Garbage,
+            },
+        )
+        .run();
+    assert_eq!(r.adversary_accepted, 0, "{}", r.summary());
+}
+
+/// Known limit, measured (not tuned): an honest answer with its key fact swapped, and an honest
+/// answer cut to 20 %, enter the accepted ball of the default frame in a large share of rounds.
+/// The figures are in docs/security.md; the bands here only catch a change of behaviour.
+#[test]
+fn subtle_lies_enter_the_ball() {
+    let fact = default_frame(5, ROUNDS, 41)
+        .behaviour(4, Behaviour::FactSwap)
+        .run();
+    let cut = default_frame(5, ROUNDS, 41)
+        .behaviour(4, Behaviour::Truncated { percent: 20 })
+        .run();
+    let off = default_frame(5, ROUNDS, 41)
+        .behaviour(4, Behaviour::OffTopic)
+        .run();
+    let (f, c, o) = (entered(&fact), entered(&cut), entered(&off));
+    assert!(f >= 0.5, "fact swap entered {f}: {}", fact.summary());
+    assert!(c <= f, "truncation {c} vs fact swap {f}");
+    // The bag-of-words stand-in embedder puts some off-topic answers (sharing "the", "is",
+    // "of" …) inside the radius; MiniLM did not (closest at 0.359 in the reference).
+    assert!(o <= 0.15, "off-topic entered {o}: {}", off.summary());
+}
+
+#[test]
+fn replayed_messages_change_nothing() {
+    for delay in [5, 400, 2_500] {
+        let r = default_frame(5, 10, 51)
+            .corpus(Corpus::deterministic())
+            .behaviour(4, Behaviour::Replay { delay_ms: delay })
+            .run();
+        assert_all_honest(&r, &format!("replay +{delay} ms"));
+    }
+}
+
+/// Known limit: an equivocator that sends one commitment to half the committee and another to
+/// the other half (and no relay brings the other half's copy in time) is accepted by one half and
+/// rejected by the other: the honest nodes sign different results. Never a wrong result from an
+/// honest answer; with a subtle lie, one half may select it.
+#[test]
+fn split_equivocation_splits_honest_results() {
+    let r = default_frame(5, 10, 91)
+        .corpus(Corpus::deterministic())
+        .behaviour(4, Behaviour::EquivocateSplit)
+        .run();
+    assert_eq!(r.wrong_results, 0, "{}", r.summary());
+    assert_eq!(r.inconsistent, 10, "{}", r.summary());
+    // Broadcast to everyone, the two commitments prove equivocation everywhere.
+    let r = default_frame(5, 10, 91)
+        .corpus(Corpus::deterministic())
+        .behaviour(4, Behaviour::Equivocate)
+        .run();
+    assert_all_honest(&r, "equivocate");
+}
+
+/// Known limit: with independent per-delivery loss (no gossip repair) honest nodes miss different
+/// reveals, accept different sets and sign different result digests, although they select the
+/// same text when the honest answers are identical. Sync recovers missed commits, not missed
+/// reveals. Never a wrong result.
+#[test]
+fn loss_splits_accepted_sets_but_never_accepts_a_wrong_answer() {
+    let r = quorum(7, 0.30, 0.6, 20, 61)
+        .security(5, 0.30, 0.6)
+        .corpus(Corpus::deterministic())
+        .network(NetworkConfig {
+            loss: 0.05,
+            ..NetworkConfig::default()
+        })
+        .run();
+    assert!(r.lost > 0);
+    assert_eq!(r.wrong_results, 0, "{}", r.summary());
+    assert!(r.inconsistent >= 10, "{}", r.summary());
+    for q in &r.requests {
+        if let RequestStatus::Inconsistent { outputs, .. } = q.status {
+            assert_eq!(outputs, 1, "{}", r.summary());
+        }
+    }
+}
+
+#[test]
+fn partitions_fail_or_agree_but_never_accept_a_wrong_answer() {
+    // Healed before the deadline: everything completes.
+    let healed = quorum(5, 0.30, 0.6, 1, 71)
+        .corpus(Corpus::deterministic())
+        .network(NetworkConfig {
+            partitions: vec![Partition {
+                from_ms: 0,
+                until_ms: 1_000,
+                groups: vec![vec![0, 1, 2], vec![3, 4]],
+            }],
+            ..NetworkConfig::default()
+        })
+        .run();
+    // Commits of the cut nodes are lost: the request cannot reach a quorum of 5 unless sync
+    // recovers them.
+    assert_eq!(healed.wrong_results, 0);
+    // Cut for the whole request: the quorum of 5 is never reached on either side.
+    let cut = quorum(5, 0.30, 0.6, 3, 71)
+        .corpus(Corpus::deterministic())
+        .network(NetworkConfig {
+            partitions: vec![Partition {
+                from_ms: 0,
+                until_ms: 60_000,
+                groups: vec![vec![0, 1, 2], vec![3, 4]],
+            }],
+            ..NetworkConfig::default()
+        })
+        .run();
+    assert_eq!(cut.failed, 3, "{}", cut.summary());
+    assert_eq!(cut.wrong_results, 0);
+    // Quorum 3 of 5: the majority side completes, the minority fails; never a wrong result.
+    let majority = quorum(5, 0.30, 0.6, 3, 71)
+        .security(3, 0.30, 0.6)
+        .corpus(Corpus::deterministic())
+        .network(NetworkConfig {
+            partitions: vec![Partition {
+                from_ms: 0,
+                until_ms: 60_000,
+                groups: vec![vec![0, 1, 2], vec![3, 4]],
+            }],
+            ..NetworkConfig::default()
+        })
+        .run();
+    assert_eq!(majority.inconsistent, 3, "{}", majority.summary());
+    assert_eq!(majority.wrong_results, 0);
+}
+
+#[test]
+fn sampled_committees_scale() {
+    let r = Scenario::new(200)
+        .verifier_nodes(40)
+        .security(5, 0.30, 0.6)
+        .committee(Committee::Sampled {
+            answerers: 5,
+            verifiers: 2,
+        })
+        .corpus(Corpus::deterministic())
+        .requests(20, 50)
+        .seed(81)
+        .run();
+    assert_all_honest(&r, "sampled");
+    for q in &r.requests {
+        assert_eq!(q.committee.len(), 7);
+    }
+    // Request to 6, 5 commits, 5 reveals and 7 results to 6 peers each.
+    assert_eq!(r.messages_per_request(), 18.0 * 6.0, "{}", r.summary());
+}
+
+fn colluders(k: usize, lie: Lie) -> Vec<(usize, Behaviour)> {
+    (5 - k..5)
+        .map(|i| (i, Behaviour::Collude { group: 1, lie }))
+        .collect()
+}
+
+/// The measurement behind the table in docs/security.md.
+#[test]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+fn security_table() {
+    const N: usize = 200;
+    let frames = [
+        (0.20, 0.6),
+        (0.30, 0.6),
+        (0.40, 0.6),
+        (0.20, 0.8),
+        (0.30, 0.8),
+        (0.40, 0.8),
+    ];
+    let cases: Vec<(&str, Vec<(usize, Behaviour)>)> = vec![
+        ("all honest", vec![]),
+        ("fact swap 1/5", vec![(4, Behaviour::FactSwap)]),
+        (
+            "truncated 20% 1/5",
+            vec![(4, Behaviour::Truncated { percent: 20 })],
+        ),
+        (
+            "truncated 50% 1/5",
+            vec![(4, Behaviour::Truncated { percent: 50 })],
+        ),
+        ("off-topic 1/5", vec![(4, Behaviour::OffTopic)]),
+        ("garbage 1/5", vec![(4, Behaviour::Garbage)]),
+        (
+            "freerider 2/5",
+            vec![(3, Behaviour::Freerider), (4, Behaviour::Freerider)],
+        ),
+        ("colluders fact swap 2/5", colluders(2, Lie::FactSwap)),
+        ("colluders off-topic 2/5", colluders(2, Lie::OffTopic)),
+        ("colluders off-topic 3/5", colluders(3, Lie::OffTopic)),
+    ];
+    println!("| case | distance | share | adversary in ball | wrong result | failed |");
+    println!("|---|---|---|---|---|---|");
+    for (name, advs) in &cases {
+        for &(d, p) in &frames {
+            let mut s = quorum(5, d, p, N, 1234);
+            for (i, b) in advs {
+                s = s.behaviour(*i, b.clone());
+            }
+            let r = s.run();
+            let n = r.requests.len() as f64;
+            println!(
+                "| {name} | {d:.2} | {p:.1} | {:.0} % | {:.0} % | {:.0} % |",
+                100.0 * r.adversary_accepted as f64 / n,
+                100.0 * r.wrong_results as f64 / n,
+                100.0 * (r.failed + r.inconsistent) as f64 / n,
+            );
+        }
+    }
+}
+
+/// The scale figures in docs/benchmarks.md: the benchmark's scenario with and without loss, and
+/// a full broadcast for comparison.
+#[test]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+fn scale_report() {
+    for loss in [0.0, 0.01] {
+        let s = Scenario::new(1_000)
+            .verifier_nodes(100)
+            .security(5, 0.30, 0.6)
+            .committee(Committee::Sampled {
+                answerers: 7,
+                verifiers: 3,
+            })
+            .behaviours((0..900).step_by(10), Behaviour::OffTopic)
+            .network(NetworkConfig {
+                loss,
+                ..NetworkConfig::default()
+            })
+            .requests(100, 100)
+            .seed(2026);
+        let t = std::time::Instant::now();
+        let r = s.run();
+        println!("sampled, loss {loss}: {:?}\n  {}", t.elapsed(), r.summary());
+        assert_eq!(r.requests.len(), 100);
+    }
+    for n in [20, 50] {
+        let t = std::time::Instant::now();
+        let r = Scenario::new(n)
+            .security(5, 0.30, 0.6)
+            .requests(10, 700)
+            .seed(2026)
+            .run();
+        println!(
+            "full broadcast, {n} nodes: {:?}\n  {}",
+            t.elapsed(),
+            r.summary()
+        );
+        assert_eq!(r.requests.len(), 10);
+    }
+}
