@@ -783,6 +783,19 @@ impl Coordinator {
         }
     }
 
+    /// Ends a request as failed: the phase, the stored failure and the event.
+    fn fail(q: &mut Quorum, reason: QuorumFailure, out: &mut Vec<Action>) {
+        q.phase = Phase::Failed(reason.clone());
+        out.push(Action::Persist(StoreOp::Failed {
+            request_id: q.id,
+            reason: reason.clone(),
+        }));
+        out.push(Action::Emit(NodeEvent::Failed {
+            request_id: q.id,
+            reason,
+        }));
+    }
+
     fn skip(q: &mut Quorum, reason: String, out: &mut Vec<Action>) {
         q.own = OwnState::Skipped;
         out.push(Action::Emit(NodeEvent::AnswerSkipped {
@@ -1393,16 +1406,8 @@ impl Coordinator {
                 if committed < needed {
                     let reason = QuorumFailure::QuorumNotReached { committed, needed };
                     info!(request = %id.short(), %reason, "quorum failed");
-                    q.phase = Phase::Failed(reason.clone());
                     q.early_reveals.clear();
-                    out.push(Action::Persist(StoreOp::Failed {
-                        request_id: id,
-                        reason: reason.clone(),
-                    }));
-                    out.push(Action::Emit(NodeEvent::Failed {
-                        request_id: id,
-                        reason,
-                    }));
+                    Self::fail(q, reason, out);
                     return;
                 }
                 q.phase = Phase::Revealing;
@@ -1487,16 +1492,7 @@ impl Coordinator {
         let mut params = match ConsensusParams::from_frame(&q.request.frame) {
             Ok(p) => p,
             Err(e) => {
-                let reason = QuorumFailure::Invalid(e.to_string());
-                q.phase = Phase::Failed(reason.clone());
-                out.push(Action::Persist(StoreOp::Failed {
-                    request_id: id,
-                    reason: reason.clone(),
-                }));
-                out.push(Action::Emit(NodeEvent::Failed {
-                    request_id: id,
-                    reason,
-                }));
+                Self::fail(q, QuorumFailure::Invalid(e.to_string()), out);
                 return;
             }
         };
@@ -1528,16 +1524,7 @@ impl Coordinator {
         let outcome = match evaluate(&id, &params, &commits, &submissions) {
             Ok(o) => o,
             Err(e) => {
-                let reason = QuorumFailure::Invalid(e.to_string());
-                q.phase = Phase::Failed(reason.clone());
-                out.push(Action::Persist(StoreOp::Failed {
-                    request_id: id,
-                    reason: reason.clone(),
-                }));
-                out.push(Action::Emit(NodeEvent::Failed {
-                    request_id: id,
-                    reason,
-                }));
+                Self::fail(q, QuorumFailure::Invalid(e.to_string()), out);
                 return;
             }
         };
@@ -1583,20 +1570,12 @@ impl Coordinator {
             Decision::Failed(reason) => {
                 let reason = QuorumFailure::Consensus(reason.clone());
                 info!(request = %id.short(), %reason, "consensus failed");
-                q.phase = Phase::Failed(reason.clone());
                 out.push(Action::Persist(StoreOp::Outcome {
                     request_id: id,
                     outcome: (*outcome).clone(),
                     signed: None,
                 }));
-                out.push(Action::Persist(StoreOp::Failed {
-                    request_id: id,
-                    reason: reason.clone(),
-                }));
-                out.push(Action::Emit(NodeEvent::Failed {
-                    request_id: id,
-                    reason,
-                }));
+                Self::fail(q, reason, out);
             }
         }
     }

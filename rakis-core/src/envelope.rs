@@ -167,13 +167,7 @@ impl Inbox {
                 max_ms: self.max_skew_ms,
             });
         }
-        self.expire(now_ms);
-        if self.seen.contains_key(&v.id) {
-            return Err(EnvelopeError::Duplicate);
-        }
-        self.seen.insert(v.id, now_ms);
-        self.order.push_back((now_ms, v.id));
-        Ok(v)
+        self.admit(v, now_ms)
     }
 
     /// Checks a message relayed inside a [`Message::SyncResponse`]: like [`Inbox::accept`] but
@@ -182,21 +176,35 @@ impl Inbox {
     /// already received are refused.
     pub fn accept_relayed(&mut self, bytes: &[u8], now_ms: u64) -> Result<Verified, EnvelopeError> {
         let v = open(bytes, &self.network_id)?;
+        self.admit(v, now_ms)
+    }
+
+    /// Remembers a message this node sent itself so that echoes are dropped.
+    /// The message was sealed here, so its signature is not checked again: only its id is
+    /// taken.
+    pub fn remember_own(&mut self, bytes: &[u8], now_ms: u64) {
+        let id = bytes
+            .split_first()
+            .and_then(|(_, rest)| postcard::from_bytes::<SignedEnvelope<'_>>(rest).ok())
+            .map(|signed| rakis_consensus::sha256(signed.body));
+        if let Some(id) = id {
+            self.remember(id, now_ms);
+        }
+    }
+
+    /// Refuses a message already seen; otherwise remembers it. Forgets expired ids first.
+    fn admit(&mut self, v: Verified, now_ms: u64) -> Result<Verified, EnvelopeError> {
         self.expire(now_ms);
         if self.seen.contains_key(&v.id) {
             return Err(EnvelopeError::Duplicate);
         }
-        self.seen.insert(v.id, now_ms);
-        self.order.push_back((now_ms, v.id));
+        self.remember(v.id, now_ms);
         Ok(v)
     }
 
-    /// Remembers a message this node sent itself so that echoes are dropped.
-    pub fn remember_own(&mut self, bytes: &[u8], now_ms: u64) {
-        if let Ok(v) = open(bytes, &self.network_id) {
-            self.seen.insert(v.id, now_ms);
-            self.order.push_back((now_ms, v.id));
-        }
+    fn remember(&mut self, id: Hash32, now_ms: u64) {
+        self.seen.insert(id, now_ms);
+        self.order.push_back((now_ms, id));
     }
 
     fn expire(&mut self, now_ms: u64) {

@@ -935,23 +935,31 @@ impl Driver {
     /// Signs and sends a message to one peer; falls back to a broadcast when the peer is not
     /// directly reachable.
     async fn send(&mut self, peer: NodeId, message: Message) {
-        let now = self.clock.now_ms();
         let kind = message.kind();
-        match seal(&self.key, &self.config.network_id, now, message) {
-            Ok(bytes) => {
-                self.inbox.remember_own(&bytes, now);
-                if let Err(e) = self.transport.send(&peer, bytes.clone()).await {
-                    debug!(kind, peer = %peer.short(), error = %e, "direct send failed; broadcasting");
-                    if let Err(e) = self.transport.broadcast(bytes).await {
-                        warn!(kind, error = %e, "broadcast failed");
-                    }
-                }
+        let Some(bytes) = self.seal_own(message) else {
+            return;
+        };
+        if let Err(e) = self.transport.send(&peer, bytes.clone()).await {
+            debug!(kind, peer = %peer.short(), error = %e, "direct send failed; broadcasting");
+            if let Err(e) = self.transport.broadcast(bytes).await {
+                warn!(kind, error = %e, "broadcast failed");
             }
-            Err(e) => error!(kind, error = %e, "could not seal message"),
         }
     }
 
     async fn broadcast(&mut self, message: Message) {
+        let kind = message.kind();
+        let Some(bytes) = self.seal_own(message) else {
+            return;
+        };
+        if let Err(e) = self.transport.broadcast(bytes).await {
+            warn!(kind, error = %e, "broadcast failed");
+        }
+    }
+
+    /// Signs a message of this node, remembers it (echoes are dropped) and logs it for sync
+    /// answers when it belongs to a request.
+    fn seal_own(&mut self, message: Message) -> Option<Vec<u8>> {
         let now = self.clock.now_ms();
         let kind = message.kind();
         let log_id = if syncable(&message) {
@@ -965,11 +973,12 @@ impl Driver {
                 if let Some(id) = log_id {
                     self.sync_log.record(id, &bytes);
                 }
-                if let Err(e) = self.transport.broadcast(bytes).await {
-                    warn!(kind, error = %e, "broadcast failed");
-                }
+                Some(bytes)
             }
-            Err(e) => error!(kind, error = %e, "could not seal message"),
+            Err(e) => {
+                error!(kind, error = %e, "could not seal message");
+                None
+            }
         }
     }
 
