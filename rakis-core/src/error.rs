@@ -170,6 +170,15 @@ pub enum ChainError {
     /// The result is already on the chain.
     #[error("already submitted")]
     AlreadySubmitted,
+    /// The sink needs more node signatures than it was given (the node submits again when more
+    /// attestations arrive).
+    #[error("not enough signatures: {have} of {need}")]
+    NotEnoughSignatures {
+        /// Usable signatures given.
+        have: usize,
+        /// Signatures the chain requires.
+        need: usize,
+    },
     /// Any other failure.
     #[error("chain: {0}")]
     Other(String),

@@ -5,6 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long after a sink asked for more signatures the node submits again (it also does as
+/// soon as another node's matching result arrives).
+pub const SIGNATURE_RETRY: Duration = Duration::from_secs(1);
+/// How many times a sink may ask for more signatures before the submission is given up.
+pub const MAX_SIGNATURE_RETRIES: u32 = 300;
+
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, info, info_span, warn, Instrument};
@@ -277,6 +283,7 @@ impl NodeBuilder {
             jobs_tx,
             jobs_rx,
             peer_results: BTreeMap::new(),
+            awaiting_signatures: BTreeMap::new(),
             submitting: BTreeSet::new(),
             dropped: 0,
             sync_log: SyncLog::default(),
@@ -522,6 +529,9 @@ struct Driver {
     peer_results: BTreeMap<RequestId, Vec<ConsensusResultMsg>>,
     /// Submissions started in this run and not finished: (request, sink name).
     submitting: BTreeSet<(RequestId, String)>,
+    /// Submissions a sink refused for too few signatures, retried as attestations arrive and
+    /// every [`SIGNATURE_RETRY`]: how many times each was refused.
+    awaiting_signatures: BTreeMap<(RequestId, String), u32>,
     dropped: u64,
     /// Original wire bytes of the request, commits, reveals and results seen per request, to
     /// answer sync requests of peers that joined late or were cut off.
@@ -586,7 +596,10 @@ enum DriverInput {
     Submitted {
         request_id: RequestId,
         sink: String,
-        result: Result<String, String>,
+        result: Result<String, crate::error::ChainError>,
+    },
+    RetrySubmission {
+        request_id: RequestId,
     },
 }
 
@@ -821,15 +834,42 @@ impl Driver {
         match input {
             DriverInput::Coordinator(i) => self.feed(i).await,
             DriverInput::ChainRequest(r) => self.feed(Input::LocalRequest(r)).await,
+            DriverInput::RetrySubmission { request_id } => {
+                if self.awaits_signatures(&request_id) {
+                    self.submit_to_sinks(request_id).await;
+                }
+            }
             DriverInput::Submitted {
                 request_id,
                 sink,
                 result,
             } => {
                 self.submitting.remove(&(request_id, sink.clone()));
+                if let Err(crate::error::ChainError::NotEnoughSignatures { have, need }) = &result {
+                    let refusals = self
+                        .awaiting_signatures
+                        .remove(&(request_id, sink.clone()))
+                        .unwrap_or(0)
+                        + 1;
+                    if refusals < MAX_SIGNATURE_RETRIES {
+                        // Still pending: submitted again when another matching result arrives,
+                        // or after a while (a sink may settle for fewer once it has waited).
+                        debug!(request = %request_id.short(), %sink, have, need, "waiting for more signatures");
+                        self.awaiting_signatures
+                            .insert((request_id, sink), refusals);
+                        let tx = self.jobs_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(SIGNATURE_RETRY).await;
+                            let _ = tx.send(DriverInput::RetrySubmission { request_id });
+                        });
+                        return;
+                    }
+                    warn!(request = %request_id.short(), %sink, have, need, "gave up waiting for signatures");
+                }
+                self.awaiting_signatures.remove(&(request_id, sink.clone()));
                 let state = match &result {
                     Ok(r) => SubmissionState::Submitted(r.clone()),
-                    Err(e) => SubmissionState::Failed(e.clone()),
+                    Err(e) => SubmissionState::Failed(e.to_string()),
                 };
                 if let Err(e) = self
                     .store
@@ -851,7 +891,7 @@ impl Driver {
                     Err(error) => NodeEvent::SubmitFailed {
                         request_id,
                         sink,
-                        error,
+                        error: error.to_string(),
                     },
                 };
                 let _ = self.events.send(ev);
@@ -1084,6 +1124,9 @@ impl Driver {
                                 .entry(*request_id)
                                 .or_default()
                                 .push((**result).clone());
+                            if self.awaits_signatures(request_id) {
+                                self.submit_to_sinks(*request_id).await;
+                            }
                         }
                         NodeEvent::Completed { request_id, .. } => {
                             self.submit_to_sinks(*request_id).await
@@ -1098,7 +1141,16 @@ impl Driver {
 
     /// Records the result of `id` as pending on every sink, before the result itself is stored.
     async fn mark_pending(&mut self, id: RequestId) {
-        for sink in &self.sinks {
+        let Some(request) = self.coordinator.request(&id) else {
+            return;
+        };
+        let sinks: Vec<_> = self
+            .sinks
+            .iter()
+            .filter(|s| s.accepts(request))
+            .cloned()
+            .collect();
+        for sink in &sinks {
             let op = StoreOp::Submission {
                 request_id: id,
                 sink: sink.name(),
@@ -1110,10 +1162,21 @@ impl Driver {
         }
     }
 
+    /// Whether some sink waits for more signatures of `id`.
+    fn awaits_signatures(&self, id: &RequestId) -> bool {
+        self.awaiting_signatures
+            .range((*id, String::new())..)
+            .next()
+            .is_some_and(|((r, _), _)| r == id)
+    }
+
     /// Submits the signed result of `id` to every sink that has not got it: sinks whose stored
     /// state is [`SubmissionState::Submitted`], and submissions already running, are skipped.
     async fn submit_to_sinks(&mut self, id: RequestId) {
         let Some(signed) = self.coordinator.signed_result(&id).cloned() else {
+            return;
+        };
+        let Some(request) = self.coordinator.request(&id).cloned() else {
             return;
         };
         if self.sinks.is_empty() {
@@ -1141,6 +1204,9 @@ impl Driver {
             .sinks
             .iter()
             .filter(|sink| {
+                if !sink.accepts(&request) {
+                    return false;
+                }
                 let name = sink.name();
                 if let Some(SubmissionState::Submitted(reference)) = states.get(&name) {
                     debug!(request = %id.short(), sink = %name, %reference, "result already submitted; skipped");
@@ -1154,24 +1220,29 @@ impl Driver {
             let tx = self.jobs_tx.clone();
             let signed = signed.clone();
             let attestations = attestations.clone();
-            tokio::spawn(async move {
-                let name = sink.name();
-                let result = match sink.is_submitted(&id).await {
-                    Ok(true) => Ok("already submitted".to_string()),
-                    _ => match sink.submit(&signed, &attestations).await {
-                        Ok(r) => Ok(r.reference),
-                        Err(crate::error::ChainError::AlreadySubmitted) => {
-                            Ok("already submitted".to_string())
-                        }
-                        Err(e) => Err(e.to_string()),
-                    },
-                };
-                let _ = tx.send(DriverInput::Submitted {
-                    request_id: id,
-                    sink: name,
-                    result,
-                });
-            });
+            let request = request.clone();
+            let span = info_span!("submit", request = %id.short(), sink = %sink.name());
+            tokio::spawn(
+                async move {
+                    let name = sink.name();
+                    let result = match sink.is_submitted(&id).await {
+                        Ok(true) => Ok("already submitted".to_string()),
+                        _ => match sink.submit(&request, &signed, &attestations).await {
+                            Ok(r) => Ok(r.reference),
+                            Err(crate::error::ChainError::AlreadySubmitted) => {
+                                Ok("already submitted".to_string())
+                            }
+                            Err(e) => Err(e),
+                        },
+                    };
+                    let _ = tx.send(DriverInput::Submitted {
+                        request_id: id,
+                        sink: name,
+                        result,
+                    });
+                }
+                .instrument(span),
+            );
         }
     }
 }

@@ -119,12 +119,80 @@ impl InferenceRequest {
         }
     }
 
-    /// The request id: `SHA-256("rakis/request/v1" ‖ 0x00 ‖ postcard(request))`. It covers the
-    /// content, the requester, the origin and the nonce.
+    /// The request id.
+    ///
+    /// * A peer request: `SHA-256("rakis/request/v1" ‖ 0x00 ‖ postcard(request))`, covering the
+    ///   content, the requester, the origin and the nonce.
+    /// * A chain request ([`Origin::Chain`]): [`chain_request_id`], a digest the oracle contract
+    ///   computes too, so that the signatures over a result name the contract's own request.
     pub fn id(&self) -> RequestId {
+        if let Origin::Chain {
+            chain_id, contract, ..
+        } = &self.origin
+        {
+            return chain_request_id(
+                *chain_id,
+                contract,
+                self.nonce,
+                self.created_at_ms,
+                &self.chain_params_digest(),
+            );
+        }
         let mut pre = b"rakis/request/v1\0".to_vec();
         pre.extend(postcard::to_allocvec(self).expect("requests always encode"));
         RequestId(rakis_consensus::sha256(&pre).0)
+    }
+
+    /// The prompt of a chain request: the text of its one user message (empty when the request
+    /// has another shape, which [`validate`](Self::validate) rejects for chain requests).
+    fn chain_prompt(&self) -> &str {
+        match self.messages.as_slice() {
+            [m] if m.role == Role::User => &m.content,
+            _ => "",
+        }
+    }
+
+    /// The sampling and frame fields as the integers a chain stores:
+    /// `(temperature_milli, top_p_milli, sec_distance_ppm, sec_percentage_ppm)`.
+    pub fn chain_integers(&self) -> (u32, u32, u32, u32) {
+        let milli = |f: f32| (f64::from(f) * 1000.0).round().clamp(0.0, u32::MAX as f64) as u32;
+        let ppm = |f: f64| (f * 1_000_000.0).round().clamp(0.0, u32::MAX as f64) as u32;
+        (
+            milli(self.temperature),
+            milli(self.top_p),
+            ppm(self.frame.sec_distance),
+            ppm(self.frame.sec_percentage),
+        )
+    }
+
+    /// Digest of the parameters of a chain request, see [`chain_request_id`]:
+    ///
+    /// ```text
+    /// SHA-256( SHA-256(prompt) ‖ SHA-256(SHA-256(model_1) ‖ … ‖ SHA-256(model_k))
+    ///          ‖ max_tokens u32 ‖ temperature_milli u32 ‖ top_p_milli u32
+    ///          ‖ quorum u32 ‖ max_time_ms u64 ‖ sec_distance_ppm u32 ‖ sec_percentage_ppm u32
+    ///          ‖ SHA-256(embedding_model) )                        integers big-endian
+    /// ```
+    pub fn chain_params_digest(&self) -> Hash32 {
+        use rakis_consensus::sha256;
+        let (t, p, d, s) = self.chain_integers();
+        let models: Vec<u8> = self
+            .accepted_models
+            .iter()
+            .flat_map(|m| sha256(m.as_bytes()).0)
+            .collect();
+        let mut pre = Vec::with_capacity(32 * 3 + 36);
+        pre.extend(sha256(self.chain_prompt().as_bytes()).0);
+        pre.extend(sha256(&models).0);
+        pre.extend(self.max_tokens.to_be_bytes());
+        pre.extend(t.to_be_bytes());
+        pre.extend(p.to_be_bytes());
+        pre.extend(self.frame.quorum.to_be_bytes());
+        pre.extend(self.frame.max_time_ms.to_be_bytes());
+        pre.extend(d.to_be_bytes());
+        pre.extend(s.to_be_bytes());
+        pre.extend(sha256(self.frame.embedding_model.as_bytes()).0);
+        sha256(&pre)
     }
 
     /// Commit deadline: creation time + `max_time_ms`.
@@ -163,9 +231,54 @@ impl InferenceRequest {
             (Origin::Chain { .. }, Some(_)) => {
                 Err("a chain request is identified by its origin, not a requester".into())
             }
+            (Origin::Chain { .. }, None) => self.validate_chain_shape(),
             _ => Ok(()),
         }
     }
+
+    /// A chain request's id covers its fields as the integers the chain stores, so the fields
+    /// must be exactly those integers: one user message, temperature and top-p in thousandths,
+    /// distance and share in millionths. Otherwise two different requests would share an id.
+    fn validate_chain_shape(&self) -> Result<(), String> {
+        if !matches!(self.messages.as_slice(), [m] if m.role == Role::User) {
+            return Err("a chain request carries exactly one user message".into());
+        }
+        let (t, p, d, s) = self.chain_integers();
+        if self.temperature != t as f32 / 1000.0 || self.top_p != p as f32 / 1000.0 {
+            return Err("a chain request's temperature and top-p are whole thousandths".into());
+        }
+        if self.frame.sec_distance != d as f64 / 1e6 || self.frame.sec_percentage != s as f64 / 1e6
+        {
+            return Err("a chain request's distance and share are whole millionths".into());
+        }
+        Ok(())
+    }
+}
+
+/// Id of a request made by an oracle contract, computed the same way by the contract:
+///
+/// ```text
+/// SHA-256( "rakis/chain-request/v1" ‖ 0x00 ‖ chain_id u64 ‖ contract (20 bytes) ‖ nonce u64
+///          ‖ created_at_ms u64 ‖ params_digest )                 integers big-endian
+/// ```
+///
+/// `nonce` is the contract's request counter, `created_at_ms` the block time in milliseconds and
+/// `params_digest` [`InferenceRequest::chain_params_digest`]. The transaction hash and log index
+/// of [`Origin::Chain`] locate the event and are not covered.
+pub fn chain_request_id(
+    chain_id: u64,
+    contract: &Address,
+    nonce: u64,
+    created_at_ms: u64,
+    params_digest: &Hash32,
+) -> RequestId {
+    let mut pre = b"rakis/chain-request/v1\0".to_vec();
+    pre.extend(chain_id.to_be_bytes());
+    pre.extend(contract.0);
+    pre.extend(nonce.to_be_bytes());
+    pre.extend(created_at_ms.to_be_bytes());
+    pre.extend(params_digest.0);
+    RequestId(rakis_consensus::sha256(&pre).0)
 }
 
 /// A commit as broadcast: the consensus commit plus the model that produced the output.

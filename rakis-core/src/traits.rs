@@ -224,10 +224,21 @@ pub struct SubmitReceipt {
 pub trait ChainSink: Send + Sync {
     /// A stable name of this sink (for example `evm:31337`), used to track per-chain state.
     fn name(&self) -> String;
-    /// Submits a result with the signatures gathered for it. Must be idempotent: a result
-    /// already written returns [`ChainError::AlreadySubmitted`] or the earlier receipt.
+    /// Whether this sink records results of `request` (default: every request). An oracle
+    /// contract's sink takes only the requests its contract made; a node neither marks nor
+    /// submits results to a sink that declines.
+    fn accepts(&self, request: &InferenceRequest) -> bool {
+        let _ = request;
+        true
+    }
+    /// Submits the node's own signed `result` of `request`, with the matching results other
+    /// nodes signed (`attestations`, same result digest). Must be idempotent: a result already
+    /// written returns [`ChainError::AlreadySubmitted`] or the earlier receipt. A sink that needs
+    /// more signatures than it was given answers [`ChainError::NotEnoughSignatures`]; the node
+    /// then submits again as more attestations arrive.
     async fn submit(
         &self,
+        request: &InferenceRequest,
         result: &ConsensusResultMsg,
         attestations: &[ConsensusResultMsg],
     ) -> Result<SubmitReceipt, ChainError>;

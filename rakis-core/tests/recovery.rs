@@ -57,6 +57,7 @@ impl ChainSink for RecordingSink {
 
     async fn submit(
         &self,
+        _request: &InferenceRequest,
         result: &ConsensusResultMsg,
         attestations: &[ConsensusResultMsg],
     ) -> Result<SubmitReceipt, ChainError> {
