@@ -59,7 +59,9 @@ pub struct CoordinatorConfig {
     pub initial_generation_estimate_ms: u64,
     /// Re-embedding tolerance override in bits (default: scaled 8 per 384 bits).
     pub reembed_tolerance_bits: Option<u32>,
-    /// Most requests tracked at once; further requests are refused.
+    /// Most requests tracked at once; further requests are refused. Closed requests are forgotten
+    /// to make room once a relayed copy of them would no longer be taken (`reveal_window_ms +
+    /// verify_grace_ms` after their deadline); their records stay in the store.
     pub max_open_requests: usize,
 }
 
@@ -716,6 +718,9 @@ impl Coordinator {
             return false;
         }
         if self.quorums.len() >= self.config.max_open_requests {
+            self.forget_closed(now);
+        }
+        if self.quorums.len() >= self.config.max_open_requests {
             warn!(request = %id.short(), "too many open requests; refusing");
             return false;
         }
@@ -742,6 +747,27 @@ impl Coordinator {
             }
         }
         true
+    }
+
+    /// Forgets closed (completed or failed) requests that nothing can bring back any more: past
+    /// the time until which a relayed copy of the request is still taken (see `on_request_at`),
+    /// and not holding a generation worker. Their records stay in the store. Without this,
+    /// closed requests would count against `max_open_requests` for ever.
+    fn forget_closed(&mut self, now: u64) {
+        let horizon = self
+            .config
+            .reveal_window_ms
+            .saturating_add(self.config.verify_grace_ms);
+        let before = self.quorums.len();
+        self.quorums.retain(|_, q| {
+            !(matches!(q.phase, Phase::Completed | Phase::Failed(_))
+                && q.own != OwnState::Generating
+                && now > q.deadline.saturating_add(horizon))
+        });
+        let forgotten = before - self.quorums.len();
+        if forgotten > 0 {
+            debug!(forgotten, "closed requests forgotten to make room");
+        }
     }
 
     fn schedule(&mut self, now: u64, out: &mut Vec<Action>) {

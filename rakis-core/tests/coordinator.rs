@@ -1129,3 +1129,64 @@ fn a_relayed_commit_signed_after_the_deadline_is_ignored() {
     );
     assert_eq!(sim.nodes[1].stored.len(), before);
 }
+
+/// Regression (found by the flood scenario of the simulator): closed requests used to count
+/// against `max_open_requests` for ever, so a node refused every request after that many in its
+/// lifetime (10,000 by default; a flooder sending valid requests got there in minutes). Closed
+/// requests are now forgotten when room is needed, once no relayed copy can revive them; open
+/// requests never are.
+#[test]
+fn closed_requests_make_room_open_ones_do_not() {
+    let key = NodeKey::from_seed(1);
+    let peer = NodeKey::from_seed(2).node_id();
+    let config = CoordinatorConfig {
+        embedding_model: Some(rakis_core::DEFAULT_EMBEDDING_MODEL.to_string()),
+        reveal_window_ms: 1_000,
+        verify_grace_ms: 1_000,
+        max_open_requests: 2,
+        ..CoordinatorConfig::default()
+    };
+    let mut c = Coordinator::with_rng_seed(key, config, 1);
+    let request = |nonce: u64, at: u64, max_time_ms: u64| {
+        let mut r = InferenceRequest::new("Why is the sky blue?", vec![MODEL.into()], peer, at);
+        r.nonce = nonce;
+        r.frame.max_time_ms = max_time_ms;
+        r
+    };
+    let deliver = |c: &mut Coordinator, now: u64, r: &InferenceRequest| {
+        c.handle(
+            now,
+            Input::Message {
+                from: peer,
+                message: Message::Request(r.clone()),
+            },
+        );
+        c.status(&r.id()).is_some()
+    };
+    let t0 = 1_700_000_000_000;
+    // Two requests fail for want of commits at their deadline: closed.
+    let (a, b) = (request(1, t0, 1_000), request(2, t0, 1_000));
+    assert!(deliver(&mut c, t0, &a));
+    assert!(deliver(&mut c, t0, &b));
+    c.handle(t0 + 1_001, Input::Tick);
+    assert!(matches!(c.status(&a.id()).unwrap().phase, Phase::Failed(_)));
+    // Full, and a relayed copy could still revive the closed ones: refused.
+    let early = request(3, t0 + 1_500, 1_000);
+    assert!(!deliver(&mut c, t0 + 1_500, &early));
+    // Past deadline + reveal window + grace, the closed requests make room.
+    let now = t0 + 3_001;
+    let d = request(4, now, 60_000);
+    assert!(
+        deliver(&mut c, now, &d),
+        "a closed request kept the node full"
+    );
+    assert_eq!(c.request_ids().len(), 1);
+    // Open requests are never forgotten: the node stays full until they close.
+    assert!(deliver(&mut c, now, &request(5, now, 60_000)));
+    assert!(!deliver(
+        &mut c,
+        now + 10_000,
+        &request(6, now + 10_000, 60_000)
+    ));
+    assert_eq!(c.request_ids().len(), 2);
+}

@@ -478,3 +478,145 @@ fn scale_report() {
         assert_eq!(r.requests.len(), 10);
     }
 }
+
+/// Share of completed requests whose selected output is from one of `nodes`.
+fn selected_share(r: &Report, nodes: &[usize]) -> f64 {
+    let picked = r
+        .requests
+        .iter()
+        .filter(|q| matches!(q.status, RequestStatus::Completed { selected, .. } if nodes.contains(&selected)))
+        .count();
+    picked as f64 / r.completed.max(1) as f64
+}
+
+/// Selection steering by salt grinding (before the commit, since the commitment binds the salt):
+/// the selection seed hashes every accepted salt, and the others' salts are secret until they
+/// reveal, so the grinder is selected at the fair rate 1/5. Measured: 0.195 (64 salts per
+/// request) against 0.200 for an honest node 4, over 200 requests.
+#[test]
+fn salt_grinding_does_not_steer_selection() {
+    let honest = default_frame(5, 200, 301)
+        .corpus(Corpus::deterministic())
+        .run();
+    let grind = default_frame(5, 200, 301)
+        .corpus(Corpus::deterministic())
+        .behaviour(4, Behaviour::GrindSalt { tries: 64 })
+        .run();
+    assert_all_honest(&grind, "grind");
+    let (h, g) = (selected_share(&honest, &[4]), selected_share(&grind, &[4]));
+    // Binomial(200, 0.2): standard deviation 0.028.
+    assert!(
+        (0.12..=0.28).contains(&g),
+        "grinder selected {g} (honest {h})"
+    );
+}
+
+/// Known limit: steering by withholding reveals. A lone node gains nothing (withholding drops it
+/// from the accepted set), but a group that reveals last sees every salt first and publishes only
+/// the subset of its reveals under which one of its members is selected. Two of five are selected
+/// in 0.655 of 200 requests instead of the fair 0.4 (three of five: 0.975 instead of 0.6). The
+/// withheld commits still count against the threshold; results arrive ~500 ms later.
+#[test]
+fn withholding_reveals_steers_selection_for_a_group() {
+    let steer = |nodes: Vec<usize>| {
+        let r = default_frame(5, 200, 302)
+            .corpus(Corpus::deterministic())
+            .behaviours(nodes.clone(), Behaviour::SteerSelection { group: 1 })
+            .run();
+        assert_all_honest(&r, "steering");
+        assert_eq!(r.completed, 200, "{}", r.summary());
+        selected_share(&r, &nodes)
+    };
+    let one = steer(vec![4]);
+    assert!(one <= 0.28, "a lone steerer selected {one}");
+    let two = steer(vec![3, 4]);
+    assert!(two >= 0.55, "two steerers selected {two} (fair 0.4)");
+}
+
+/// Flood: one node sends valid requests of its own to every node. Bounds that hold: no node
+/// tracks more than `max_open_requests`, and closed requests make room (50 requests/s with 2 s
+/// deadlines against a cap of 300 peaks at 250). Known limit: nothing limits one requester, and
+/// every node answers every valid request, so a flood beyond the nodes' generation capacity
+/// starves honest requests: 2 flood requests/s (1 % of the transport's per-peer rate limit) leave
+/// 5 of 40 honest requests completing, and flood requests with 1 h deadlines fill the cap of 100
+/// so that later honest requests are refused. Never a wrong result.
+#[test]
+fn a_flooder_is_bounded_but_starves_honest_requests() {
+    let flood = |per_second: u32, max_time_ms: u64, cap: usize| {
+        let r = default_frame(5, 40, 303)
+            .corpus(Corpus::deterministic())
+            .max_open_requests(cap)
+            .behaviour(
+                4,
+                Behaviour::Flood {
+                    per_second,
+                    max_time_ms,
+                },
+            )
+            .run();
+        assert!(r.max_tracked_requests <= cap, "{}", r.summary());
+        assert_eq!(r.wrong_results, 0, "{}", r.summary());
+        assert_eq!(r.adversary_accepted, 0, "{}", r.summary());
+        r
+    };
+    let slow = flood(2, 2_000, 10_000);
+    assert!(slow.flood_requests >= 50, "{}", slow.summary());
+    assert!(slow.completed <= 10, "{}", slow.summary());
+    let long = flood(20, 3_600_000, 100);
+    assert_eq!(long.max_tracked_requests, 100);
+    assert!(
+        long.failures.get("no result") >= Some(&30),
+        "{}",
+        long.summary()
+    );
+    let fast = flood(50, 2_000, 300);
+    assert!(fast.flood_requests > 1_000, "{}", fast.summary());
+    assert!(fast.max_tracked_requests < 300, "{}", fast.summary());
+}
+
+/// Clock skew of one node of five (quorum 5). Every deadline is judged on the local clock.
+/// * ±200 ms with commits well before the deadline: no effect (the slow node's result comes
+///   200 ms later).
+/// * Commits 1.6–1.95 s into a 2 s deadline: without skew 39 of 40 complete; a node 200 ms ahead
+///   drops the commits of its last 200 ms and 18 of 40 complete; a node 200 ms behind changes
+///   nothing (40 of 40).
+/// * ±2 s (the whole deadline): ahead, the node takes every request for expired and the quorum
+///   of 5 is never reached; behind, its reveal comes after the others' reveal window: the others
+///   leave it out and it does not, so honest nodes sign different results in every request.
+///
+/// Never a wrong result. The Inbox's skew bound (30 s by default) is not in the simulator.
+#[test]
+fn clock_skew_near_the_deadline() {
+    let early = |offset: i64| {
+        default_frame(5, 40, 304)
+            .corpus(Corpus::deterministic())
+            .clock_offset(4, offset)
+            .run()
+    };
+    let late = |offset: i64| {
+        quorum(5, 0.30, 0.6, 40, 304)
+            .requests(40, 3_000)
+            .corpus(Corpus::deterministic())
+            .generation(1_600, 350)
+            .clock_offset(4, offset)
+            .run()
+    };
+    for off in [200, -200] {
+        assert_all_honest(&early(off), &format!("skew {off} ms"));
+    }
+    let (none, ahead, behind) = (late(0), late(200), late(-200));
+    assert!(none.completed >= 38, "{}", none.summary());
+    assert!(ahead.completed <= 30, "{}", ahead.summary());
+    assert_eq!(behind.completed, 40, "{}", behind.summary());
+    let (far_ahead, far_behind) = (early(2_000), early(-2_000));
+    assert_eq!(
+        far_ahead.failures.get("quorum not reached"),
+        Some(&40),
+        "{}",
+        far_ahead.summary()
+    );
+    assert_eq!(far_behind.inconsistent, 40, "{}", far_behind.summary());
+    for r in [none, ahead, behind, far_ahead, far_behind] {
+        assert_eq!(r.wrong_results, 0, "{}", r.summary());
+    }
+}

@@ -14,12 +14,14 @@ use super::report::{Latency, Report, RequestReport, RequestStatus};
 use super::scenario::{AnswerCtx, Behaviour, Committee, Lie, Scenario};
 use crate::coordinator::EmbedPurpose;
 use crate::events::NodeEvent;
-use crate::protocol::RevealMsg;
+use crate::protocol::{CommitMsg, RevealMsg};
+use crate::store::OwnOutput;
 use crate::testing::HashEmbedder;
 use crate::traits::{FinishReason, Generation, GenerationJob};
 use crate::{
-    Action, BinaryEmbedding, Commitment, Coordinator, CoordinatorConfig, Decision, Hash32,
-    InferenceRequest, Input, Message, NodeId, NodeKey, QuorumFailure, RequestId, SyncedMessage,
+    Action, BinaryEmbedding, Commit, Commitment, ConsensusParams, Coordinator, CoordinatorConfig,
+    Decision, Hash32, InferenceRequest, Input, Message, NodeId, NodeKey, QuorumFailure, RequestId,
+    Salt, Submission, SyncedMessage,
 };
 
 /// The model every simulated answering node serves.
@@ -66,6 +68,15 @@ enum Ev {
         to: usize,
         batch: Vec<SyncedMessage>,
     },
+    /// A flooder sends its next request.
+    Flood {
+        from: usize,
+    },
+    /// A steering group decides which of its held reveals to publish.
+    Steer {
+        group: u32,
+        request_id: RequestId,
+    },
 }
 
 struct Scheduled {
@@ -103,6 +114,14 @@ struct Node {
     held_reveal: HashMap<RequestId, RevealMsg>,
     /// Outputs this node saw revealed, per prompt (for `CopyPriorAnswer`).
     seen_answers: HashMap<usize, String>,
+    /// The node's clock offset from true time (ms).
+    offset: i64,
+    /// The node's own outputs as its coordinator stored them (for salt grinding).
+    own_outputs: HashMap<RequestId, OwnOutput>,
+    /// A grinder's chosen salt per request.
+    ground: HashMap<RequestId, Salt>,
+    /// A steering node's reveals, held until its group decides.
+    steer_held: HashMap<RequestId, RevealMsg>,
 }
 
 enum NodeResult {
@@ -145,6 +164,10 @@ pub(crate) struct Simulation {
     lost: u64,
     sync_requests: u64,
     events: u64,
+    /// Requests sent by flooders (routed to every node, not reported).
+    flood_ids: HashSet<RequestId>,
+    /// (request, group) decisions scheduled for steering groups.
+    steer_scheduled: HashSet<(RequestId, u32)>,
 }
 
 fn mix(a: u64, b: u64) -> u64 {
@@ -173,6 +196,7 @@ impl Simulation {
                     embedding_model: Some(sc.frame.embedding_model.clone()),
                     reveal_window_ms: sc.reveal_window_ms,
                     verify_grace_ms: sc.verify_grace_ms,
+                    max_open_requests: sc.max_open_requests,
                     ..CoordinatorConfig::default()
                 };
                 Node {
@@ -187,6 +211,10 @@ impl Simulation {
                     log: HashMap::new(),
                     held_reveal: HashMap::new(),
                     seen_answers: HashMap::new(),
+                    offset: sc.clock_offset_of(i),
+                    own_outputs: HashMap::new(),
+                    ground: HashMap::new(),
+                    steer_held: HashMap::new(),
                 }
             })
             .collect();
@@ -211,12 +239,31 @@ impl Simulation {
             lost: 0,
             sync_requests: 0,
             events: 0,
+            flood_ids: HashSet::new(),
+            steer_scheduled: HashSet::new(),
         };
         for k in 0..sim.sc.requests {
             let at = START_MS + k as u64 * sim.sc.request_interval_ms;
             sim.push(at, Ev::Submit(k));
         }
+        for i in 0..sim.nodes.len() {
+            if matches!(sim.nodes[i].behaviour, Behaviour::Flood { .. }) {
+                sim.push(START_MS, Ev::Flood { from: i });
+            }
+        }
         sim
+    }
+
+    /// Node `i`'s clock.
+    fn local(&self, i: usize) -> u64 {
+        self.now.saturating_add_signed(self.nodes[i].offset)
+    }
+
+    /// The last scenario request's deadline (true time).
+    fn last_deadline(&self) -> u64 {
+        START_MS
+            + self.sc.requests.saturating_sub(1) as u64 * self.sc.request_interval_ms
+            + self.sc.frame.max_time_ms
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
@@ -308,6 +355,112 @@ impl Simulation {
                 self.send_to(peer, asker, size, |_| Ev::Synced { to: asker, batch });
             }
             Ev::Synced { to, batch } => self.feed(to, Input::Synced(batch), false),
+            Ev::Flood { from } => self.flood(from),
+            Ev::Steer { group, request_id } => self.steer(group, request_id),
+        }
+    }
+
+    /// A flooder's next request, to every node.
+    fn flood(&mut self, from: usize) {
+        let Behaviour::Flood {
+            per_second,
+            max_time_ms,
+        } = self.nodes[from].behaviour
+        else {
+            return;
+        };
+        let n = self.flood_ids.len();
+        let mut request = InferenceRequest::new(
+            self.sc.corpus.topic(n % self.sc.corpus.len()).prompt,
+            vec![MODEL.to_string()],
+            self.nodes[from].id,
+            self.local(from),
+        );
+        request.nonce = mix(self.sc.seed ^ 0xF100D, (from * 1_000_000 + n) as u64);
+        request.frame = self.sc.frame.clone();
+        request.frame.max_time_ms = max_time_ms;
+        self.flood_ids.insert(request.id());
+        self.broadcast(from, Message::Request(request));
+        let next = self.now + (1_000 / u64::from(per_second.max(1))).max(1);
+        if next <= self.last_deadline() {
+            self.push(next, Ev::Flood { from });
+        }
+    }
+
+    /// A steering group publishes the subset of its held reveals under which one of its members
+    /// is selected (the largest such subset; all of them when there is none).
+    fn steer(&mut self, group: u32, id: RequestId) {
+        let members: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                matches!(self.nodes[i].behaviour, Behaviour::SteerSelection { group: g } if g == group)
+                    && self.nodes[i].steer_held.contains_key(&id)
+            })
+            .collect();
+        if members.is_empty() {
+            return;
+        }
+        // What the group saw: every commit and reveal logged by any member.
+        let mut commits: BTreeMap<(NodeId, Commitment), Commit> = BTreeMap::new();
+        let mut reveals: BTreeMap<NodeId, RevealMsg> = BTreeMap::new();
+        for &i in &members {
+            for m in self.nodes[i].log.get(&id).into_iter().flatten() {
+                match &m.message {
+                    Message::Commit(c) => {
+                        commits.insert((c.commit.node, c.commit.commitment), c.commit.clone());
+                    }
+                    Message::Reveal(r) => {
+                        reveals.entry(r.reveal.node).or_insert_with(|| r.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let held: Vec<RevealMsg> = members
+            .iter()
+            .filter_map(|&i| self.nodes[i].steer_held.get(&id).cloned())
+            .collect();
+        let member_ids: BTreeSet<NodeId> = members.iter().map(|&i| self.nodes[i].id).collect();
+        let commits: Vec<Commit> = commits.into_values().collect();
+        let params = ConsensusParams::from_frame(&self.sc.frame).ok();
+        let selected_member = |subset: &[&RevealMsg]| -> bool {
+            let Some(params) = &params else {
+                return false;
+            };
+            let submissions: Vec<Submission> = reveals
+                .values()
+                .filter(|r| !member_ids.contains(&r.reveal.node))
+                .chain(subset.iter().copied())
+                .map(|r| Submission {
+                    reveal: r.reveal.clone(),
+                    reembedding: Some(r.reveal.embedding.clone()),
+                })
+                .collect();
+            crate::evaluate(&id, params, &commits, &submissions)
+                .ok()
+                .and_then(|o| o.selected().map(|s| member_ids.contains(&s.node)))
+                .unwrap_or(false)
+        };
+        // Subsets by decreasing size (then by mask): reveal as many as the steering allows.
+        let k = held.len().min(16);
+        let mut masks: Vec<u32> = (1..(1u32 << k)).collect();
+        masks.sort_by_key(|m| (std::cmp::Reverse(m.count_ones()), *m));
+        let chosen = masks
+            .into_iter()
+            .find(|&m| {
+                let subset: Vec<&RevealMsg> = (0..k)
+                    .filter(|j| m & (1 << j) != 0)
+                    .map(|j| &held[j])
+                    .collect();
+                selected_member(&subset)
+            })
+            .unwrap_or((1u32 << k) - 1);
+        for (j, &i) in members.iter().enumerate() {
+            let Some(r) = self.nodes[i].steer_held.remove(&id) else {
+                continue;
+            };
+            if j < k && chosen & (1 << j) != 0 {
+                self.broadcast(i, Message::Reveal(r));
+            }
         }
     }
 
@@ -342,7 +495,7 @@ impl Simulation {
             self.sc.corpus.topic(prompt).prompt,
             vec![MODEL.to_string()],
             self.nodes[requester].id,
-            self.now,
+            self.local(requester),
         );
         request.nonce = mix(self.sc.seed, k as u64);
         request.frame = self.sc.frame.clone();
@@ -352,7 +505,10 @@ impl Simulation {
         self.reqs.push(Req {
             prompt,
             id,
-            deadline: request.deadline_ms(),
+            // In true time: the requester stamped the request with its own clock.
+            deadline: request
+                .deadline_ms()
+                .saturating_add_signed(-self.nodes[requester].offset),
             committee,
             results: BTreeMap::new(),
         });
@@ -360,8 +516,12 @@ impl Simulation {
     }
 
     fn targets(&self, msg: &Message) -> Vec<usize> {
-        match msg.request_id().and_then(|id| self.by_id.get(&id)) {
+        let Some(id) = msg.request_id() else {
+            return Vec::new();
+        };
+        match self.by_id.get(&id) {
             Some(&k) => self.reqs[k].committee.clone(),
+            None if self.flood_ids.contains(&id) => self.all.clone(),
             None => Vec::new(),
         }
     }
@@ -394,9 +554,12 @@ impl Simulation {
     }
 
     fn feed(&mut self, i: usize, input: Input, after_tick: bool) {
-        let actions = self.nodes[i].coord.handle(self.now, input);
+        let now = self.local(i);
+        let actions = self.nodes[i].coord.handle(now, input);
         self.apply(i, actions);
         if let Some(t) = self.nodes[i].coord.next_wakeup() {
+            // The wakeup is on the node's clock.
+            let t = t.saturating_add_signed(-self.nodes[i].offset);
             let t = if after_tick {
                 t.max(self.now + 1)
             } else {
@@ -468,8 +631,12 @@ impl Simulation {
                 }
                 Action::Persist(_) => {}
                 Action::PersistOwnOutput(own) => {
+                    self.nodes[i]
+                        .own_outputs
+                        .insert(own.request_id, own.clone());
+                    let now = self.local(i);
                     let next = self.nodes[i].coord.handle(
-                        self.now,
+                        now,
                         Input::OwnOutputPersisted {
                             request_id: own.request_id,
                             result: Ok(()),
@@ -523,6 +690,9 @@ impl Simulation {
             | Behaviour::RevealMismatch
             | Behaviour::WithholdReveal
             | Behaviour::LateCommit { .. }
+            | Behaviour::GrindSalt { .. }
+            | Behaviour::SteerSelection { .. }
+            | Behaviour::Flood { .. }
             | Behaviour::WrongEmbedding => (honest(&mut rng), true),
             Behaviour::Freerider | Behaviour::Garbage => (Corpus::garbage(&mut rng), false),
             Behaviour::CopyPriorAnswer => match self.nodes[i].seen_answers.get(&prompt) {
@@ -600,8 +770,85 @@ impl Simulation {
                     },
                 );
             }
+            (Behaviour::GrindSalt { tries }, Message::Commit(c)) => {
+                let tries = *tries;
+                let c = self.grind(i, c, tries);
+                self.broadcast(i, Message::Commit(c));
+            }
+            (Behaviour::GrindSalt { .. }, Message::Reveal(mut r)) => {
+                if let Some(salt) = self.nodes[i].ground.get(&r.reveal.request_id) {
+                    r.reveal.salt = *salt;
+                }
+                self.broadcast(i, Message::Reveal(r));
+            }
+            (Behaviour::SteerSelection { group }, Message::Reveal(r)) => {
+                let (group, id) = (*group, r.reveal.request_id);
+                self.nodes[i].steer_held.insert(id, r);
+                if self.steer_scheduled.insert((id, group)) {
+                    let deadline = self
+                        .by_id
+                        .get(&id)
+                        .map(|&k| self.reqs[k].deadline)
+                        .unwrap_or(self.now);
+                    let at = (deadline + self.sc.reveal_window_ms / 2).max(self.now);
+                    self.push(
+                        at,
+                        Ev::Steer {
+                            group,
+                            request_id: id,
+                        },
+                    );
+                }
+            }
             (_, m) => self.broadcast(i, m),
         }
+    }
+
+    /// A grinder's commit: among `tries` salts, the one under which the selection over the
+    /// commitments seen so far (other salts guessed as zeros) picks the grinder.
+    fn grind(&mut self, i: usize, c: CommitMsg, tries: u32) -> CommitMsg {
+        let id = c.commit.request_id;
+        let Some(own) = self.nodes[i].own_outputs.get(&id).cloned() else {
+            return c;
+        };
+        let others: BTreeSet<Commitment> = self.nodes[i]
+            .log
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| match &m.message {
+                Message::Commit(o) if o.commit.node != c.commit.node => Some(o.commit.commitment),
+                _ => None,
+            })
+            .collect();
+        let node = self.nodes[i].id;
+        let mut best = (own.salt, own.commitment);
+        for t in 0..tries {
+            let mut pre = own.salt.0.to_vec();
+            pre.extend_from_slice(&t.to_be_bytes());
+            let salt = Salt(crate::consensus::sha256(&pre).0);
+            let commitment = crate::commitment(
+                &id,
+                &node,
+                &own.inference_id,
+                &own.output,
+                &own.embedding,
+                &salt,
+            );
+            let mut set: Vec<(Commitment, Salt)> =
+                others.iter().map(|&o| (o, Salt([0; 32]))).collect();
+            set.push((commitment, salt));
+            set.sort_by_key(|(c, _)| *c);
+            let (_, index) = crate::consensus::selection_index(&id, &set);
+            if set[index as usize].0 == commitment {
+                best = (salt, commitment);
+                break;
+            }
+        }
+        self.nodes[i].ground.insert(id, best.0);
+        let mut c = c;
+        c.commit.commitment = best.1;
+        c
     }
 
     fn broadcast(&mut self, i: usize, m: Message) {
@@ -614,6 +861,8 @@ impl Simulation {
             return;
         };
         let me = self.nodes[i].id;
+        // Signed with the sender's clock.
+        let sent_at = self.local(i);
         self.nodes[i]
             .log
             .entry(id)
@@ -621,13 +870,12 @@ impl Simulation {
             .push(SyncedMessage {
                 from: me,
                 message: m.clone(),
-                sent_at_ms: self.now,
+                sent_at_ms: sent_at,
             });
         let targets = self.targets(&m);
         let size = encoded_len(&m);
         let msg = Arc::new(m);
         self.sends += 1;
-        let sent_at = self.now;
         for to in targets {
             if to == i || !only(to) {
                 continue;
@@ -834,6 +1082,13 @@ impl Simulation {
             lost: self.lost,
             sync_requests: self.sync_requests,
             result_latency: Latency::of(latencies),
+            max_tracked_requests: self
+                .nodes
+                .iter()
+                .map(|n| n.coord.request_ids().len())
+                .max()
+                .unwrap_or(0),
+            flood_requests: self.flood_ids.len(),
             events: self.events,
             virtual_ms: self.now - START_MS,
         }

@@ -36,7 +36,8 @@
 //!   `O(requests × committee²)` deliveries instead of `O(requests × nodes²)`. It does not model
 //!   the relay cost of gossip inside the committee.
 //! * **Network:** per delivery, latency `latency_ms + U(0..=jitter_ms)`, independent loss, and
-//!   timed partitions. All nodes share one clock (no skew).
+//!   timed partitions. Each node may run its own clock offset ([`Scenario::clock_offset`]): it
+//!   stamps its requests and messages and judges every deadline with it.
 //! * **Generation** is synchronous and scripted: an honest node answers from a small corpus
 //!   whose wording varies with the coordinator's sampling seed (like an LLM at temperature > 0);
 //!   it takes `generation_ms + U(0..=jitter)` of virtual time. Embeddings come from the

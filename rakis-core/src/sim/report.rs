@@ -112,6 +112,11 @@ pub struct Report {
     pub sync_requests: u64,
     /// Deadline → last honest result, over completed requests.
     pub result_latency: Latency,
+    /// Most requests one node's coordinator tracked at the end of the run (it never forgets a
+    /// request, so this is its peak).
+    pub max_tracked_requests: usize,
+    /// Requests sent by flooders (not in [`Report::requests`]).
+    pub flood_requests: usize,
     /// Events processed by the simulator.
     pub events: u64,
     /// Virtual time simulated (ms).

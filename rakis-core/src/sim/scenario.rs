@@ -80,6 +80,32 @@ pub enum Behaviour {
     },
     /// Answers with a custom function (otherwise honest protocol behaviour).
     Custom(AnswerFn),
+    /// Selection steering by salt grinding: answers honestly, but before committing tries
+    /// `tries` salts and commits with the one under which the selection would pick it, computed
+    /// over the commitments it has seen so far. The other committers' salts are secret until
+    /// they reveal, so it has to guess them (as zeros): the grind cannot see what decides.
+    GrindSalt {
+        /// Salts tried per request.
+        tries: u32,
+    },
+    /// Selection steering by choosing who reveals: the members of `group` answer honestly and
+    /// hold their reveals until half of the reveal window has passed. By then they have seen
+    /// every honest reveal (salts included), so they can compute the selection for every subset
+    /// of their own reveals; they publish the largest subset under which a member is selected
+    /// (every reveal when none is), and withhold the others.
+    SteerSelection {
+        /// The group (members of one group act together).
+        group: u32,
+    },
+    /// Answers honestly, and floods the network with valid requests of its own:
+    /// `per_second` requests per second with a deadline `max_time_ms` after creation, sent to
+    /// every node, from the start until the last scenario request's deadline.
+    Flood {
+        /// Requests per second.
+        per_second: u32,
+        /// Deadline of each flood request, after its creation.
+        max_time_ms: u64,
+    },
 }
 
 impl Behaviour {
@@ -92,7 +118,14 @@ impl Behaviour {
     /// which only add relayed copies of other messages). Any other node in an honest node's
     /// accepted set counts as an adversary accepted.
     pub fn answers_honestly(&self) -> bool {
-        matches!(self, Behaviour::Honest | Behaviour::Replay { .. })
+        matches!(
+            self,
+            Behaviour::Honest
+                | Behaviour::Replay { .. }
+                | Behaviour::GrindSalt { .. }
+                | Behaviour::SteerSelection { .. }
+                | Behaviour::Flood { .. }
+        )
     }
 
     /// A short name for reports.
@@ -114,6 +147,9 @@ impl Behaviour {
             Behaviour::Collude { .. } => "collude",
             Behaviour::Replay { .. } => "replay",
             Behaviour::Custom(_) => "custom",
+            Behaviour::GrindSalt { .. } => "grind-salt",
+            Behaviour::SteerSelection { .. } => "steer-selection",
+            Behaviour::Flood { .. } => "flood",
         }
     }
 }
@@ -125,6 +161,12 @@ impl fmt::Debug for Behaviour {
             Behaviour::LateCommit { after_ms } => write!(f, "LateCommit(+{after_ms} ms)"),
             Behaviour::Collude { group, lie } => write!(f, "Collude({group}, {lie:?})"),
             Behaviour::Replay { delay_ms } => write!(f, "Replay(+{delay_ms} ms)"),
+            Behaviour::GrindSalt { tries } => write!(f, "GrindSalt({tries})"),
+            Behaviour::SteerSelection { group } => write!(f, "SteerSelection({group})"),
+            Behaviour::Flood {
+                per_second,
+                max_time_ms,
+            } => write!(f, "Flood({per_second}/s, {max_time_ms} ms)"),
             other => f.write_str(other.name()),
         }
     }
@@ -212,6 +254,8 @@ pub struct Scenario {
     pub(crate) verify_grace_ms: u64,
     pub(crate) corpus: Corpus,
     pub(crate) sync: bool,
+    pub(crate) clock_offsets: BTreeMap<usize, i64>,
+    pub(crate) max_open_requests: usize,
 }
 
 impl Scenario {
@@ -238,6 +282,8 @@ impl Scenario {
             verify_grace_ms: 1_000,
             corpus: Corpus::default(),
             sync: true,
+            clock_offsets: BTreeMap::new(),
+            max_open_requests: crate::CoordinatorConfig::default().max_open_requests,
         }
     }
 
@@ -324,6 +370,25 @@ impl Scenario {
     pub fn sync(mut self, on: bool) -> Self {
         self.sync = on;
         self
+    }
+
+    /// Node `i`'s clock runs `offset_ms` ahead of true time (behind when negative). The node
+    /// stamps requests and judges every deadline with its own clock; message timestamps used by
+    /// sync are the sender's clock.
+    pub fn clock_offset(mut self, i: usize, offset_ms: i64) -> Self {
+        self.clock_offsets.insert(i, offset_ms);
+        self
+    }
+
+    /// Every node's `max_open_requests` (default: the coordinator's default).
+    pub fn max_open_requests(mut self, n: usize) -> Self {
+        self.max_open_requests = n;
+        self
+    }
+
+    /// Node `i`'s clock offset.
+    pub fn clock_offset_of(&self, i: usize) -> i64 {
+        self.clock_offsets.get(&i).copied().unwrap_or(0)
     }
 
     /// The behaviour of node `i`.
