@@ -227,3 +227,14 @@ impl From<LedgerError> for ChainError {
         ChainError::Other(e.to_string())
     }
 }
+
+/// Any error of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An EVM chain.
+    #[error(transparent)]
+    Evm(#[from] EvmError),
+    /// The ledger.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}

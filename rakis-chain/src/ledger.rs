@@ -142,10 +142,7 @@ impl LedgerSink {
             file.write_all(&header)?;
             file.sync_all()?;
         }
-        let (records, valid_len) = match read_records(&mut file) {
-            Ok(r) => r,
-            Err(e) => return Err(e),
-        };
+        let (records, valid_len) = read_records(&mut file)?;
         let total = file.metadata()?.len();
         if valid_len < total {
             warn!(

@@ -197,7 +197,7 @@ async fn a_consumer_contract_gets_the_agreed_output_and_nodes_are_paid() {
         .to(node0)
         .value(U256::from(10_000_000_000_000_000u128));
     user.provider()
-        .send_transaction(tx.into())
+        .send_transaction(tx)
         .await
         .unwrap()
         .get_receipt()

@@ -206,7 +206,7 @@ mod tests {
                         s = s
                             .wrapping_mul(6364136223846793005)
                             .wrapping_add(1442695040888963407);
-                        if (s >> 33) % 3 == 0 {
+                        if (s >> 33).is_multiple_of(3) {
                             1.0
                         } else {
                             -1.0

@@ -180,9 +180,19 @@ impl NodeBuilder {
         self.sinks.push(Arc::new(s));
         self
     }
+    /// Adds a shared chain sink.
+    pub fn chain_sink_arc(mut self, s: Arc<dyn ChainSink>) -> Self {
+        self.sinks.push(s);
+        self
+    }
     /// Adds a source of chain-originated requests.
     pub fn request_source(mut self, s: impl RequestSource + 'static) -> Self {
         self.sources.push(Arc::new(s));
+        self
+    }
+    /// Adds a shared source of chain-originated requests.
+    pub fn request_source_arc(mut self, s: Arc<dyn RequestSource>) -> Self {
+        self.sources.push(s);
         self
     }
     /// The clock (default: [`SystemClock`]).
