@@ -1269,6 +1269,8 @@ impl Coordinator {
         out.push(Action::Emit(NodeEvent::RevealSeen {
             request_id: id,
             node: from,
+            model: r.model.clone(),
+            output: r.reveal.output.clone(),
         }));
         Self::check_reveal(q, own_model.as_deref(), &r, out);
         self.try_finalize(id, false, out);

@@ -63,6 +63,10 @@ pub enum NodeEvent {
         request_id: RequestId,
         /// The revealer.
         node: NodeId,
+        /// The model it says produced the output.
+        model: String,
+        /// The revealed output (not yet verified: see `RevealRejected` and the outcome).
+        output: String,
     },
     /// This node rejected a reveal.
     RevealRejected {
