@@ -669,7 +669,10 @@ impl Simulation {
         if let Some(e) = self.embed_cache.get(text) {
             return e.clone().ok_or(crate::EmbedError::Empty);
         }
-        let e = self.embedder.embed_binary_one(text).ok();
+        let e = match &self.sc.embedder {
+            Some(f) => (f.0)(text).ok(),
+            None => self.embedder.embed_binary_one(text).ok(),
+        };
         self.embed_cache.insert(text.to_string(), e.clone());
         e.ok_or(crate::EmbedError::Empty)
     }

@@ -56,5 +56,5 @@ pub use answers::{Corpus, Topic};
 pub use engine::{MODEL, START_MS};
 pub use report::{Latency, Report, RequestReport, RequestStatus};
 pub use scenario::{
-    AnswerCtx, AnswerFn, Behaviour, Committee, Lie, NetworkConfig, Partition, Scenario,
+    AnswerCtx, AnswerFn, Behaviour, Committee, Lie, NetworkConfig, Partition, Scenario, SimEmbedder,
 };

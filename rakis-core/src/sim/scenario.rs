@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::answers::Corpus;
-use crate::SecurityFrame;
+use crate::{BinaryEmbedding, EmbedError, SecurityFrame};
 
 /// What an adversarial answer function gets.
 #[derive(Clone, Debug)]
@@ -235,6 +235,20 @@ impl Default for NetworkConfig {
     }
 }
 
+/// The embedding function of a simulation: text → binary embedding (for example a real
+/// model's `embed_binary_sync`). Results are cached per text by the simulator.
+#[derive(Clone)]
+pub struct SimEmbedder(pub Arc<EmbedFn>);
+
+/// The function behind a [`SimEmbedder`].
+pub type EmbedFn = dyn Fn(&str) -> Result<BinaryEmbedding, EmbedError> + Send + Sync;
+
+impl std::fmt::Debug for SimEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimEmbedder(..)")
+    }
+}
+
 /// A simulation scenario. Build with [`Scenario::new`] and the builder methods, run with
 /// [`Scenario::run`].
 #[derive(Clone, Debug)]
@@ -256,6 +270,7 @@ pub struct Scenario {
     pub(crate) sync: bool,
     pub(crate) clock_offsets: BTreeMap<usize, i64>,
     pub(crate) max_open_requests: usize,
+    pub(crate) embedder: Option<SimEmbedder>,
 }
 
 impl Scenario {
@@ -284,7 +299,19 @@ impl Scenario {
             sync: true,
             clock_offsets: BTreeMap::new(),
             max_open_requests: crate::CoordinatorConfig::default().max_open_requests,
+            embedder: None,
         }
+    }
+
+    /// Embeds with `embed` instead of the built-in bag-of-words
+    /// [`HashEmbedder`](crate::testing::HashEmbedder): plug a real sentence model in (its
+    /// name must be the frame's `embedding_model`) to measure what that model separates.
+    pub fn embedder(
+        mut self,
+        embed: impl Fn(&str) -> Result<BinaryEmbedding, EmbedError> + Send + Sync + 'static,
+    ) -> Self {
+        self.embedder = Some(SimEmbedder(Arc::new(embed)));
+        self
     }
 
     /// The seed of every random choice (network, committees, wording, salts).
