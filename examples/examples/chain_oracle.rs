@@ -21,7 +21,7 @@ use rakis_chain::dev::{AnvilOptions, LocalChain};
 use rakis_chain::evm::{evm_address, signer_from_node_key};
 use rakis_chain::EvmChain;
 use rakis_core::{NodeKey, RequestId};
-use rakis_examples::{load_models, narrate, start_node, Args, BoxError, RunningNode, MODEL};
+use rakis_examples::{load_models, narrate, start_network_with_keys, Args, BoxError, MODEL};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -57,39 +57,24 @@ async fn main() -> Result<(), BoxError> {
     //    with a funded anvil account; each node key is registered with the oracle.
     let models = load_models(2)?;
     let network = format!("rakis-oracle-{}", std::process::id());
-    let mut nodes: Vec<RunningNode> = Vec::new();
-    let mut keys = Vec::new();
-    for i in 0..n {
-        let key = NodeKey::generate();
+    let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
+    let mut chains = Vec::with_capacity(n);
+    for (i, key) in keys.iter().enumerate() {
         let evm = EvmChain::connect(chain.config(), chain.signer(i + 1)?).await?;
-        evm.register_node(&key).await?;
-        let bootstrap = nodes
-            .iter()
-            .flat_map(|n| n.transport.listen_addrs())
-            .collect();
-        let name = ((b'A' + i as u8) as char).to_string();
-        let node = start_node(
-            &name,
-            key.clone(),
-            &network,
-            bootstrap,
-            Some(&models),
-            |b| b.request_source(evm.clone()).chain_sink(evm),
-        )
-        .await?;
+        evm.register_node(key).await?;
         println!(
-            "[node {name}] {} registered as {}",
-            node.handle.node_id().short(),
+            "[node {}] {} registered as {}",
+            (b'A' + i as u8) as char,
+            key.node_id().short(),
             evm_address(&key.address())
         );
-        nodes.push(node);
-        keys.push(key);
+        chains.push(evm);
     }
-    for node in &nodes {
-        node.transport
-            .wait_for_topic_peers(n - 1, Duration::from_secs(30))
-            .await?;
-    }
+    let nodes = start_network_with_keys(keys.clone(), &network, &models, |i, b| {
+        b.request_source(chains[i].clone())
+            .chain_sink(chains[i].clone())
+    })
+    .await?;
     let narration = narrate(&nodes);
 
     // 3. A user deploys the consumer contract and asks, paying 0.01 ether.

@@ -171,14 +171,25 @@ pub async fn start_network(
     models: &Models,
     customize: impl Fn(usize, NodeBuilder) -> NodeBuilder,
 ) -> Result<Vec<RunningNode>, BoxError> {
+    let keys = (0..n).map(|_| NodeKey::generate()).collect();
+    start_network_with_keys(keys, network, models, customize).await
+}
+
+/// [`start_network`] with given node keys (for example keys registered with an oracle first).
+pub async fn start_network_with_keys(
+    keys: Vec<NodeKey>,
+    network: &str,
+    models: &Models,
+    customize: impl Fn(usize, NodeBuilder) -> NodeBuilder,
+) -> Result<Vec<RunningNode>, BoxError> {
+    let n = keys.len();
     let mut nodes: Vec<RunningNode> = Vec::new();
-    for i in 0..n {
+    for (i, key) in keys.into_iter().enumerate() {
         let bootstrap = nodes
             .iter()
             .flat_map(|n| n.transport.listen_addrs())
             .collect();
         let name = ((b'A' + i as u8) as char).to_string();
-        let key = NodeKey::generate();
         let node = start_node(&name, key, network, bootstrap, Some(models), |b| {
             customize(i, b)
         })

@@ -31,28 +31,7 @@ async fn signed_request(evm: &EvmChain, keys: &[NodeKey]) -> (RequestId, Vec<Con
         .request_inference(&request_params(&r), EvmAddress::ZERO, 0, 1_000)
         .await
         .unwrap();
-    let fixture = QuorumFixture::new(keys.len(), 1);
-    let mut outcome = fixture.outcome.clone();
-    outcome.request_id = id;
-    let commitments: Vec<_> = outcome.accepted.iter().map(|a| a.commitment).collect();
-    if let rakis_core::Decision::Agreed {
-        joint_hash,
-        result_digest,
-        selected,
-        ..
-    } = &mut outcome.decision
-    {
-        *joint_hash = rakis_core::consensus::joint_hash(&id, &commitments);
-        *result_digest =
-            rakis_core::consensus::result_digest(&id, &selected.output_hash, joint_hash);
-    }
-    for (a, k) in outcome.accepted.iter_mut().zip(keys) {
-        a.node = k.node_id();
-    }
-    let results = keys
-        .iter()
-        .map(|k| ConsensusResultMsg::sign(k, &outcome).unwrap())
-        .collect();
+    let results = QuorumFixture::new(keys.len(), 1).results_for(id, keys);
     (id, results)
 }
 

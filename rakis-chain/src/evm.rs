@@ -282,15 +282,13 @@ impl EvmChain {
         pre.extend(node.0);
         let digest = keccak256(&pre);
         let signature = key.sign_digest(&eth_signed_message_hash(&digest));
-        let pending = {
-            let _send = self.inner.send_lock.lock().await;
-            self.inner
-                .oracle
-                .registerNode(node, Bytes::from(signature.0.to_vec()))
-                .send()
-                .await
-                .map_err(classify)?
-        };
+        let pending = self
+            .send(
+                self.inner
+                    .oracle
+                    .registerNode(node, Bytes::from(signature.0.to_vec())),
+            )
+            .await?;
         self.confirm(pending).await?;
         Ok(())
     }
@@ -314,16 +312,14 @@ impl EvmChain {
         callback_gas: u32,
         payment_wei: u128,
     ) -> Result<RequestId, EvmError> {
-        let pending = {
-            let _send = self.inner.send_lock.lock().await;
-            self.inner
-                .oracle
-                .requestInference(request.clone(), callback, callback_gas)
-                .value(U256::from(payment_wei))
-                .send()
-                .await
-                .map_err(classify)?
-        };
+        let pending = self
+            .send(
+                self.inner
+                    .oracle
+                    .requestInference(request.clone(), callback, callback_gas)
+                    .value(U256::from(payment_wei)),
+            )
+            .await?;
         let receipt = self.confirm(pending).await?;
         receipt
             .inner
@@ -360,15 +356,7 @@ impl EvmChain {
     /// Withdraws the rewards of this chain's signer (which must be a node's key, see
     /// [`signer_from_node_key`]) to `to`.
     pub async fn withdraw(&self, to: EvmAddress) -> Result<String, EvmError> {
-        let pending = {
-            let _send = self.inner.send_lock.lock().await;
-            self.inner
-                .oracle
-                .withdraw(to)
-                .send()
-                .await
-                .map_err(classify)?
-        };
+        let pending = self.send(self.inner.oracle.withdraw(to)).await?;
         let receipt = self.confirm(pending).await?;
         Ok(receipt.transaction_hash.to_string())
     }
@@ -390,6 +378,17 @@ impl EvmChain {
         Ok(logs.len())
     }
 
+    /// Fills and sends a transaction, one at a time per chain (the nonce is read from the
+    /// node's pool); a revert found while estimating gas comes back decoded.
+    async fn send<C: alloy::sol_types::SolCall>(
+        &self,
+        call: alloy::contract::SolCallBuilder<&DynProvider, C>,
+    ) -> Result<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>, EvmError>
+    {
+        let _send = self.inner.send_lock.lock().await;
+        call.send().await.map_err(classify)
+    }
+
     async fn confirm(
         &self,
         pending: alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
@@ -407,21 +406,6 @@ impl EvmChain {
             ));
         }
         Ok(receipt)
-    }
-
-    /// Whether this chain takes results of `request`: requests its oracle made, and with
-    /// [`EvmConfig::record_foreign`] every request.
-    pub fn takes(&self, request: &InferenceRequest) -> bool {
-        match &request.origin {
-            Origin::Chain {
-                chain_id, contract, ..
-            } if *chain_id == self.inner.chain_id
-                && evm_address(contract) == self.inner.config.oracle =>
-            {
-                true
-            }
-            _ => self.inner.config.record_foreign,
-        }
     }
 
     /// Submits `result` with the signatures of `attestations` that match it, retrying through
@@ -544,20 +528,15 @@ impl EvmChain {
                 need: required as usize,
             });
         }
-        let pending = {
-            let _send = self.inner.send_lock.lock().await;
-            oracle
-                .submitResult(
-                    id,
-                    result.output.clone(),
-                    FixedBytes(result.joint_hash.0),
-                    use_nodes,
-                    use_sigs,
-                )
-                .send()
-                .await
-                .map_err(classify)?
-        };
+        let pending = self
+            .send(oracle.submitResult(
+                id,
+                result.output.clone(),
+                FixedBytes(result.joint_hash.0),
+                use_nodes,
+                use_sigs,
+            ))
+            .await?;
         let tx = pending.tx_hash().to_string();
         debug!(%tx, "result transaction sent");
         self.confirm(pending).await?;
@@ -736,29 +715,22 @@ pub fn request_params(request: &InferenceRequest) -> RequestParams {
     }
 }
 
-/// The signatures that support `result`: its own and those of `attestations` with the same
-/// result digest, each checked, from nodes of the accepted set only, one per node, sorted by
-/// address as the oracle requires.
+/// The signatures that support `result` ([`ConsensusResultMsg::supporting_signatures`]), from
+/// nodes of the accepted set only, sorted by address as the oracle requires.
 pub fn signatures_for(
     result: &ConsensusResultMsg,
     attestations: &[ConsensusResultMsg],
 ) -> (Vec<EvmAddress>, Vec<Bytes>) {
     let accepted: std::collections::BTreeSet<_> = result.accepted.iter().map(|a| a.node).collect();
-    let mut by_address = std::collections::BTreeMap::new();
-    for r in std::iter::once(result).chain(attestations) {
-        if r.request_id != result.request_id
-            || r.result_digest != result.result_digest
-            || !accepted.contains(&r.signer)
-            || r.verify().is_err()
-        {
-            continue;
-        }
-        if let Ok(a) = address_of_node(&r.signer) {
-            by_address
-                .entry(evm_address(&a))
-                .or_insert_with(|| Bytes::from(r.signature.0.to_vec()));
-        }
-    }
+    let by_address: std::collections::BTreeMap<_, _> = result
+        .supporting_signatures(attestations)
+        .into_iter()
+        .filter(|(node, _)| accepted.contains(node))
+        .filter_map(|(node, sig)| {
+            let address = address_of_node(&node).ok()?;
+            Some((evm_address(&address), Bytes::from(sig.0.to_vec())))
+        })
+        .collect();
     by_address.into_iter().unzip()
 }
 
@@ -771,8 +743,18 @@ impl ChainSink for EvmChain {
         )
     }
 
+    /// Requests its oracle made, and with [`EvmConfig::record_foreign`] every request.
     fn accepts(&self, request: &InferenceRequest) -> bool {
-        self.takes(request)
+        match &request.origin {
+            Origin::Chain {
+                chain_id, contract, ..
+            } if *chain_id == self.inner.chain_id
+                && evm_address(contract) == self.inner.config.oracle =>
+            {
+                true
+            }
+            _ => self.inner.config.record_foreign,
+        }
     }
 
     async fn submit(

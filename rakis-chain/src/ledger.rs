@@ -195,15 +195,7 @@ impl LedgerSink {
         now_ms: u64,
     ) -> Result<u64, LedgerError> {
         result.verify().map_err(LedgerError::InvalidResult)?;
-        let mut signatures: BTreeMap<NodeId, Signature> = BTreeMap::new();
-        for r in std::iter::once(result).chain(attestations) {
-            if r.request_id == result.request_id
-                && r.result_digest == result.result_digest
-                && r.verify().is_ok()
-            {
-                signatures.entry(r.signer).or_insert(r.signature);
-            }
-        }
+        let signatures = result.supporting_signatures(attestations);
         let entry = LedgerEntry {
             request_id: result.request_id,
             origin: request.origin.clone(),

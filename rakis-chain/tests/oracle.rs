@@ -240,29 +240,7 @@ async fn request_and_sign(evm: &EvmChain, keys: &[NodeKey]) -> Signed {
         .await
         .unwrap();
     // Sign the result as the nodes would: a fixture quorum's outcome, re-targeted at this id.
-    let fixture = rakis_core::testing::QuorumFixture::new(keys.len(), 1);
-    let mut outcome = fixture.outcome.clone();
-    outcome.request_id = id;
-    let commitments: Vec<_> = outcome.accepted.iter().map(|a| a.commitment).collect();
-    if let rakis_core::Decision::Agreed {
-        joint_hash,
-        result_digest,
-        selected,
-        ..
-    } = &mut outcome.decision
-    {
-        *joint_hash = rakis_core::consensus::joint_hash(&id, &commitments);
-        *result_digest =
-            rakis_core::consensus::result_digest(&id, &selected.output_hash, joint_hash);
-    }
-    // The accepted set names these keys' nodes.
-    for (a, k) in outcome.accepted.iter_mut().zip(keys) {
-        a.node = k.node_id();
-    }
-    let results = keys
-        .iter()
-        .map(|k| ConsensusResultMsg::sign(k, &outcome).unwrap())
-        .collect();
+    let results = rakis_core::testing::QuorumFixture::new(keys.len(), 1).results_for(id, keys);
     Signed { id, results }
 }
 

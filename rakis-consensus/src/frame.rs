@@ -58,6 +58,17 @@ impl Default for SecurityFrame {
 }
 
 impl SecurityFrame {
+    /// `sec_distance` in parts per million (clamped to `[0, 1]`, rounded): the integer the
+    /// consensus computation and the oracle contract use.
+    pub fn distance_ppm(&self) -> u32 {
+        to_ppm(self.sec_distance)
+    }
+
+    /// `sec_percentage` in parts per million (clamped to `[0, 1]`, rounded).
+    pub fn percentage_ppm(&self) -> u32 {
+        to_ppm(self.sec_percentage)
+    }
+
     /// Checks every field's range: quorum ≥ 1, deadline > 0, `sec_distance` in `[0, 1]`,
     /// `sec_percentage` in `(0, 1]`, a non-empty embedding model name.
     pub fn validate(&self) -> Result<(), ConsensusError> {
@@ -114,8 +125,8 @@ impl ConsensusParams {
     pub fn from_frame(frame: &SecurityFrame) -> Result<Self, ConsensusError> {
         frame.validate()?;
         Ok(ConsensusParams {
-            distance_ppm: to_ppm(frame.sec_distance),
-            percentage_ppm: to_ppm(frame.sec_percentage),
+            distance_ppm: frame.distance_ppm(),
+            percentage_ppm: frame.percentage_ppm(),
             embedding_model: frame.embedding_model.clone(),
             reembed_tolerance_bits: None,
         })

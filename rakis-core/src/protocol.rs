@@ -156,12 +156,11 @@ impl InferenceRequest {
     /// `(temperature_milli, top_p_milli, sec_distance_ppm, sec_percentage_ppm)`.
     pub fn chain_integers(&self) -> (u32, u32, u32, u32) {
         let milli = |f: f32| (f64::from(f) * 1000.0).round().clamp(0.0, u32::MAX as f64) as u32;
-        let ppm = |f: f64| (f * 1_000_000.0).round().clamp(0.0, u32::MAX as f64) as u32;
         (
             milli(self.temperature),
             milli(self.top_p),
-            ppm(self.frame.sec_distance),
-            ppm(self.frame.sec_percentage),
+            self.frame.distance_ppm(),
+            self.frame.percentage_ppm(),
         )
     }
 
@@ -364,6 +363,27 @@ impl ConsensusResultMsg {
             signer: key.node_id(),
             signature: key.sign_digest(&crate::identity::eth_signed_message_hash(&result_digest.0)),
         })
+    }
+
+    /// The signatures that support this result, one per node: this result's own (taken as it
+    /// is: verify it first when it came from elsewhere) and those of `attestations` for the
+    /// same request and result digest that [`verify`](Self::verify); the first per signer.
+    pub fn supporting_signatures(
+        &self,
+        attestations: &[ConsensusResultMsg],
+    ) -> std::collections::BTreeMap<NodeId, Signature> {
+        let mut out = std::collections::BTreeMap::new();
+        out.insert(self.signer, self.signature);
+        for r in attestations {
+            if r.request_id == self.request_id
+                && r.result_digest == self.result_digest
+                && !out.contains_key(&r.signer)
+                && r.verify().is_ok()
+            {
+                out.insert(r.signer, r.signature);
+            }
+        }
+        out
     }
 
     /// Checks internal consistency and the signature.

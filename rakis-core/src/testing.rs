@@ -532,6 +532,36 @@ impl QuorumFixture {
         }
     }
 
+    /// This fixture's agreed outcome re-targeted at another request (for example one an oracle
+    /// contract made), with `keys`' nodes as the accepted set (in the set's order), signed by
+    /// each of `keys`: the results those nodes would broadcast.
+    pub fn results_for(
+        &self,
+        request_id: crate::RequestId,
+        keys: &[NodeKey],
+    ) -> Vec<ConsensusResultMsg> {
+        let mut outcome = self.outcome.clone();
+        outcome.request_id = request_id;
+        let commitments: Vec<_> = outcome.accepted.iter().map(|a| a.commitment).collect();
+        if let crate::Decision::Agreed {
+            joint_hash,
+            result_digest,
+            selected,
+            ..
+        } = &mut outcome.decision
+        {
+            *joint_hash = rakis_consensus::joint_hash(&request_id, &commitments);
+            *result_digest =
+                rakis_consensus::result_digest(&request_id, &selected.output_hash, joint_hash);
+        }
+        for (a, k) in outcome.accepted.iter_mut().zip(keys) {
+            a.node = k.node_id();
+        }
+        keys.iter()
+            .map(|k| ConsensusResultMsg::sign(k, &outcome).expect("the fixture agrees"))
+            .collect()
+    }
+
     /// The writes node 0 makes for the whole quorum, in protocol order: the request, its own
     /// output, every commit, every reveal, then its outcome with its signed result.
     pub fn ops(&self) -> Vec<StoreOp> {

@@ -426,13 +426,9 @@ fn security_table() {
             for (i, b) in advs {
                 s = s.behaviour(*i, b.clone());
             }
-            let r = s.run();
-            let n = r.requests.len() as f64;
+            let (in_ball, wrong, failed) = s.run().rates_percent();
             println!(
-                "| {name} | {d:.2} | {p:.1} | {:.0} % | {:.0} % | {:.0} % |",
-                100.0 * r.adversary_accepted as f64 / n,
-                100.0 * r.wrong_results as f64 / n,
-                100.0 * (r.failed + r.inconsistent) as f64 / n,
+                "| {name} | {d:.2} | {p:.1} | {in_ball:.0} % | {wrong:.0} % | {failed:.0} % |"
             );
         }
     }

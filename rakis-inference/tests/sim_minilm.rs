@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::Arc;
 
-use rakis_core::sim::{Behaviour, Corpus, Lie, Report, RequestStatus, Scenario};
+use rakis_core::sim::{Behaviour, Corpus, Lie, RequestStatus, Scenario};
 use rakis_inference::{CandleEmbedder, EmbedderConfig, ModelSource, MINILM};
 
 fn minilm() -> Arc<CandleEmbedder> {
@@ -40,10 +40,6 @@ fn scenario(
             e.embed_binary_sync(&[text.to_string()])
                 .map(|mut v| v.pop().expect("one embedding"))
         })
-}
-
-fn rate(r: &Report, n: usize) -> f64 {
-    100.0 * n as f64 / r.requests.len() as f64
 }
 
 #[test]
@@ -137,12 +133,9 @@ fn minilm_security_table() {
             for (i, b) in advs {
                 s = s.behaviour(*i, b.clone());
             }
-            let r = s.run();
+            let (in_ball, wrong, failed) = s.run().rates_percent();
             println!(
-                "| {name} | {d:.2} | {p:.1} | {:.0} % | {:.0} % | {:.0} % |",
-                rate(&r, r.adversary_accepted),
-                rate(&r, r.wrong_results),
-                rate(&r, r.failed + r.inconsistent),
+                "| {name} | {d:.2} | {p:.1} | {in_ball:.0} % | {wrong:.0} % | {failed:.0} % |"
             );
         }
     }

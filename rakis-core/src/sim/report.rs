@@ -134,6 +134,18 @@ impl Report {
         self.bytes as f64 / self.requests.len().max(1) as f64
     }
 
+    /// The rates of the security tables, in percent of the requests: an adversary entered an
+    /// honest node's accepted set; the selected output was not an honest answer; honest nodes
+    /// did not all complete with one result (failed or inconsistent).
+    pub fn rates_percent(&self) -> (f64, f64, f64) {
+        let pct = |k: usize| 100.0 * k as f64 / self.requests.len().max(1) as f64;
+        (
+            pct(self.adversary_accepted),
+            pct(self.wrong_results),
+            pct(self.failed + self.inconsistent),
+        )
+    }
+
     /// A short human-readable summary.
     pub fn summary(&self) -> String {
         format!(
