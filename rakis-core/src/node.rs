@@ -621,10 +621,12 @@ impl Driver {
             info!(network = %self.config.network_id, "node starting");
             self.recover().await;
             let mut incoming = self.transport.events();
+            // Readers of the request sources: they end with the node (aborted below).
+            let mut readers = Vec::new();
             for source in &self.sources {
                 let mut stream = source.requests();
                 let tx = self.jobs_tx.clone();
-                tokio::spawn(async move {
+                readers.push(tokio::spawn(async move {
                     while let Some(item) = stream.next().await {
                         match item {
                             Ok(r) => {
@@ -635,7 +637,7 @@ impl Driver {
                             Err(e) => warn!(error = %e, "request source error"),
                         }
                     }
-                });
+                }));
             }
             if self.config.status_interval.is_some() {
                 self.broadcast(Message::PeerStatus(self.coordinator.peer_status()))
@@ -685,6 +687,9 @@ impl Driver {
                         self.prune();
                     }
                 }
+            }
+            for reader in readers {
+                reader.abort();
             }
             info!("node stopped");
         }

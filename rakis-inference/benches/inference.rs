@@ -2,7 +2,8 @@
 //!
 //! `bash scripts/fetch-models.sh && cargo bench -p rakis-inference --bench inference`
 //!
-//! Workloads match `../shared/bench` (the peers' scripts): 256 sentences of 20–60 words at
+//! Workloads match the peers' benchmark scripts: 256 sentences of 20–60 words
+//! (`benches/data/sentences.json`, made by `scripts/fixtures/make_sentences.py`) at
 //! batch 1 and 32; a 32-token prompt read in one pass, then 128 greedy single-token decodes
 //! with EOS ignored.
 #![allow(missing_docs)]
@@ -17,8 +18,9 @@ use rakis_inference::{
 };
 
 fn sentences() -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/sentences.json");
-    let text = std::fs::read_to_string(&path).expect("shared/bench/sentences.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/data/sentences.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} unreadable: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 

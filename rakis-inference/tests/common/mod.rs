@@ -28,13 +28,11 @@ pub fn smollm_gguf() -> PathBuf {
     models_dir().join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// `shared/fixtures` beside the repository (or `RAKIS_SHARED_DIR/fixtures`).
+/// A reference fixture of `tests/fixtures` (how each was produced: `tests/fixtures/README.md`).
 pub fn fixture(name: &str) -> serde_json::Value {
-    let shared = match std::env::var_os("RAKIS_SHARED_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-    };
-    let path = shared.join("fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("fixture {} unreadable: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
