@@ -42,7 +42,7 @@ async fn main() -> Result<(), BoxError> {
     // One copy of each model, shared by the nodes of this process (2 generation threads).
     let models = load_models(2)?;
     // Each node: a libp2p transport, the engine, the embedder (see rakis_examples::start_node
-    // for the assembly: Node::builder().key(..).transport_arc(..).engine_arc(..).embedder_arc(..)).
+    // for the assembly: Node::builder().key(..).config(..).transport(..).engine(..).embedder(..)).
     let nodes = start_network(n, &network, &models, |_, b| b).await?;
     let names = names(&nodes);
     let narration = narrate(&nodes);

@@ -113,15 +113,6 @@ pub struct RunningNode {
     pub transport: Arc<Libp2pTransport>,
 }
 
-/// Node settings for a demo on one machine: a short reveal window, no status chatter.
-pub fn demo_config() -> NodeConfig {
-    NodeConfig {
-        reveal_window: Duration::from_secs(2),
-        status_interval: None,
-        ..NodeConfig::default()
-    }
-}
-
 /// Starts a node on libp2p over loopback, dialling `bootstrap`. With `models`, it answers and
 /// verifies; without, it is a light client. `customize` adds further parts (sinks, a store…).
 pub async fn start_node(
@@ -139,16 +130,17 @@ pub async fn start_node(
         )
         .await?,
     );
+    // The network id comes with the transport; the parts shared by the nodes of this process
+    // (the transport handle, the models) are given as `Arc`s.
     let mut builder = Node::builder()
         .key(key)
-        .config(demo_config())
-        .network_id(network)
+        .config(NodeConfig::local_test())
         .store(MemoryStore::default())
-        .transport_arc(transport.clone());
+        .transport(transport.clone());
     if let Some(m) = models {
         builder = builder
-            .engine_arc(m.engine.clone())
-            .embedder_arc(m.embedder.clone());
+            .engine(m.engine.clone())
+            .embedder(m.embedder.clone());
     }
     let node = customize(builder).build()?;
     Ok(RunningNode {

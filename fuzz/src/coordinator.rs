@@ -18,11 +18,10 @@ use arbitrary::{Arbitrary, Unstructured};
 use rakis_core::coordinator::EmbedPurpose;
 use rakis_core::protocol::{CommitMsg, PeerStatus};
 use rakis_core::testing::{HashEmbedder, QuorumFixture};
-use rakis_core::traits::{FinishReason, Generation, GenerationJob};
-use rakis_core::{
-    Action, Coordinator, CoordinatorConfig, EmbedError, EngineError, Hash32, InferenceRequest,
-    Input, Message, NodeId, NodeKey, OwnOutput, Phase, RejectReason, RequestId, SyncedMessage,
-};
+use rakis_core::{FinishReason, Generation, GenerationJob};
+use rakis_core::{EmbedError, EngineError, Hash32, InferenceRequest, Message, NodeId, NodeKey, Phase, RejectReason, RequestId};
+use rakis_core::coordinator::{Action, Coordinator, CoordinatorConfig, Input, SyncedMessage};
+use rakis_core::store::{OwnOutput};
 
 use crate::seeds::{fixtures, natural_signer, FIXTURE_NODES};
 
@@ -238,7 +237,7 @@ pub fn run(case: &Case) -> usize {
         embedding_model: case
             .setup
             .embeds
-            .then(|| rakis_core::DEFAULT_EMBEDDING_MODEL.to_string()),
+            .then(|| rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.to_string()),
         reveal_window_ms: 1_000,
         verify_grace_ms: 1_000,
         max_open_requests: max_open,
@@ -510,7 +509,7 @@ impl Harness {
                 Action::Persist(op) => known(&op.request_id(), "write"),
                 Action::PersistOwnOutput(own) => {
                     known(&own.request_id, "own output write");
-                    let opened = rakis_core::commitment(
+                    let opened = rakis_core::consensus::commitment(
                         &own.request_id,
                         &self.me,
                         &own.inference_id,
@@ -569,7 +568,7 @@ impl Harness {
                 s.reveals += 1;
                 assert!(s.reveals <= 1, "a second reveal for one request");
                 let commit = s.commit.as_ref().expect("a reveal without an own commit");
-                rakis_core::verify_reveal(&commit.commit, &r.reveal)
+                rakis_core::consensus::verify_reveal(&commit.commit, &r.reveal)
                     .expect("the own reveal opens the own commit");
             }
             Message::ConsensusResult(r) => {

@@ -2,7 +2,7 @@
 //!
 //! * [`decode`]: wire decoding of [`Message`]s and envelope bodies.
 //! * [`envelope`]: [`rakis_core::envelope::open`] and the [`Inbox`] on arbitrary bytes.
-//! * [`coordinator`]: a [`rakis_core::Coordinator`] driven by a small operation language.
+//! * [`coordinator`]: a [`rakis_core::coordinator::Coordinator`] driven by a small operation language.
 //! * [`seeds`]: real encoded messages, the seed corpus (`examples/gen_seeds.rs`).
 //!
 //! Each check panics when an invariant breaks: a panic is what the fuzzer reports as a crash.

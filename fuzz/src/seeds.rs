@@ -43,7 +43,7 @@ pub fn sample_messages() -> Vec<Message> {
     });
     out.push(Message::PeerStatus(PeerStatus {
         models: vec!["smollm2-135m".into()],
-        embedding_model: Some(rakis_core::DEFAULT_EMBEDDING_MODEL.into()),
+        embedding_model: Some(rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.into()),
         workers: 2,
         load: 1,
     }));

@@ -49,8 +49,8 @@ fn oracle(c: &mut Criterion) {
     let evm = rt
         .block_on(EvmChain::connect(
             EvmConfig {
-                stagger_ms: 0,
-                attestation_wait_ms: 0,
+                stagger: Duration::ZERO,
+                attestation_wait: Duration::ZERO,
                 ..chain.config()
             },
             chain.signer(1).unwrap(),

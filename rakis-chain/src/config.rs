@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use alloy::signers::local::PrivateKeySigner;
-use rakis_core::{ChainSink, NodeBuilder, RequestSource};
+use rakis_core::{ChainSink, NodeBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -74,10 +74,10 @@ impl Persistence {
     /// Adds every sink and every chain's request source to a node under assembly.
     pub fn attach(&self, mut builder: NodeBuilder) -> NodeBuilder {
         for sink in self.sinks() {
-            builder = builder.chain_sink_arc(sink);
+            builder = builder.chain_sink(sink);
         }
         for chain in &self.chains {
-            builder = builder.request_source_arc(Arc::new(chain.clone()) as Arc<dyn RequestSource>);
+            builder = builder.request_source(chain.clone());
         }
         builder
     }

@@ -1,11 +1,13 @@
 //! Errors of the chain layer.
 
+use rakis_core::error::SharedError;
 use rakis_core::ChainError;
 
 use crate::contracts::RakisOracle::RakisOracleErrors;
 
 /// Why the oracle contract rejected a call: its custom errors, decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OracleRevert {
     /// A result of this request is already stored.
     #[error("a result of this request is already stored")]
@@ -58,9 +60,58 @@ pub enum OracleRevert {
     /// The request does not exist.
     #[error("unknown request")]
     UnknownRequest,
-    /// Any other revert of the oracle, by name.
-    #[error("{0}")]
-    Other(String),
+    /// The request's parameters are invalid.
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// The contract's reason.
+        reason: String,
+    },
+    /// The payment does not cover the request.
+    #[error("payment too low: {paid} < {required} wei")]
+    PaymentTooLow {
+        /// Wei paid.
+        paid: String,
+        /// Wei required.
+        required: String,
+    },
+    /// The registration proof is invalid.
+    #[error("invalid registration of {node}")]
+    InvalidRegistration {
+        /// The node.
+        node: String,
+    },
+    /// A refund before the submission window closed.
+    #[error("not expired before {expires_at} (unix seconds)")]
+    NotExpired {
+        /// End of the submission window.
+        expires_at: u64,
+    },
+    /// Too little gas left for the consumer's callback.
+    #[error("insufficient gas for the callback: {left} < {needed}")]
+    InsufficientGas {
+        /// Gas left.
+        left: u64,
+        /// Gas needed.
+        needed: u64,
+    },
+    /// A withdrawal with no balance.
+    #[error("nothing to withdraw for {node}")]
+    NothingToWithdraw {
+        /// The node.
+        node: String,
+    },
+    /// A transfer of ether failed.
+    #[error("transfer of {amount} wei failed")]
+    TransferFailed {
+        /// Wei.
+        amount: String,
+    },
+    /// Only the owner may do this.
+    #[error("only the owner may do this")]
+    NotOwner,
+    /// A revert the client could not decode (raw revert data).
+    #[error("undecoded revert 0x{0}")]
+    Undecoded(String),
 }
 
 impl OracleRevert {
@@ -93,29 +144,35 @@ impl OracleRevert {
                 signatures: small(x.signatures),
             },
             E::UnknownRequest(_) => OracleRevert::UnknownRequest,
-            E::InvalidRequest(x) => OracleRevert::Other(format!("invalid request: {}", x.reason)),
-            E::PaymentTooLow(x) => {
-                OracleRevert::Other(format!("payment too low: {} < {}", x.paid, x.required))
-            }
-            E::InvalidRegistration(x) => {
-                OracleRevert::Other(format!("invalid registration of {}", x.node))
-            }
-            E::NotExpired(x) => OracleRevert::Other(format!("not expired before {}", x.expiresAt)),
-            E::InsufficientGas(x) => OracleRevert::Other(format!(
-                "insufficient gas for the callback: {} < {}",
-                x.left, x.needed
-            )),
-            E::NothingToWithdraw(x) => {
-                OracleRevert::Other(format!("nothing to withdraw for {}", x.node))
-            }
-            E::TransferFailed(x) => OracleRevert::Other(format!("transfer of {} failed", x.amount)),
-            E::NotOwner(_) => OracleRevert::Other("only the owner may do this".into()),
+            E::InvalidRequest(x) => OracleRevert::InvalidRequest { reason: x.reason },
+            E::PaymentTooLow(x) => OracleRevert::PaymentTooLow {
+                paid: x.paid.to_string(),
+                required: x.required.to_string(),
+            },
+            E::InvalidRegistration(x) => OracleRevert::InvalidRegistration {
+                node: x.node.to_string(),
+            },
+            E::NotExpired(x) => OracleRevert::NotExpired {
+                expires_at: x.expiresAt,
+            },
+            E::InsufficientGas(x) => OracleRevert::InsufficientGas {
+                left: small(x.left),
+                needed: small(x.needed),
+            },
+            E::NothingToWithdraw(x) => OracleRevert::NothingToWithdraw {
+                node: x.node.to_string(),
+            },
+            E::TransferFailed(x) => OracleRevert::TransferFailed {
+                amount: x.amount.to_string(),
+            },
+            E::NotOwner(_) => OracleRevert::NotOwner,
         }
     }
 }
 
 /// Errors of [`EvmChain`](crate::EvmChain).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum EvmError {
     /// The configuration is unusable (bad URL, missing address…).
     #[error("invalid chain configuration: {0}")]
@@ -131,9 +188,9 @@ pub enum EvmError {
     /// No contract code at the oracle address.
     #[error("no contract at {0}")]
     NoContract(String),
-    /// The RPC endpoint failed or could not be reached.
+    /// The RPC endpoint failed or could not be reached (the client's error as the source).
     #[error("rpc: {0}")]
-    Rpc(String),
+    Rpc(#[source] SharedError),
     /// The oracle reverted; the decoded reason.
     #[error("oracle reverted: {0}")]
     Reverted(#[from] OracleRevert),
@@ -143,6 +200,9 @@ pub enum EvmError {
     /// An event could not be turned into a request.
     #[error("bad request event: {0}")]
     BadEvent(String),
+    /// An event describes a request that a node refuses.
+    #[error("the event's request is invalid: {0}")]
+    InvalidRequest(#[from] rakis_core::RequestError),
     /// Fewer usable signatures (valid, of registered accepted nodes) than the request needs.
     #[error("not enough signatures: {have} of {need}")]
     NotEnoughSignatures {
@@ -157,7 +217,8 @@ pub enum EvmError {
         /// Attempts made.
         attempts: u32,
         /// The last error.
-        last: String,
+        #[source]
+        last: Box<EvmError>,
     },
 }
 
@@ -165,12 +226,12 @@ impl From<EvmError> for ChainError {
     fn from(e: EvmError) -> Self {
         match e {
             EvmError::Reverted(OracleRevert::AlreadyFulfilled) => ChainError::AlreadySubmitted,
-            EvmError::Reverted(r) => ChainError::Reverted(r.to_string()),
-            EvmError::Rpc(m) => ChainError::Unavailable(m),
+            EvmError::Reverted(r) => ChainError::Reverted(SharedError::new(r)),
+            e @ EvmError::Rpc(_) => ChainError::Unavailable(SharedError::new(e)),
             EvmError::NotEnoughSignatures { have, need } => {
                 ChainError::NotEnoughSignatures { have, need }
             }
-            other => ChainError::Other(other.to_string()),
+            other => ChainError::Other(SharedError::new(other)),
         }
     }
 }
@@ -181,16 +242,14 @@ pub(crate) fn classify(e: alloy::contract::Error) -> EvmError {
         return EvmError::Reverted(OracleRevert::from_decoded(decoded));
     }
     if let Some(data) = e.as_revert_data() {
-        return EvmError::Reverted(OracleRevert::Other(format!(
-            "undecoded revert 0x{}",
-            alloy::hex::encode(data)
-        )));
+        return EvmError::Reverted(OracleRevert::Undecoded(alloy::hex::encode(data)));
     }
-    EvmError::Rpc(e.to_string())
+    EvmError::Rpc(SharedError::new(e))
 }
 
 /// Errors of the [`LedgerSink`](crate::LedgerSink).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LedgerError {
     /// The file could not be read or written.
     #[error("ledger i/o: {0}")]
@@ -224,12 +283,13 @@ pub enum LedgerError {
 
 impl From<LedgerError> for ChainError {
     fn from(e: LedgerError) -> Self {
-        ChainError::Other(e.to_string())
+        ChainError::Other(SharedError::new(e))
     }
 }
 
 /// Any error of this crate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An EVM chain.
     #[error(transparent)]

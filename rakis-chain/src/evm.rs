@@ -13,9 +13,10 @@ use alloy::sol_types::SolEvent;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
+use rakis_core::error::SharedError;
 use rakis_core::identity::{address_of_node, eth_signed_message_hash, keccak256};
 use rakis_core::protocol::{ChatMessage, ConsensusResultMsg, InferenceRequest, Origin};
-use rakis_core::traits::SubmitReceipt;
+use rakis_core::SubmitReceipt;
 use rakis_core::{
     Address, ChainError, ChainSink, Hash32, NodeKey, RequestId, RequestSource, SecurityFrame,
 };
@@ -25,8 +26,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::contracts::RakisOracle::{self, RakisOracleInstance, RequestParams};
 use crate::error::{classify, EvmError, OracleRevert};
 
-/// Configuration of one EVM chain. Durations are in milliseconds so that the whole struct reads
-/// from a plain TOML/JSON file.
+/// Configuration of one EVM chain (serde: durations read as `"1s"`, `"500ms"`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EvmConfig {
@@ -38,7 +38,8 @@ pub struct EvmConfig {
     /// whatever the endpoint reports.
     pub chain_id: Option<u64>,
     /// How often the request source polls for new blocks.
-    pub poll_interval_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
     /// Blocks a request event must be buried under before the node takes it (0 on a dev chain;
     /// more where blocks can be reorganised).
     pub confirmations: u64,
@@ -46,16 +47,20 @@ pub struct EvmConfig {
     /// that restarts within a request's deadline finds the request again this way.
     pub lookback_blocks: u64,
     /// How long a submission keeps retrying through RPC failures before giving up.
-    pub retry_for_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
     /// How long to wait for a receipt before checking the chain again and resending.
-    pub receipt_timeout_ms: u64,
-    /// Nodes that agreed take turns: the node ranked `k` for a request waits `k × stagger_ms`
+    #[serde(with = "humantime_serde")]
+    pub receipt_timeout: Duration,
+    /// Nodes that agreed take turns: the node ranked `k` for a request waits `k × stagger`
     /// and submits only when nobody has yet, so that one transaction usually suffices.
-    pub stagger_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub stagger: Duration,
     /// How long a node waits for the signatures of every accepted node before it submits with
     /// the ones it has (at least the number the request requires): the payment is shared
     /// among the nodes whose signatures are in the submission.
-    pub attestation_wait_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub attestation_wait: Duration,
     /// Also record results of requests this contract did not make (made on another chain, or
     /// by a peer): the oracle stores them as *foreign* results, without payment or callback.
     pub record_foreign: bool,
@@ -67,13 +72,13 @@ impl Default for EvmConfig {
             rpc_url: "http://127.0.0.1:8545".into(),
             oracle: EvmAddress::ZERO,
             chain_id: None,
-            poll_interval_ms: 1_000,
+            poll_interval: Duration::from_secs(1),
             confirmations: 0,
             lookback_blocks: 0,
-            retry_for_ms: 120_000,
-            receipt_timeout_ms: 30_000,
-            stagger_ms: 2_000,
-            attestation_wait_ms: 10_000,
+            retry_for: Duration::from_secs(120),
+            receipt_timeout: Duration::from_secs(30),
+            stagger: Duration::from_secs(2),
+            attestation_wait: Duration::from_secs(10),
             record_foreign: false,
         }
     }
@@ -92,11 +97,11 @@ impl EvmConfig {
     /// For a local development chain (anvil): fast polling, no confirmations, short waits.
     pub fn local_dev(rpc_url: impl Into<String>, oracle: EvmAddress) -> Self {
         EvmConfig {
-            poll_interval_ms: 200,
-            retry_for_ms: 60_000,
-            receipt_timeout_ms: 5_000,
-            stagger_ms: 300,
-            attestation_wait_ms: 3_000,
+            poll_interval: Duration::from_millis(200),
+            retry_for: Duration::from_secs(60),
+            receipt_timeout: Duration::from_secs(5),
+            stagger: Duration::from_millis(300),
+            attestation_wait: Duration::from_secs(3),
             ..EvmConfig::new(rpc_url, oracle)
         }
     }
@@ -193,7 +198,7 @@ impl EvmChain {
         let chain_id = provider
             .get_chain_id()
             .await
-            .map_err(|e| EvmError::Rpc(e.to_string()))?;
+            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
         if let Some(expected) = config.chain_id {
             if expected != chain_id {
                 return Err(EvmError::WrongChain {
@@ -205,7 +210,7 @@ impl EvmChain {
         let code = provider
             .get_code_at(config.oracle)
             .await
-            .map_err(|e| EvmError::Rpc(e.to_string()))?;
+            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
         if code.is_empty() {
             return Err(EvmError::NoContract(config.oracle.to_string()));
         }
@@ -374,7 +379,7 @@ impl EvmChain {
             .provider
             .get_logs(&filter)
             .await
-            .map_err(|e| EvmError::Rpc(e.to_string()))?;
+            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
         Ok(logs.len())
     }
 
@@ -394,12 +399,10 @@ impl EvmChain {
         pending: alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
     ) -> Result<alloy::rpc::types::TransactionReceipt, EvmError> {
         let receipt = pending
-            .with_timeout(Some(Duration::from_millis(
-                self.inner.config.receipt_timeout_ms,
-            )))
+            .with_timeout(Some(self.inner.config.receipt_timeout))
             .get_receipt()
             .await
-            .map_err(|e| EvmError::Rpc(e.to_string()))?;
+            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
         if !receipt.status() {
             return Err(EvmError::TransactionFailed(
                 receipt.transaction_hash.to_string(),
@@ -409,7 +412,7 @@ impl EvmChain {
     }
 
     /// Submits `result` with the signatures of `attestations` that match it, retrying through
-    /// RPC failures for [`EvmConfig::retry_for_ms`]; returns the transaction hash.
+    /// RPC failures for [`EvmConfig::retry_for`]; returns the transaction hash.
     ///
     /// Exactly once: before every attempt the oracle is asked whether the result is stored,
     /// and a stored result answers [`OracleRevert::AlreadyFulfilled`]. A revert is decoded and
@@ -436,7 +439,7 @@ impl EvmChain {
                 .expect("lock")
                 .entry(result.request_id)
                 .or_insert_with(tokio::time::Instant::now);
-            if first.elapsed() < Duration::from_millis(config.attestation_wait_ms) {
+            if first.elapsed() < config.attestation_wait {
                 return Err(EvmError::NotEnoughSignatures {
                     have: nodes.len(),
                     need: all,
@@ -455,16 +458,16 @@ impl EvmChain {
             .and_then(|a| nodes.iter().position(|n| *n == a))
             .map(|p| (p + result.request_id.0[0] as usize) % nodes.len().max(1))
             .unwrap_or(0);
-        if rank > 0 && config.stagger_ms > 0 {
-            let wait = config.stagger_ms * rank as u64;
+        if rank > 0 && !config.stagger.is_zero() {
+            let wait = config.stagger * rank as u32;
             debug!(
                 rank,
-                wait_ms = wait,
+                wait = ?wait,
                 "waiting for the nodes ranked before this one"
             );
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+            tokio::time::sleep(wait).await;
         }
-        let give_up = tokio::time::Instant::now() + Duration::from_millis(config.retry_for_ms);
+        let give_up = tokio::time::Instant::now() + config.retry_for;
         let mut attempts = 0u32;
         let mut backoff = Duration::from_millis(250);
         loop {
@@ -483,7 +486,7 @@ impl EvmChain {
                     if tokio::time::Instant::now() >= give_up {
                         return Err(EvmError::GaveUp {
                             attempts,
-                            last: e.to_string(),
+                            last: Box::new(e),
                         });
                     }
                     warn!(attempt = attempts, error = %e, "submission failed; retrying");
@@ -544,7 +547,7 @@ impl EvmChain {
     }
 
     /// The stream of requests the oracle emits, polled every
-    /// [`EvmConfig::poll_interval_ms`]. RPC failures are reported once per outage and polling
+    /// [`EvmConfig::poll_interval`]. RPC failures are reported once per outage and polling
     /// goes on; the stream ends when it is dropped.
     pub fn request_stream(&self) -> BoxStream<'static, Result<InferenceRequest, ChainError>> {
         let (mut tx, rx) = futures::channel::mpsc::channel(64);
@@ -554,7 +557,11 @@ impl EvmChain {
             async move {
                 let mut next: Option<u64> = None;
                 let mut failing = false;
-                let interval = Duration::from_millis(chain.inner.config.poll_interval_ms.max(10));
+                let interval = chain
+                    .inner
+                    .config
+                    .poll_interval
+                    .max(Duration::from_millis(10));
                 loop {
                     // The node stopped reading (it shut down): stop polling, quietly.
                     if tx.is_closed() {
@@ -599,7 +606,7 @@ impl EvmChain {
             .provider
             .get_block_number()
             .await
-            .map_err(|e| EvmError::Rpc(e.to_string()))?;
+            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
         let safe = head.saturating_sub(config.confirmations);
         let from = *next.get_or_insert_with(|| (safe + 1).saturating_sub(config.lookback_blocks));
         if safe < from {
@@ -619,7 +626,7 @@ impl EvmChain {
                 .provider
                 .get_logs(&filter)
                 .await
-                .map_err(|e| EvmError::Rpc(e.to_string()))?;
+                .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
             for log in logs {
                 found.push(self.request_from_log(&log));
             }
@@ -684,7 +691,7 @@ pub fn request_from_event(
         requester: None,
         nonce: event.nonce,
     };
-    request.validate().map_err(EvmError::BadEvent)?;
+    request.validate()?;
     if request.id().0 != event.requestId.0 {
         return Err(EvmError::BadEvent(format!(
             "the contract's request id {} differs from the node's {}",

@@ -23,10 +23,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use rakis_core::consensus::AcceptedReveal;
+use rakis_core::error::SharedError;
 use rakis_core::identity::Signature;
 use rakis_core::protocol::{ConsensusResultMsg, InferenceRequest, Origin};
-use rakis_core::traits::SubmitReceipt;
-use rakis_core::{AcceptedReveal, ChainError, ChainSink, Hash32, NodeId, RequestId};
+use rakis_core::SubmitReceipt;
+use rakis_core::{ChainError, ChainSink, Hash32, NodeId, RequestId};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -376,7 +378,7 @@ impl ChainSink for LedgerSink {
         let index =
             tokio::task::spawn_blocking(move || sink.append(&request, &result, &attestations, now))
                 .await
-                .map_err(|e| ChainError::Other(format!("ledger task: {e}")))??;
+                .map_err(|e| ChainError::Other(SharedError::new(e)))??;
         Ok(SubmitReceipt {
             sink: self.name(),
             reference: format!("entry {index}"),

@@ -9,7 +9,9 @@ use alloy::primitives::Address as EvmAddress;
 use alloy::providers::Provider;
 use rakis_chain::dev::{AnvilOptions, LocalChain};
 use rakis_chain::evm::{request_from_event, request_params};
-use rakis_core::{ChatMessage, Hash32, InferenceRequest, NodeKey, Origin, SecurityFrame};
+use rakis_core::{
+    ChatMessage, Hash32, InferenceRequest, NodeKey, Origin, RequestError, SecurityFrame,
+};
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -155,11 +157,11 @@ fn chain_requests_with_inexact_fields_are_invalid() {
     assert!(r.validate().is_ok());
     let mut t = r.clone();
     t.temperature = 0.7001;
-    assert!(t.validate().unwrap_err().contains("thousandths"));
+    assert!(matches!(t.validate(), Err(RequestError::ChainSampling)));
     let mut d = r.clone();
     d.frame.sec_distance = 0.3000001;
-    assert!(d.validate().unwrap_err().contains("millionths"));
+    assert!(matches!(d.validate(), Err(RequestError::ChainFrame)));
     let mut m = r.clone();
     m.messages.push(ChatMessage::system("be brief"));
-    assert!(m.validate().unwrap_err().contains("one user message"));
+    assert!(matches!(m.validate(), Err(RequestError::ChainMessages)));
 }

@@ -11,8 +11,9 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use rakis_core::store::StoreOp;
 use rakis_core::testing::QuorumFixture;
-use rakis_core::{CommitStore, RedbStore, StoreOp};
+use rakis_core::{CommitStore, RedbStore};
 
 fn bench_store(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::EnvelopeError;
+use crate::error::SharedError;
 use crate::identity::{recover_signer, NodeKey, Signature};
 use crate::protocol::Message;
 use crate::{Hash32, NodeId};
@@ -68,7 +68,7 @@ pub fn seal(
         nonce: rand::random(),
         message,
     };
-    let body = postcard::to_allocvec(&env).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    let body = postcard::to_allocvec(&env).map_err(EnvelopeError::malformed)?;
     let signature = key.sign_digest(&envelope_digest(&body));
     let mut out = vec![WIRE_VERSION];
     out.extend(
@@ -76,7 +76,7 @@ pub fn seal(
             body: &body,
             signature,
         })
-        .map_err(|e| EnvelopeError::Malformed(e.to_string()))?,
+        .map_err(EnvelopeError::malformed)?,
     );
     if out.len() > MAX_MESSAGE_SIZE {
         return Err(EnvelopeError::TooLarge {
@@ -105,16 +105,13 @@ pub fn open(bytes: &[u8], network_id: &str) -> Result<Verified, EnvelopeError> {
             max: MAX_MESSAGE_SIZE,
         });
     }
-    let (&version, rest) = bytes
-        .split_first()
-        .ok_or_else(|| EnvelopeError::Malformed("empty".into()))?;
+    let (&version, rest) = bytes.split_first().ok_or(EnvelopeError::Empty)?;
     if version != WIRE_VERSION {
         return Err(EnvelopeError::UnsupportedVersion(version));
     }
     let signed: SignedEnvelope<'_> =
-        postcard::from_bytes(rest).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-    let envelope: Envelope =
-        postcard::from_bytes(signed.body).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        postcard::from_bytes(rest).map_err(EnvelopeError::malformed)?;
+    let envelope: Envelope = postcard::from_bytes(signed.body).map_err(EnvelopeError::malformed)?;
     let signer = recover_signer(&envelope_digest(signed.body), &signed.signature)
         .map_err(|_| EnvelopeError::BadSignature(envelope.sender.short()))?;
     if signer != envelope.sender {
@@ -224,6 +221,59 @@ impl Inbox {
     }
 }
 
+/// Why an incoming message was dropped before use.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Larger than [`MAX_MESSAGE_SIZE`].
+    #[error("message of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Size received.
+        size: usize,
+        /// Maximum allowed.
+        max: usize,
+    },
+    /// No bytes at all.
+    #[error("empty message")]
+    Empty,
+    /// Unknown wire version byte.
+    #[error("unsupported wire version {0}")]
+    UnsupportedVersion(u8),
+    /// Bytes that do not decode (the decoder's error as the source).
+    #[error("malformed message: {0}")]
+    Malformed(#[source] SharedError),
+    /// The signature does not match the sender.
+    #[error("bad signature from claimed sender {0}")]
+    BadSignature(String),
+    /// The message belongs to another network.
+    #[error("message for network {got:?}, this node is on {expected:?}")]
+    WrongNetwork {
+        /// This node's network.
+        expected: String,
+        /// The message's network.
+        got: String,
+    },
+    /// The timestamp is too far from this node's clock.
+    #[error("timestamp {timestamp_ms} is {skew_ms} ms from local time (max {max_ms})")]
+    ClockSkew {
+        /// The message's timestamp.
+        timestamp_ms: u64,
+        /// Absolute difference from local time.
+        skew_ms: u64,
+        /// Allowed skew.
+        max_ms: u64,
+    },
+    /// The same message was already received (replay or duplicate delivery).
+    #[error("duplicate or replayed message")]
+    Duplicate,
+}
+
+impl EnvelopeError {
+    fn malformed(e: postcard::Error) -> Self {
+        EnvelopeError::Malformed(SharedError::new(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,8 +314,11 @@ mod tests {
         }
         let mut t = bytes.clone();
         t[0] = 9;
-        assert_eq!(open(&t, "net"), Err(EnvelopeError::UnsupportedVersion(9)));
-        assert!(matches!(open(&[], "net"), Err(EnvelopeError::Malformed(_))));
+        assert!(matches!(
+            open(&t, "net"),
+            Err(EnvelopeError::UnsupportedVersion(9))
+        ));
+        assert!(matches!(open(&[], "net"), Err(EnvelopeError::Empty)));
         assert!(matches!(
             open(&[1, 2, 3], "net"),
             Err(EnvelopeError::Malformed(_))
@@ -311,7 +364,10 @@ mod tests {
         let mut inbox = Inbox::new("net", 1_000);
         let bytes = seal(&k, "net", 10_000, status()).unwrap();
         inbox.accept(&bytes, 10_500).unwrap();
-        assert_eq!(inbox.accept(&bytes, 10_600), Err(EnvelopeError::Duplicate));
+        assert!(matches!(
+            inbox.accept(&bytes, 10_600),
+            Err(EnvelopeError::Duplicate)
+        ));
         // Long after, the id is forgotten but the timestamp is too old.
         assert!(matches!(
             inbox.accept(&bytes, 20_000),
@@ -328,6 +384,9 @@ mod tests {
         assert!(inbox.remembered() <= 2);
         let own = seal(&k, "net", 20_000, status()).unwrap();
         inbox.remember_own(&own, 20_000);
-        assert_eq!(inbox.accept(&own, 20_001), Err(EnvelopeError::Duplicate));
+        assert!(matches!(
+            inbox.accept(&own, 20_001),
+            Err(EnvelopeError::Duplicate)
+        ));
     }
 }

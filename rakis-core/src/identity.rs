@@ -6,7 +6,7 @@ use k256::ecdsa::{RecoveryId, Signature as EcdsaSignature, SigningKey, Verifying
 use serde::{Deserialize, Serialize};
 use sha3::{Digest as _, Keccak256};
 
-use crate::error::IdentityError;
+use crate::error::SharedError;
 use crate::NodeId;
 
 rakis_consensus::fixed_bytes!(
@@ -53,7 +53,9 @@ impl NodeKey {
         Ok(NodeKey { key })
     }
 
-    /// A deterministic key derived from a seed (tests and simulations only).
+    /// A deterministic key derived from a seed (tests and simulations only; feature
+    /// `test-utils`).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn from_seed(seed: u64) -> Self {
         let mut counter = 0u64;
         loop {
@@ -113,7 +115,7 @@ impl NodeKey {
 
     /// Loads a key file written by [`NodeKey::save`].
     pub fn load(path: &Path, passphrase: Option<&str>) -> Result<Self, IdentityError> {
-        let bytes = std::fs::read(path).map_err(|e| IdentityError::Io(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|e| IdentityError::io(path, e))?;
         let file: KeyFile =
             serde_json::from_slice(&bytes).map_err(|e| IdentityError::KeyFile(e.to_string()))?;
         file.open(passphrase)
@@ -313,12 +315,52 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| IdentityError::Io(e.to_string()))?;
+    let mut f = opts.open(path).map_err(|e| IdentityError::io(path, e))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
-        .map_err(|e| IdentityError::Io(e.to_string()))
+        .map_err(|e| IdentityError::io(path, e))
+}
+
+/// Key handling errors.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The secret key bytes are not a valid secp256k1 scalar.
+    #[error("invalid secret key")]
+    InvalidSecretKey,
+    /// A node id is not a valid compressed public key.
+    #[error("node id is not a valid secp256k1 public key")]
+    InvalidNodeId,
+    /// A signature is malformed or was not made by the claimed key.
+    #[error("bad signature")]
+    BadSignature,
+    /// The key file is encrypted and no passphrase was given.
+    #[error("the key file is encrypted: a passphrase is required")]
+    PassphraseRequired,
+    /// The passphrase does not decrypt the key file.
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    /// The key file is malformed.
+    #[error("key file: {0}")]
+    KeyFile(String),
+    /// Reading or writing the key file failed.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The key file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: SharedError,
+    },
+}
+
+impl IdentityError {
+    fn io(path: &Path, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        IdentityError::Io {
+            path: path.display().to_string(),
+            source: SharedError::new(source),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::{Address, Signature};
 use crate::{
-    AcceptedReveal, Commit, Hash32, InferenceId, NodeId, RejectReason, RequestId, Reveal,
-    SecurityFrame,
+    AcceptedReveal, Commit, ConsensusError, Hash32, InferenceId, NodeId, RejectReason, RequestId,
+    Reveal, SecurityFrame,
 };
 
 /// Longest accepted prompt (all chat messages together), in bytes.
@@ -200,36 +200,39 @@ impl InferenceRequest {
     }
 
     /// Checks every field's range.
-    pub fn validate(&self) -> Result<(), String> {
-        self.frame.validate().map_err(|e| e.to_string())?;
+    pub fn validate(&self) -> Result<(), RequestError> {
+        self.frame.validate().map_err(RequestError::Frame)?;
         if self.messages.is_empty() || self.messages.iter().all(|m| m.content.trim().is_empty()) {
-            return Err("empty prompt".into());
+            return Err(RequestError::EmptyPrompt);
         }
         let bytes: usize = self.messages.iter().map(|m| m.content.len()).sum();
         if bytes > MAX_PROMPT_BYTES {
-            return Err(format!(
-                "prompt of {bytes} bytes exceeds {MAX_PROMPT_BYTES}"
-            ));
+            return Err(RequestError::PromptTooLarge {
+                bytes,
+                max: MAX_PROMPT_BYTES,
+            });
         }
         if self.accepted_models.is_empty() || self.accepted_models.len() > MAX_ACCEPTED_MODELS {
-            return Err(format!(
-                "accepted_models must list 1 to {MAX_ACCEPTED_MODELS} models"
-            ));
+            return Err(RequestError::AcceptedModels {
+                count: self.accepted_models.len(),
+                max: MAX_ACCEPTED_MODELS,
+            });
         }
         if !(self.temperature.is_finite() && (0.0..=2.0).contains(&self.temperature)) {
-            return Err(format!("temperature {} outside [0, 2]", self.temperature));
+            return Err(RequestError::Temperature(self.temperature));
         }
         if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("top_p {} outside (0, 1]", self.top_p));
+            return Err(RequestError::TopP(self.top_p));
         }
         if self.max_tokens == 0 || self.max_tokens > MAX_TOKENS_LIMIT {
-            return Err(format!("max_tokens must be in 1..={MAX_TOKENS_LIMIT}"));
+            return Err(RequestError::MaxTokens {
+                got: self.max_tokens,
+                max: MAX_TOKENS_LIMIT,
+            });
         }
         match (&self.origin, &self.requester) {
-            (Origin::Peer, None) => Err("a peer request needs a requester".into()),
-            (Origin::Chain { .. }, Some(_)) => {
-                Err("a chain request is identified by its origin, not a requester".into())
-            }
+            (Origin::Peer, None) => Err(RequestError::MissingRequester),
+            (Origin::Chain { .. }, Some(_)) => Err(RequestError::ChainRequestWithRequester),
             (Origin::Chain { .. }, None) => self.validate_chain_shape(),
             _ => Ok(()),
         }
@@ -238,20 +241,81 @@ impl InferenceRequest {
     /// A chain request's id covers its fields as the integers the chain stores, so the fields
     /// must be exactly those integers: one user message, temperature and top-p in thousandths,
     /// distance and share in millionths. Otherwise two different requests would share an id.
-    fn validate_chain_shape(&self) -> Result<(), String> {
+    fn validate_chain_shape(&self) -> Result<(), RequestError> {
         if !matches!(self.messages.as_slice(), [m] if m.role == Role::User) {
-            return Err("a chain request carries exactly one user message".into());
+            return Err(RequestError::ChainMessages);
         }
         let (t, p, d, s) = self.chain_integers();
         if self.temperature != t as f32 / 1000.0 || self.top_p != p as f32 / 1000.0 {
-            return Err("a chain request's temperature and top-p are whole thousandths".into());
+            return Err(RequestError::ChainSampling);
         }
         if self.frame.sec_distance != d as f64 / 1e6 || self.frame.sec_percentage != s as f64 / 1e6
         {
-            return Err("a chain request's distance and share are whole millionths".into());
+            return Err(RequestError::ChainFrame);
         }
         Ok(())
     }
+}
+
+/// Why a request is invalid ([`InferenceRequest::validate`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The security frame is out of range.
+    #[error("security frame: {0}")]
+    Frame(#[source] ConsensusError),
+    /// No message, or only blank ones.
+    #[error("empty prompt")]
+    EmptyPrompt,
+    /// The messages are too long.
+    #[error("prompt of {bytes} bytes exceeds {max}")]
+    PromptTooLarge {
+        /// Bytes of all messages.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No accepted model, or too many.
+    #[error("accepted_models lists {count} models; 1 to {max} are allowed")]
+    AcceptedModels {
+        /// Models listed.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The temperature is outside `[0, 2]`.
+    #[error("temperature {0} outside [0, 2]")]
+    Temperature(f32),
+    /// Top-p is outside `(0, 1]`.
+    #[error("top_p {0} outside (0, 1]")]
+    TopP(f32),
+    /// `max_tokens` is 0 or above the limit.
+    #[error("max_tokens {got} must be in 1..={max}")]
+    MaxTokens {
+        /// The value.
+        got: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// A peer request names no requester.
+    #[error("a peer request needs a requester")]
+    MissingRequester,
+    /// A chain request names a requester (it is identified by its origin).
+    #[error("a chain request is identified by its origin, not a requester")]
+    ChainRequestWithRequester,
+    /// A chain request carries something else than exactly one user message.
+    #[error("a chain request carries exactly one user message")]
+    ChainMessages,
+    /// A chain request's temperature or top-p is not a whole number of thousandths (the
+    /// integers the chain stores).
+    #[error("a chain request's temperature and top-p are whole thousandths")]
+    ChainSampling,
+    /// A chain request's distance or share is not a whole number of millionths.
+    #[error("a chain request's distance and share are whole millionths")]
+    ChainFrame,
+    /// The request's deadline has passed already.
+    #[error("the request's deadline has passed")]
+    DeadlinePassed,
 }
 
 /// Id of a request made by an oracle contract, computed the same way by the contract:

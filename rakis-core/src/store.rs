@@ -1,6 +1,6 @@
-//! What a [`CommitStore`] keeps: typed writes and per-request records, the
-//! volatile [`MemoryStore`], and (feature `redb`, on by default) the durable
-//! [`RedbStore`](self::redb::RedbStore) on an embedded database file.
+//! The [`CommitStore`] part: durable node state. What a store keeps (typed writes and
+//! per-request records), the volatile [`MemoryStore`], and (feature `redb`, on by default) the
+//! durable [`RedbStore`](self::redb::RedbStore) on an embedded database file.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,15 +10,99 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::coordinator::QuorumFailure;
-use crate::error::StoreError;
+use crate::error::SharedError;
 use crate::protocol::{CommitMsg, ConsensusResultMsg, InferenceRequest, RevealMsg};
-use crate::traits::CommitStore;
 use crate::{
     BinaryEmbedding, Commitment, ConsensusOutcome, InferenceId, Rejection, RequestId, Salt,
 };
 
 #[cfg(feature = "redb")]
 pub mod redb;
+
+/// Durable node state. Every write is durable when the call returns.
+///
+/// A write is applied atomically or not at all: a write refused with an error (for example
+/// [`StoreError::Conflict`]) changes no stored state. The three required methods are what a
+/// node needs to run and to recover its open quorums; the provided ones (retention, size,
+/// pending chain submissions) answer [`StoreError::Unsupported`] unless a store implements them.
+///
+/// Implemented for `&T`, `Arc<T>` and `Box<T>` of any store.
+#[async_trait]
+#[auto_impl::auto_impl(&, Box, Arc)]
+pub trait CommitStore: Send + Sync {
+    /// Applies one write.
+    async fn apply(&self, op: StoreOp) -> Result<(), StoreError>;
+    /// Everything known about one request.
+    async fn quorum(&self, request_id: &RequestId) -> Result<Option<QuorumRecord>, StoreError>;
+    /// Every request whose quorum has not completed or failed (for recovery after a restart).
+    async fn open_quorums(&self) -> Result<Vec<QuorumRecord>, StoreError>;
+    /// Every closed request whose signed result is still
+    /// [`Pending`](SubmissionState::Pending) on some sink (the node stopped while
+    /// submitting it): a restarted node submits it to those sinks only.
+    async fn unsettled_results(&self) -> Result<Vec<QuorumRecord>, StoreError> {
+        Err(StoreError::Unsupported(
+            "this store does not track pending chain submissions".into(),
+        ))
+    }
+    /// Retention: deletes every closed (completed or failed) request whose deadline is before
+    /// `closed_before_ms` (ms since epoch) and returns how many were deleted. Open requests are
+    /// kept whatever their age.
+    async fn prune(&self, closed_before_ms: u64) -> Result<u64, StoreError> {
+        let _ = closed_before_ms;
+        Err(StoreError::Unsupported(
+            "this store has no retention policy".into(),
+        ))
+    }
+    /// How many bytes the store occupies (for a file: its size on disk).
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported(
+            "this store does not report its size".into(),
+        ))
+    }
+}
+
+/// Errors of a [`CommitStore`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store file is already open: by another process, or by another store of this process.
+    #[error("store file is already in use: {0}")]
+    Locked(String),
+    /// The store file is corrupted or not a Rakis store.
+    #[error("store is corrupted or foreign: {0}")]
+    Corrupted(String),
+    /// The store's schema version is not supported.
+    #[error("unsupported store schema version {0}")]
+    UnsupportedSchema(u32),
+    /// A record contradicts one already stored (for example a second own output).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// I/O or database failure (the underlying error as the source).
+    #[error("store i/o, {context}: {source}")]
+    Io {
+        /// What the store was doing, and on which file.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: SharedError,
+    },
+    /// The store does not implement this operation.
+    #[error("unsupported by this store: {0}")]
+    Unsupported(String),
+}
+
+impl StoreError {
+    /// An [`StoreError::Io`] while doing `context`.
+    pub fn io(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Io {
+            context: context.into(),
+            source: SharedError::new(source),
+        }
+    }
+}
 
 /// The node's own answer, kept (with its salt) before its commit leaves the node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,7 +440,7 @@ impl CommitStore for MemoryStore {
         records.values().try_fold(0u64, |sum, r| {
             postcard::to_allocvec(r)
                 .map(|b| sum + b.len() as u64)
-                .map_err(|e| StoreError::Io(format!("encoding a record: {e}")))
+                .map_err(|e| StoreError::io("encoding a record", e))
         })
     }
 }

@@ -11,14 +11,13 @@ use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
-use crate::error::{EmbedError, EngineError, TransportError};
+use crate::embedder::{EmbedError, Embedder};
+use crate::engine::{EngineError, FinishReason, Generation, GenerationJob, InferenceEngine};
 use crate::identity::NodeKey;
 use crate::protocol::{CommitMsg, ConsensusResultMsg, InferenceRequest, RevealMsg};
 pub use crate::store::MemoryStore;
 use crate::store::{OwnOutput, StoreOp};
-use crate::traits::{
-    Embedder, FinishReason, Generation, GenerationJob, InferenceEngine, Transport, TransportEvent,
-};
+use crate::transport::{Transport, TransportError, TransportEvent};
 use crate::{
     BinaryEmbedding, Commit, ConsensusOutcome, ConsensusParams, InferenceId, NodeId, Reveal, Salt,
     SecurityFrame, Submission,
@@ -157,7 +156,10 @@ impl MemoryHub {
             .collect();
         if let Some(t) = to {
             if targets.is_empty() {
-                return Err(TransportError::Unreachable(t.short()));
+                return Err(TransportError::Unreachable {
+                    peer: t.to_string(),
+                    reason: crate::error::SharedError::msg("not on the hub, or partitioned away"),
+                });
             }
         }
         for (_, tx) in targets {
@@ -343,7 +345,7 @@ impl HashEmbedder {
 
     /// The default-model-named embedder with 384 dimensions, usable with the default frame.
     pub fn default_model() -> Self {
-        Self::new(crate::DEFAULT_EMBEDDING_MODEL, 384)
+        Self::new(crate::consensus::DEFAULT_EMBEDDING_MODEL, 384)
     }
 
     /// The float embedding of one text (synchronous).

@@ -4,12 +4,13 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
+use rakis_core::coordinator::{Action, Coordinator, CoordinatorConfig, Input, SyncedMessage};
 use rakis_core::store::apply_to_records;
+use rakis_core::store::{QuorumRecord, StoreOp};
 use rakis_core::testing::{HashEmbedder, QuorumFixture, ScriptedEngine};
 use rakis_core::{
-    Action, Coordinator, CoordinatorConfig, Decision, FailureReason, InferenceRequest, Input,
-    Message, NodeEvent, NodeKey, Phase, QuorumFailure, QuorumRecord, RejectReason, SecurityFrame,
-    StoreOp, SyncedMessage,
+    Decision, FailureReason, InferenceRequest, Message, NodeEvent, NodeKey, Phase, QuorumFailure,
+    RejectReason, SecurityFrame,
 };
 
 const MODEL: &str = "smollm2-135m";
@@ -70,7 +71,9 @@ impl Sim {
                         .map(|_| vec![MODEL.to_string()])
                         .unwrap_or_default(),
                     workers: 1,
-                    embedding_model: Some(rakis_core::DEFAULT_EMBEDDING_MODEL.to_string()),
+                    embedding_model: Some(
+                        rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.to_string(),
+                    ),
                     reveal_window_ms: 1_000,
                     verify_grace_ms: 1_000,
                     ..CoordinatorConfig::default()
@@ -644,7 +647,7 @@ fn scheduling_takes_soonest_deadline_first_and_skips_hopeless_requests() {
     let config = CoordinatorConfig {
         served_models: vec![MODEL.into()],
         workers: 1,
-        embedding_model: Some(rakis_core::DEFAULT_EMBEDDING_MODEL.into()),
+        embedding_model: Some(rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.into()),
         initial_generation_estimate_ms: 300,
         ..CoordinatorConfig::default()
     };
@@ -935,7 +938,7 @@ fn solo(key: u64) -> Coordinator {
     let config = CoordinatorConfig {
         served_models: vec![MODEL.into()],
         workers: 1,
-        embedding_model: Some(rakis_core::DEFAULT_EMBEDDING_MODEL.into()),
+        embedding_model: Some(rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.into()),
         reveal_window_ms: 1_000,
         verify_grace_ms: 1_000,
         ..CoordinatorConfig::default()
@@ -1140,7 +1143,7 @@ fn closed_requests_make_room_open_ones_do_not() {
     let key = NodeKey::from_seed(1);
     let peer = NodeKey::from_seed(2).node_id();
     let config = CoordinatorConfig {
-        embedding_model: Some(rakis_core::DEFAULT_EMBEDDING_MODEL.to_string()),
+        embedding_model: Some(rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.to_string()),
         reveal_window_ms: 1_000,
         verify_grace_ms: 1_000,
         max_open_requests: 2,

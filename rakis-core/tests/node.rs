@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use rakis_core::consensus::{Commit, Reveal, Salt};
 use rakis_core::envelope::{open, seal, MAX_MESSAGE_SIZE};
 use rakis_core::protocol::{CommitMsg, RevealMsg};
 use rakis_core::testing::{HashEmbedder, HubConfig, MemoryHub, ScriptedEngine};
 use rakis_core::{
-    Commit, InferenceId, InferenceRequest, Message, Node, NodeError, NodeEvent, NodeHandle,
-    NodeKey, RejectReason, Reveal, Salt, SecurityFrame, TokioClock, Transport, TransportEvent,
+    ConfigError, InferenceId, InferenceRequest, Message, Node, NodeError, NodeEvent, NodeHandle,
+    NodeKey, QuorumFailure, RejectReason, RequestError, SecurityFrame, TokioClock, Transport,
+    TransportEvent,
 };
 use tokio::sync::broadcast;
 
@@ -131,7 +133,13 @@ async fn quorum_not_reached_fails_on_every_node_and_nobody_reveals() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, NodeError::RequestFailed(m) if m.contains("quorum not reached: 3 of 4")),
+            matches!(
+                &err,
+                NodeError::RequestFailed(QuorumFailure::QuorumNotReached {
+                    committed: 3,
+                    needed: 4
+                })
+            ),
             "{err}"
         );
     }
@@ -164,7 +172,7 @@ async fn rogue(hub: MemoryHub, key: NodeKey, committed: &'static str, revealed: 
         let embedding = embedder.embed_binary_one(committed).unwrap();
         let salt = Salt([9; 32]);
         let inference_id = InferenceId([8; 32]);
-        let commitment = rakis_core::commitment(
+        let commitment = rakis_core::consensus::commitment(
             &id,
             &key.node_id(),
             &inference_id,
@@ -210,7 +218,7 @@ async fn rogue(hub: MemoryHub, key: NodeKey, committed: &'static str, revealed: 
 }
 
 fn embedder_model() -> String {
-    rakis_core::DEFAULT_EMBEDDING_MODEL.to_string()
+    rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.to_string()
 }
 
 #[tokio::test(start_paused = true)]
@@ -330,7 +338,7 @@ async fn builder_validates_the_combination_of_parts() {
         .err()
         .unwrap();
     assert!(
-        matches!(&err, NodeError::Config(m) if m.contains("embedder")),
+        matches!(&err, NodeError::Config(ConfigError::EngineWithoutEmbedder)),
         "{err}"
     );
     let err = Node::builder()
@@ -339,7 +347,7 @@ async fn builder_validates_the_combination_of_parts() {
         .err()
         .unwrap();
     assert!(
-        matches!(&err, NodeError::Config(m) if m.contains("transport")),
+        matches!(&err, NodeError::Config(ConfigError::MissingTransport)),
         "{err}"
     );
     let err = Node::builder()
@@ -350,7 +358,7 @@ async fn builder_validates_the_combination_of_parts() {
         .err()
         .unwrap();
     assert!(
-        matches!(&err, NodeError::Config(m) if m.contains("workers")),
+        matches!(&err, NodeError::Config(ConfigError::NoWorkers)),
         "{err}"
     );
     // A verifier-only node (embedder, no engine) and an observer (neither) are valid.
@@ -385,9 +393,10 @@ async fn invalid_submissions_are_refused_and_shutdown_is_graceful() {
     ));
     let mut r = request(&h, 1);
     r.created_at_ms -= 10_000;
-    assert!(
-        matches!(h.submit(r).await, Err(NodeError::InvalidRequest(m)) if m.contains("deadline"))
-    );
+    assert!(matches!(
+        h.submit(r).await,
+        Err(NodeError::InvalidRequest(RequestError::DeadlinePassed))
+    ));
     assert!(h.requests().await.unwrap().is_empty());
     h.shutdown().await.unwrap();
     task.await.unwrap();
@@ -431,9 +440,9 @@ mockall::mock! {
     pub Store {}
     #[async_trait::async_trait]
     impl rakis_core::CommitStore for Store {
-        async fn apply(&self, op: rakis_core::StoreOp) -> Result<(), rakis_core::StoreError>;
-        async fn quorum(&self, request_id: &rakis_core::RequestId) -> Result<Option<rakis_core::QuorumRecord>, rakis_core::StoreError>;
-        async fn open_quorums(&self) -> Result<Vec<rakis_core::QuorumRecord>, rakis_core::StoreError>;
+        async fn apply(&self, op: rakis_core::store::StoreOp) -> Result<(), rakis_core::StoreError>;
+        async fn quorum(&self, request_id: &rakis_core::RequestId) -> Result<Option<rakis_core::store::QuorumRecord>, rakis_core::StoreError>;
+        async fn open_quorums(&self) -> Result<Vec<rakis_core::store::QuorumRecord>, rakis_core::StoreError>;
     }
 }
 
@@ -446,7 +455,10 @@ async fn a_node_whose_store_refuses_its_output_never_commits() {
     store.expect_open_quorums().returning(|| Ok(vec![]));
     store.expect_quorum().returning(|_| Ok(None));
     store.expect_apply().returning(|op| match op {
-        rakis_core::StoreOp::OwnOutput(_) => Err(rakis_core::StoreError::Io("disk full".into())),
+        rakis_core::store::StoreOp::OwnOutput(_) => Err(rakis_core::StoreError::io(
+            "writing the own output",
+            std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full"),
+        )),
         _ => Ok(()),
     });
     let key = NodeKey::from_seed(3);
@@ -469,7 +481,13 @@ async fn a_node_whose_store_refuses_its_output_never_commits() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, NodeError::RequestFailed(m) if m.contains("2 of 3")),
+        matches!(
+            &err,
+            NodeError::RequestFailed(QuorumFailure::QuorumNotReached {
+                committed: 2,
+                needed: 3
+            })
+        ),
         "{err}"
     );
     let events = drain(&mut events);
@@ -562,7 +580,12 @@ async fn a_partitioned_node_rejoins_and_agrees() {
     let mut events = watcher.subscribe();
     let failed = watcher.wait_for_outcome(id, Duration::from_secs(30)).await;
     assert!(
-        matches!(&failed, Err(NodeError::RequestFailed(m)) if m.contains("quorum not reached")),
+        matches!(
+            &failed,
+            Err(NodeError::RequestFailed(
+                QuorumFailure::QuorumNotReached { .. }
+            ))
+        ),
         "{failed:?}"
     );
     let outcome = loop {

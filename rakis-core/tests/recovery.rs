@@ -14,7 +14,7 @@ use rakis_core::envelope::open;
 use rakis_core::protocol::ConsensusResultMsg;
 use rakis_core::store::SubmissionState;
 use rakis_core::testing::{HashEmbedder, HubConfig, MemoryHub, ScriptedEngine};
-use rakis_core::traits::SubmitReceipt;
+use rakis_core::SubmitReceipt;
 use rakis_core::{
     ChainError, ChainSink, CommitStore, EmbedError, Embedder, InferenceRequest, Message, Node,
     NodeEvent, NodeHandle, NodeId, NodeKey, RedbStore, RequestId, SecurityFrame, StoreError,

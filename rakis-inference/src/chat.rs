@@ -32,7 +32,7 @@ impl ChatTemplate {
         );
         let from_model = source.is_some();
         env.add_template_owned("chat", source.unwrap_or(CHATML_FALLBACK).to_string())
-            .map_err(|e| InferenceError::Template(e.to_string()))?;
+            .map_err(InferenceError::Template)?;
         Ok(ChatTemplate {
             env,
             bos: bos.to_string(),
@@ -57,14 +57,14 @@ impl ChatTemplate {
         let t = self
             .env
             .get_template("chat")
-            .map_err(|e| InferenceError::Template(e.to_string()))?;
+            .map_err(InferenceError::Template)?;
         t.render(context! {
             messages => msgs,
             add_generation_prompt => true,
             bos_token => self.bos.clone(),
             eos_token => self.eos.clone(),
         })
-        .map_err(|e| InferenceError::Template(e.to_string()))
+        .map_err(InferenceError::Template)
     }
 }
 

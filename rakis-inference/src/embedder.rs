@@ -8,14 +8,17 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use rakis_core::{BinaryEmbedding, EmbedError, Embedder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 use tracing::{debug, info};
 
 use crate::{InferenceError, ModelSource};
+use rakis_core::error::SharedError;
 
 /// How token vectors become one sentence vector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Pooling {
     /// Mean over the tokens (attention mask applied).
     Mean,
@@ -42,33 +45,52 @@ struct ModuleEntry {
     kind: String,
 }
 
-/// Settings of a [`CandleEmbedder`].
-#[derive(Clone, Debug)]
+/// Settings of a [`CandleEmbedder`] (serde; only `model_name` is required in a file).
+///
+/// ```
+/// let c: rakis_inference::EmbedderConfig =
+///     toml::from_str(r#"model_name = "all-MiniLM-L6-v2""#).unwrap();
+/// assert_eq!(c, rakis_inference::EmbedderConfig::new("all-MiniLM-L6-v2"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmbedderConfig {
     /// The model's name as written in security frames.
     pub model_name: String,
     /// Texts per forward pass.
+    #[serde(default = "EmbedderConfig::default_batch_size")]
     pub batch_size: usize,
     /// Override of the pooling read from `1_Pooling/config.json`.
+    #[serde(default)]
     pub pooling: Option<Pooling>,
     /// Override of the maximum sequence length (default: `sentence_bert_config.json`, else the
     /// model's position limit).
+    #[serde(default)]
     pub max_seq_length: Option<usize>,
     /// Dimensions whose final LayerNorm weight is below this fraction of the median are dead
     /// (their value is noise) and forced to 0 in binary embeddings.
+    #[serde(default = "EmbedderConfig::default_dead_dim_ratio")]
     pub dead_dim_ratio: f32,
 }
 
 impl EmbedderConfig {
-    /// Defaults for a model name.
+    /// Defaults for a model name: batches of 32, pooling and length from the model's files.
     pub fn new(model_name: impl Into<String>) -> Self {
         EmbedderConfig {
             model_name: model_name.into(),
-            batch_size: 32,
+            batch_size: Self::default_batch_size(),
             pooling: None,
             max_seq_length: None,
-            dead_dim_ratio: 1e-6,
+            dead_dim_ratio: Self::default_dead_dim_ratio(),
         }
+    }
+
+    fn default_batch_size() -> usize {
+        32
+    }
+
+    fn default_dead_dim_ratio() -> f32 {
+        1e-6
     }
 }
 
@@ -106,7 +128,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, InferenceEr
     let bytes = std::fs::read(path).map_err(|e| InferenceError::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| InferenceError::Config {
         file: path.display().to_string(),
-        message: e.to_string(),
+        source: SharedError::new(e),
     })
 }
 
@@ -146,7 +168,7 @@ impl CandleEmbedder {
         let cfg_path = source.file("config.json")?;
         let bert_cfg: BertConfig = read_json(&cfg_path)?;
         let mut tokenizer = Tokenizer::from_file(source.file("tokenizer.json")?)
-            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+            .map_err(InferenceError::tokenizers)?;
         let weights = source.file("model.safetensors")?;
         let pooling = match config.pooling {
             Some(p) => p,
@@ -184,7 +206,7 @@ impl CandleEmbedder {
                 max_length: max_len,
                 ..Default::default()
             }))
-            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+            .map_err(InferenceError::tokenizers)?;
         tokenizer.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             pad_id: bert_cfg.pad_token_id as u32,
@@ -237,7 +259,7 @@ impl CandleEmbedder {
             .inner
             .tokenizer
             .encode(text, true)
-            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?
+            .map_err(InferenceError::tokenizers)?
             .get_ids()
             .to_vec())
     }
@@ -250,7 +272,7 @@ impl CandleEmbedder {
             let enc = inner
                 .tokenizer
                 .encode_batch(chunk.to_vec(), true)
-                .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+                .map_err(InferenceError::tokenizers)?;
             let ids: Vec<Tensor> = enc
                 .iter()
                 .map(|e| Tensor::new(e.get_ids(), &inner.device))
@@ -314,7 +336,7 @@ impl Embedder for CandleEmbedder {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.embed_sync(&texts).map_err(EmbedError::from))
             .await
-            .map_err(|e| EmbedError::Other(e.to_string()))?
+            .map_err(|e| EmbedError::Other(SharedError::new(e)))?
     }
 
     async fn embed_binary(&self, texts: Vec<String>) -> Result<Vec<BinaryEmbedding>, EmbedError> {
@@ -324,6 +346,6 @@ impl Embedder for CandleEmbedder {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.embed_binary_sync(&texts))
             .await
-            .map_err(|e| EmbedError::Other(e.to_string()))?
+            .map_err(|e| EmbedError::Other(SharedError::new(e)))?
     }
 }

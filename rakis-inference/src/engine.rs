@@ -10,8 +10,9 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
-use rakis_core::traits::FinishReason;
+use rakis_core::FinishReason;
 use rakis_core::{EngineError, Generation, GenerationJob, InferenceEngine};
+use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 use tokio::sync::{oneshot, Semaphore};
 use tracing::{debug, info, info_span};
@@ -19,9 +20,12 @@ use tracing::{debug, info, info_span};
 use crate::chat::ChatTemplate;
 use crate::tokenizer::{special_tokens, tokenizer_from_gguf};
 use crate::{InferenceError, ModelSource};
+use rakis_core::error::SharedError;
 
 /// How weights are kept in memory.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum WeightFormat {
     /// As stored in the GGUF.
     AsStored,
@@ -29,23 +33,40 @@ pub enum WeightFormat {
     /// kernels but no vectorized Q4_1 kernel, so this is several times faster on CPU for twice
     /// the memory of Q4 (135M parameters: about 145 MB).
     #[default]
+    #[serde(rename = "q8_0")]
     Q8_0,
 }
 
-/// Settings of a [`CandleEngine`].
-#[derive(Clone, Debug)]
+/// Settings of a [`CandleEngine`] (serde; only `model_name` is required in a file).
+///
+/// ```
+/// let c: rakis_inference::EngineConfig = toml::from_str(r#"
+///     model_name = "smollm2"
+///     workers = 2
+///     weights = "as_stored"
+/// "#).unwrap();
+/// assert_eq!(c.workers, 2);
+/// assert_eq!(c.queue_capacity, rakis_inference::EngineConfig::new("smollm2").queue_capacity);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// The model's name as written in requests' `accepted_models`.
     pub model_name: String,
     /// Generation workers (threads, each with its own KV cache).
+    #[serde(default = "EngineConfig::default_workers")]
     pub workers: usize,
     /// Jobs that may wait for a worker; further callers wait (backpressure).
+    #[serde(default = "EngineConfig::default_queue_capacity")]
     pub queue_capacity: usize,
-    /// How weights are kept.
+    /// How weights are kept (`"q8_0"`, the default, or `"as_stored"`).
+    #[serde(default)]
     pub weights: WeightFormat,
     /// A `tokenizer.json` to use instead of the GGUF's vocabulary.
+    #[serde(default)]
     pub tokenizer_json: Option<PathBuf>,
     /// A chat template to use instead of the GGUF's.
+    #[serde(default)]
     pub chat_template: Option<String>,
 }
 
@@ -54,12 +75,20 @@ impl EngineConfig {
     pub fn new(model_name: impl Into<String>) -> Self {
         EngineConfig {
             model_name: model_name.into(),
-            workers: 1,
-            queue_capacity: 16,
+            workers: Self::default_workers(),
+            queue_capacity: Self::default_queue_capacity(),
             weights: WeightFormat::default(),
             tokenizer_json: None,
             chat_template: None,
         }
+    }
+
+    fn default_workers() -> usize {
+        1
+    }
+
+    fn default_queue_capacity() -> usize {
+        16
     }
 }
 
@@ -156,7 +185,7 @@ impl TextGenerator {
         let mut file = open(gguf)?;
         let ct = gguf_file::Content::read(&mut file).map_err(|e| InferenceError::Config {
             file: gguf.display().to_string(),
-            message: format!("not a readable GGUF file: {e}"),
+            source: SharedError::new(e),
         })?;
         let arch = ct
             .metadata
@@ -168,9 +197,7 @@ impl TextGenerator {
             return Err(InferenceError::UnsupportedArchitecture(arch));
         }
         let tokenizer = match tokenizer_json {
-            Some(p) => {
-                Tokenizer::from_file(p).map_err(|e| InferenceError::Tokenizer(e.to_string()))?
-            }
+            Some(p) => Tokenizer::from_file(p).map_err(InferenceError::tokenizers)?,
             None => tokenizer_from_gguf(&ct)?,
         };
         let special = special_tokens(&ct);
@@ -253,7 +280,7 @@ impl TextGenerator {
         Ok(self
             .tokenizer
             .encode(prompt, false)
-            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?
+            .map_err(InferenceError::tokenizers)?
             .get_ids()
             .to_vec())
     }
@@ -342,7 +369,7 @@ impl TextGenerator {
         let text = self
             .tokenizer
             .decode(&out, true)
-            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+            .map_err(InferenceError::tokenizers)?;
         Ok(GenerationOutput {
             text,
             token_ids: out.clone(),
@@ -539,20 +566,20 @@ impl InferenceEngine for CandleEngine {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| EngineError::Other("engine stopped".into()))?;
+            .map_err(|_| EngineError::Other(SharedError::new(InferenceError::Stopped)))?;
         let (reply, rx) = oneshot::channel();
         {
             let q = self
                 .queue
                 .lock()
-                .map_err(|_| EngineError::Other("engine poisoned".into()))?;
+                .map_err(|_| EngineError::Other(SharedError::new(InferenceError::Stopped)))?;
             let tx = q
                 .as_ref()
-                .ok_or_else(|| EngineError::Other("engine stopped".into()))?;
+                .ok_or_else(|| EngineError::Other(SharedError::new(InferenceError::Stopped)))?;
             tx.send(Job { job, reply })
-                .map_err(|_| EngineError::Other("engine stopped".into()))?;
+                .map_err(|_| EngineError::Other(SharedError::new(InferenceError::Stopped)))?;
         }
         rx.await
-            .map_err(|_| EngineError::Other("worker stopped".into()))?
+            .map_err(|_| EngineError::Other(SharedError::new(InferenceError::Stopped)))?
     }
 }

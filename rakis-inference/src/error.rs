@@ -1,9 +1,11 @@
 //! Errors of the inference layer.
 
+use rakis_core::error::SharedError;
 use thiserror::Error;
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum InferenceError {
     /// A model file is missing.
     #[error("model file not found: {0}")]
@@ -16,25 +18,39 @@ pub enum InferenceError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The hub could not provide a file (offline, unknown repo, network).
-    #[error("model hub: {0}")]
-    Hub(String),
+    /// A file is not in the hub cache and `HF_HUB_OFFLINE` is set.
+    #[error("{file} is not cached and HF_HUB_OFFLINE is set")]
+    HubOffline {
+        /// `repo/file`.
+        file: String,
+    },
+    /// The hub could not provide a file (unknown repo or file, network), or this build has no
+    /// hub support (feature `hub`).
+    #[error("model hub, {file}: {source}")]
+    Hub {
+        /// `repo/file`.
+        file: String,
+        /// The hub client's error.
+        #[source]
+        source: SharedError,
+    },
     /// The GGUF describes an architecture this engine cannot run.
     #[error("unsupported model architecture {0:?} (supported: llama-family GGUF)")]
     UnsupportedArchitecture(String),
     /// The tokenizer cannot be built or used.
     #[error("tokenizer: {0}")]
-    Tokenizer(String),
+    Tokenizer(#[source] SharedError),
     /// The chat template is invalid or failed to render.
     #[error("chat template: {0}")]
-    Template(String),
-    /// A config file is malformed.
-    #[error("config {file}: {message}")]
+    Template(#[source] minijinja::Error),
+    /// A model or config file is malformed.
+    #[error("{file}: {source}")]
     Config {
         /// The file.
         file: String,
-        /// What is wrong.
-        message: String,
+        /// What is wrong with it.
+        #[source]
+        source: SharedError,
     },
     /// An error inside candle.
     #[error("candle: {0}")]
@@ -59,6 +75,16 @@ pub enum InferenceError {
 }
 
 impl InferenceError {
+    /// A tokenizer failure with a message of ours.
+    pub(crate) fn tokenizer(message: impl std::fmt::Display) -> Self {
+        InferenceError::Tokenizer(SharedError::msg(message))
+    }
+
+    /// A tokenizer library error.
+    pub(crate) fn tokenizers(e: tokenizers::Error) -> Self {
+        InferenceError::Tokenizer(SharedError::from_boxed(e))
+    }
+
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         InferenceError::Io {
             path: path.display().to_string(),
@@ -76,13 +102,13 @@ impl From<InferenceError> for rakis_core::EngineError {
                 E::PromptTooLong { tokens, context }
             }
             InferenceError::DeadlineExceeded => E::DeadlineExceeded,
-            other => E::Other(other.to_string()),
+            other => E::Other(SharedError::new(other)),
         }
     }
 }
 
 impl From<InferenceError> for rakis_core::EmbedError {
     fn from(e: InferenceError) -> Self {
-        rakis_core::EmbedError::Other(e.to_string())
+        rakis_core::EmbedError::Other(SharedError::new(e))
     }
 }

@@ -44,4 +44,4 @@ pub use error::InferenceError;
 pub use source::{default_models_dir, hub_offline, ModelSource};
 
 /// Name of the default embedding model (the one in the default security frame).
-pub const MINILM: &str = rakis_core::DEFAULT_EMBEDDING_MODEL;
+pub const MINILM: &str = rakis_core::consensus::DEFAULT_EMBEDDING_MODEL;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::InferenceError;
+use rakis_core::error::SharedError;
 
 /// A source of model files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,7 +63,9 @@ impl ModelSource {
         match self.file(file) {
             Ok(p) => Ok(Some(p)),
             Err(InferenceError::MissingFile(_)) => Ok(None),
-            Err(InferenceError::Hub(m)) if m.contains("404") || m.contains("not cached") => {
+            Err(InferenceError::HubOffline { .. }) => Ok(None),
+            // The hub client reports a missing file as an HTTP 404.
+            Err(InferenceError::Hub { source, .. }) if source.to_string().contains("404") => {
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -97,21 +100,21 @@ fn hub_file(
         return Ok(p);
     }
     if hub_offline() {
-        return Err(InferenceError::Hub(format!(
-            "{repo}/{file} is not cached and HF_HUB_OFFLINE is set"
-        )));
+        return Err(InferenceError::HubOffline {
+            file: format!("{repo}/{file}"),
+        });
     }
     tracing::info!(repo, file, "downloading from the Hugging Face hub");
     let mut builder = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true);
     if let Some(d) = cache_dir {
         builder = builder.with_cache_dir(d.to_path_buf());
     }
-    let api = builder
-        .build()
-        .map_err(|e| InferenceError::Hub(e.to_string()))?;
-    api.repo(hf_repo)
-        .get(file)
-        .map_err(|e| InferenceError::Hub(format!("{repo}/{file}: {e}")))
+    let hub_error = |e| InferenceError::Hub {
+        file: format!("{repo}/{file}"),
+        source: SharedError::new(e),
+    };
+    let api = builder.build().map_err(hub_error)?;
+    api.repo(hf_repo).get(file).map_err(hub_error)
 }
 
 #[cfg(not(feature = "hub"))]
@@ -121,9 +124,10 @@ fn hub_file(
     _cache_dir: Option<&Path>,
     file: &str,
 ) -> Result<PathBuf, InferenceError> {
-    Err(InferenceError::Hub(format!(
-        "{repo}/{file}: rakis-inference was built without the `hub` feature"
-    )))
+    Err(InferenceError::Hub {
+        file: format!("{repo}/{file}"),
+        source: SharedError::msg("rakis-inference was built without the `hub` feature"),
+    })
 }
 
 /// The directory of the test models: `RAKIS_MODELS_DIR`, or `.cache/models` at the workspace
@@ -171,9 +175,6 @@ mod tests {
             cache_dir: Some(dir),
         };
         let err = s.file("config.json").unwrap_err();
-        assert!(
-            matches!(&err, InferenceError::Hub(m) if m.contains("HF_HUB_OFFLINE")),
-            "{err}"
-        );
+        assert!(matches!(&err, InferenceError::HubOffline { .. }), "{err}");
     }
 }

@@ -8,6 +8,7 @@ use serde_json::json;
 use tokenizers::Tokenizer;
 
 use crate::InferenceError;
+use rakis_core::error::SharedError;
 
 /// GGUF token type of control (special) tokens.
 const TOKEN_TYPE_CONTROL: i32 = 3;
@@ -32,14 +33,14 @@ fn md_str(ct: &Content, key: &str) -> Option<String> {
 
 fn md_strings(ct: &Content, key: &str) -> Result<Vec<String>, InferenceError> {
     let v = md(ct, key)
-        .ok_or_else(|| InferenceError::Tokenizer(format!("GGUF has no {key}")))?
+        .ok_or_else(|| InferenceError::tokenizer(format!("GGUF has no {key}")))?
         .to_vec()
-        .map_err(|e| InferenceError::Tokenizer(format!("{key}: {e}")))?;
+        .map_err(|e| InferenceError::tokenizer(format!("{key}: {e}")))?;
     v.iter()
         .map(|x| {
             x.to_string()
                 .cloned()
-                .map_err(|e| InferenceError::Tokenizer(format!("{key}: {e}")))
+                .map_err(|e| InferenceError::tokenizer(format!("{key}: {e}")))
         })
         .collect()
 }
@@ -85,7 +86,7 @@ pub fn special_tokens(ct: &Content) -> SpecialTokens {
 pub fn tokenizer_from_gguf(ct: &Content) -> Result<Tokenizer, InferenceError> {
     let model = md_str(ct, "tokenizer.ggml.model").unwrap_or_default();
     if model != "gpt2" {
-        return Err(InferenceError::Tokenizer(format!(
+        return Err(InferenceError::tokenizer(format!(
             "GGUF tokenizer model {model:?} is not byte-level BPE; pass a tokenizer.json"
         )));
     }
@@ -94,7 +95,7 @@ pub fn tokenizer_from_gguf(ct: &Content) -> Result<Tokenizer, InferenceError> {
     let types: Vec<i32> = match md(ct, "tokenizer.ggml.token_type") {
         Some(v) => v
             .to_vec()
-            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?
+            .map_err(|e| InferenceError::Tokenizer(SharedError::new(e)))?
             .iter()
             .map(|x| x.to_i32().unwrap_or(1))
             .collect(),
@@ -116,7 +117,7 @@ pub fn tokenizer_from_gguf(ct: &Content) -> Result<Tokenizer, InferenceError> {
             "type": "Sequence", "pretokenizers": [split(QWEN2_PATTERN), byte_level(false)]
         }),
         other => {
-            return Err(InferenceError::Tokenizer(format!(
+            return Err(InferenceError::tokenizer(format!(
                 "unsupported GGUF pre-tokenizer {other:?}"
             )))
         }
@@ -128,7 +129,7 @@ pub fn tokenizer_from_gguf(ct: &Content) -> Result<Tokenizer, InferenceError> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, t) in tokens.iter().enumerate() {
         if let Some(prev) = seen.insert(t.as_str(), i) {
-            return Err(InferenceError::Tokenizer(format!(
+            return Err(InferenceError::tokenizer(format!(
                 "duplicate token {t:?} at {prev} and {i}"
             )));
         }
@@ -158,5 +159,5 @@ pub fn tokenizer_from_gguf(ct: &Content) -> Result<Tokenizer, InferenceError> {
     });
     spec.to_string()
         .parse::<Tokenizer>()
-        .map_err(|e| InferenceError::Tokenizer(e.to_string()))
+        .map_err(InferenceError::tokenizers)
 }

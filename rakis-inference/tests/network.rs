@@ -37,8 +37,8 @@ async fn three_nodes_with_real_models_agree() {
             .network_id("real-models")
             .transport(hub.join(key.node_id()))
             .key(key)
-            .engine_arc(engine.clone())
-            .embedder_arc(embedder.clone())
+            .engine(engine.clone())
+            .embedder(embedder.clone())
             .build()
             .unwrap();
         handles.push(node.spawn().0);

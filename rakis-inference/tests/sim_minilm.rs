@@ -10,8 +10,8 @@ mod common;
 
 use std::sync::Arc;
 
-use rakis_core::sim::{Behaviour, Corpus, Lie, RequestStatus, Scenario};
 use rakis_inference::{CandleEmbedder, EmbedderConfig, ModelSource, MINILM};
+use rakis_sim::{Behaviour, Corpus, Lie, RequestStatus, Scenario};
 
 fn minilm() -> Arc<CandleEmbedder> {
     Arc::new(

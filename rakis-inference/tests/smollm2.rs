@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use rakis_core::traits::FinishReason;
+use rakis_core::FinishReason;
 use rakis_core::{ChatMessage, GenerationJob, InferenceEngine, RequestId};
 use rakis_inference::{
     CandleEngine, EngineConfig, InferenceError, ModelSource, SamplingParams, TextGenerator,

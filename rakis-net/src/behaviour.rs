@@ -125,7 +125,7 @@ impl Behaviour {
         protocols: &Protocols,
     ) -> Result<Self, String> {
         let peer_id = keypair.public().to_peer_id();
-        let heartbeat = config.heartbeat();
+        let heartbeat = config.heartbeat;
 
         let gossip_config = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(heartbeat)
@@ -138,7 +138,7 @@ impl Behaviour {
             .max_transmit_size(MAX_MESSAGE_SIZE + GOSSIP_FRAMING)
             // Replays within the skew bound are caught by the cache, older ones by their
             // timestamp (as the node's inbox does).
-            .duplicate_cache_time(Duration::from_millis(2 * config.max_clock_skew_ms))
+            .duplicate_cache_time(2 * config.max_clock_skew)
             .build()
             .map_err(|e| format!("gossipsub config: {e}"))?;
         let mut gossipsub =
@@ -155,8 +155,7 @@ impl Behaviour {
                 protocols.direct.clone(),
                 request_response::ProtocolSupport::Full,
             )],
-            request_response::Config::default()
-                .with_request_timeout(Duration::from_millis(config.request_timeout_ms)),
+            request_response::Config::default().with_request_timeout(config.request_timeout),
         );
 
         let identify = identify::Behaviour::new(
@@ -165,7 +164,7 @@ impl Behaviour {
         );
 
         let mut kad_config = kad::Config::new(protocols.kad.clone());
-        kad_config.set_periodic_bootstrap_interval(Some(config.reconnect_interval() * 10));
+        kad_config.set_periodic_bootstrap_interval(Some(config.reconnect_interval * 10));
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         // Every Rakis node answers DHT queries (auto mode would wait for a confirmed

@@ -29,7 +29,7 @@ pub struct RateLimit {
 ///     "mdns": false
 /// }"#).unwrap();
 /// assert_eq!(config.network_id, "rakis-testnet");
-/// assert_eq!(config.heartbeat_ms, rakis_net::NetConfig::default().heartbeat_ms);
+/// assert_eq!(config.heartbeat, rakis_net::NetConfig::default().heartbeat);
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -55,29 +55,36 @@ pub struct NetConfig {
     /// ignored (not forwarded, not delivered, not penalised by gossipsub) and counted.
     pub rate_limit: RateLimit,
     /// Messages over the rate limit that one peer may cause within
-    /// [`violation_window_ms`](Self::violation_window_ms) before it is disconnected and blocked.
+    /// [`violation_window`](Self::violation_window) before it is disconnected and blocked.
     pub max_rate_violations: u32,
     /// The window over which rate-limit violations are counted.
-    pub violation_window_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub violation_window: Duration,
     /// Invalid messages (bad signature, wrong network, wrong topic, undecodable, too large)
     /// one peer may send before it is disconnected and blocked. Honest peers validate before
     /// forwarding, so they send none.
     pub max_invalid_messages: u32,
     /// How long a blocked peer stays blocked.
-    pub block_duration_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub block_duration: Duration,
     /// Gossip whose timestamp is further than this from the local clock is ignored (neither
     /// delivered nor forwarded); replays within it are caught by the duplicate cache, which
     /// remembers message ids for twice this long. Should equal the node's
     /// `NodeConfig::max_clock_skew`.
-    pub max_clock_skew_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
     /// Gossipsub heartbeat (mesh maintenance, gossip emission).
-    pub heartbeat_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
     /// How often lost bootstrap peers are redialled and the DHT is refreshed.
-    pub reconnect_interval_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_interval: Duration,
     /// Timeout of one direct message (request-response) including its acknowledgement.
-    pub request_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// How long a connection without any protocol activity is kept open.
-    pub idle_connection_timeout_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub idle_connection_timeout: Duration,
     /// Capacity of the event channel to the node; events beyond it are dropped and counted.
     pub event_buffer: usize,
 }
@@ -102,14 +109,14 @@ impl Default for NetConfig {
                 burst: 400,
             },
             max_rate_violations: 500,
-            violation_window_ms: 10_000,
+            violation_window: Duration::from_secs(10),
             max_invalid_messages: 5,
-            block_duration_ms: 3_600_000,
-            max_clock_skew_ms: rakis_core::envelope::DEFAULT_MAX_CLOCK_SKEW_MS,
-            heartbeat_ms: 1_000,
-            reconnect_interval_ms: 30_000,
-            request_timeout_ms: 10_000,
-            idle_connection_timeout_ms: 60_000,
+            block_duration: Duration::from_secs(3600),
+            max_clock_skew: Duration::from_millis(rakis_core::envelope::DEFAULT_MAX_CLOCK_SKEW_MS),
+            heartbeat: Duration::from_secs(1),
+            reconnect_interval: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            idle_connection_timeout: Duration::from_secs(60),
             event_buffer: 16_384,
         }
     }
@@ -123,9 +130,9 @@ impl NetConfig {
             network_id: network_id.into(),
             listen_addresses: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")],
             mdns: false,
-            heartbeat_ms: 100,
-            reconnect_interval_ms: 1_000,
-            request_timeout_ms: 5_000,
+            heartbeat: Duration::from_millis(100),
+            reconnect_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
             ..NetConfig::default()
         }
     }
@@ -167,27 +174,19 @@ impl NetConfig {
         if self.max_connections == 0 || self.max_connections_per_peer == 0 {
             return bad("connection limits must be at least 1".into());
         }
-        if self.heartbeat_ms == 0 || self.reconnect_interval_ms == 0 {
+        if self.heartbeat.is_zero() || self.reconnect_interval.is_zero() {
             return bad("heartbeat and reconnect interval must be positive".into());
         }
-        if self.request_timeout_ms == 0 {
+        if self.request_timeout.is_zero() {
             return bad("request timeout must be positive".into());
         }
-        if self.max_clock_skew_ms == 0 {
-            return bad("max_clock_skew_ms must be positive".into());
+        if self.max_clock_skew.is_zero() {
+            return bad("max_clock_skew must be positive".into());
         }
         if self.event_buffer == 0 {
             return bad("event_buffer must be at least 1".into());
         }
         Ok(())
-    }
-
-    pub(crate) fn heartbeat(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_ms)
-    }
-
-    pub(crate) fn reconnect_interval(&self) -> Duration {
-        Duration::from_millis(self.reconnect_interval_ms)
     }
 }
 
@@ -217,7 +216,7 @@ mod tests {
         assert!(!t.mdns);
         assert_eq!(t.network_id, "t");
         assert_eq!(t.listen_addresses[0].to_string(), "/ip4/127.0.0.1/tcp/0");
-        assert!(t.heartbeat_ms < NetConfig::default().heartbeat_ms);
+        assert!(t.heartbeat < NetConfig::default().heartbeat);
     }
 
     #[test]

@@ -46,7 +46,7 @@
 //! let transport = Arc::new(Libp2pTransport::start(key.clone(), config).await?);
 //! let node = Node::builder()
 //!     .network_id(network)
-//!     .transport_arc(transport.clone())
+//!     .transport(transport.clone())
 //!     .key(key)
 //!     .engine(ScriptedEngine::constant("smollm2-135m", "Paris."))
 //!     .embedder(HashEmbedder::default_model())

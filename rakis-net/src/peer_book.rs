@@ -87,7 +87,7 @@ impl PeerRecord {
             blocked_until: None,
             status: None,
             bucket: TokenBucket::new(config.rate_limit, now),
-            violations: WindowCounter::new(Duration::from_millis(config.violation_window_ms), now),
+            violations: WindowCounter::new(config.violation_window, now),
         }
     }
 

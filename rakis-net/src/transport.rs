@@ -15,7 +15,9 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{identify, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use rakis_core::envelope::open;
+use rakis_core::error::SharedError;
 use rakis_core::protocol::Message;
+use rakis_core::transport::Refusal;
 use rakis_core::{NodeId, NodeKey, Transport, TransportError, TransportEvent};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -105,7 +107,7 @@ struct Shared {
 ///   ignored and counted;
 /// * a peer that sends [`NetConfig::max_invalid_messages`] invalid messages, drops below the
 ///   graylist score, or exceeds its rate limit [`NetConfig::max_rate_violations`] times within
-///   a window is disconnected and blocked for [`NetConfig::block_duration_ms`];
+///   a window is disconnected and blocked for [`NetConfig::block_duration`];
 /// * only accepted messages reach the node, as [`TransportEvent::Message`] whose `from` is the
 ///   peer that handed the message over (for gossip, the propagation source; the signer is in
 ///   the envelope).
@@ -151,7 +153,7 @@ impl Libp2pTransport {
         let behaviour_config = config.clone();
         let behaviour_topics = topics.clone();
         let behaviour_protocols = protocols.clone();
-        let idle = Duration::from_millis(config.idle_connection_timeout_ms);
+        let idle = config.idle_connection_timeout;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -372,7 +374,10 @@ impl Libp2pTransport {
     }
 
     async fn send_bytes(&self, peer: &NodeId, bytes: Vec<u8>) -> Result<(), TransportError> {
-        let peer = peer_id_of(peer).map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        let peer = peer_id_of(peer).map_err(|e| TransportError::Unreachable {
+            peer: peer.to_string(),
+            reason: SharedError::new(e),
+        })?;
         self.ask(|reply| Command::Send { peer, bytes, reply })
             .await
             .map_err(|_| TransportError::Closed)?
@@ -404,17 +409,13 @@ impl Libp2pTransport {
 impl Transport for Libp2pTransport {
     async fn broadcast(&self, bytes: Vec<u8>) -> Result<(), TransportError> {
         // Peers would reject (and penalise us for) anything that does not open.
-        let v = open(&bytes, &self.network_id).map_err(|e| {
-            TransportError::Other(format!("refusing to broadcast an invalid message: {e}"))
-        })?;
+        let v = open(&bytes, &self.network_id).map_err(TransportError::InvalidMessage)?;
         let topic = TopicKind::for_message_kind(v.envelope.message.kind());
         self.publish(topic, bytes).await
     }
 
     async fn send(&self, peer: &NodeId, bytes: Vec<u8>) -> Result<(), TransportError> {
-        open(&bytes, &self.network_id).map_err(|e| {
-            TransportError::Other(format!("refusing to send an invalid message: {e}"))
-        })?;
+        open(&bytes, &self.network_id).map_err(TransportError::InvalidMessage)?;
         self.send_bytes(peer, bytes).await
     }
 
@@ -473,7 +474,7 @@ fn now_ms() -> u64 {
 
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut maintenance = tokio::time::interval(self.config.reconnect_interval());
+        let mut maintenance = tokio::time::interval(self.config.reconnect_interval);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         maintenance.tick().await;
         loop {
@@ -537,20 +538,22 @@ impl Task {
                     Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                         Err(TransportError::NoPeers)
                     }
-                    Err(e) => Err(TransportError::Other(format!("publish: {e}"))),
+                    Err(e) => Err(TransportError::Other(SharedError::new(e))),
                 };
                 let _ = reply.send(result);
             }
             Command::Send { peer, bytes, reply } => {
                 let now = Instant::now();
                 if peer == self.local {
-                    let _ = reply.send(Err(TransportError::Unreachable(
-                        "cannot send to self".into(),
-                    )));
+                    let _ = reply.send(Err(TransportError::Unreachable {
+                        peer: peer.to_string(),
+                        reason: SharedError::msg("cannot send to self"),
+                    }));
                 } else if self.book.get(&peer).is_some_and(|r| r.is_blocked(now)) {
-                    let _ = reply.send(Err(TransportError::Unreachable(format!(
-                        "{peer} is blocked"
-                    ))));
+                    let _ = reply.send(Err(TransportError::Unreachable {
+                        peer: peer.to_string(),
+                        reason: SharedError::msg("blocked by this node"),
+                    }));
                 } else {
                     let id = self.swarm.behaviour_mut().direct.send_request(&peer, bytes);
                     self.pending.insert(id, reply);
@@ -743,7 +746,7 @@ impl Task {
     }
 
     fn block(&mut self, peer: PeerId, reason: &str, now: Instant) {
-        let until = now + Duration::from_millis(self.config.block_duration_ms);
+        let until = now + self.config.block_duration;
         let Some(record) = self.book.entry(peer, &self.config, now) else {
             return;
         };
@@ -827,7 +830,7 @@ impl Task {
             ));
         }
         let skew = env.timestamp_ms.abs_diff(now_ms());
-        if skew > self.config.max_clock_skew_ms {
+        if skew > u64::try_from(self.config.max_clock_skew.as_millis()).unwrap_or(u64::MAX) {
             self.stats.stale += 1;
             return Verdict::Ignore("timestamp beyond the clock-skew bound");
         }
@@ -890,12 +893,14 @@ impl Task {
                             self.stats.direct_sent += 1;
                             Ok(())
                         }
-                        Ack::Rejected => Err(TransportError::Other(format!(
-                            "{peer} rejected the message as invalid"
-                        ))),
-                        Ack::RateLimited => Err(TransportError::Other(format!(
-                            "{peer} dropped the message: over its rate limit or overloaded"
-                        ))),
+                        Ack::Rejected => Err(TransportError::Refused {
+                            peer: peer.to_string(),
+                            reason: Refusal::InvalidMessage,
+                        }),
+                        Ack::RateLimited => Err(TransportError::Refused {
+                            peer: peer.to_string(),
+                            reason: Refusal::Overloaded,
+                        }),
                     };
                     if let Some(reply) = self.pending.remove(&request_id) {
                         let _ = reply.send(result);
@@ -910,8 +915,10 @@ impl Task {
             } => {
                 debug!(peer = %peer, %error, "direct message failed");
                 if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ =
-                        reply.send(Err(TransportError::Unreachable(format!("{peer}: {error}"))));
+                    let _ = reply.send(Err(TransportError::Unreachable {
+                        peer: peer.to_string(),
+                        reason: SharedError::new(error),
+                    }));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {

@@ -10,6 +10,7 @@ use common::*;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
+use rakis_core::transport::Refusal;
 use rakis_core::{Transport, TransportError, TransportEvent};
 use rakis_net::{Libp2pTransport, Multiaddr, NetConfig, TopicKind};
 
@@ -102,7 +103,7 @@ async fn direct_messages_reach_their_peer_and_invalid_bytes_are_refused() {
     garbage[last] ^= 0xff;
     assert!(matches!(
         nodes[0].broadcast(garbage.clone()).await,
-        Err(TransportError::Other(_))
+        Err(TransportError::InvalidMessage(_))
     ));
     assert!(nodes[0]
         .send(&keys[1].node_id(), status_message(&keys[0], "other", 1))
@@ -110,14 +111,23 @@ async fn direct_messages_reach_their_peer_and_invalid_bytes_are_refused() {
         .is_err());
     assert!(matches!(
         nodes[0].send(&keys[0].node_id(), bytes.clone()).await,
-        Err(TransportError::Unreachable(_))
+        Err(TransportError::Unreachable { .. })
     ));
     // The receiver rejects invalid direct bytes, and says so.
     let err = nodes[0]
         .send_unchecked(&keys[1].node_id(), garbage)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("rejected"), "{err}");
+    assert!(
+        matches!(
+            &err,
+            TransportError::Refused {
+                reason: Refusal::InvalidMessage,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let book = nodes[1].peer_book().await.unwrap();
     let sender = book.iter().find(|e| e.node == keys[0].node_id()).unwrap();
     assert_eq!(sender.invalid_messages, 1);
@@ -126,7 +136,7 @@ async fn direct_messages_reach_their_peer_and_invalid_bytes_are_refused() {
     let stranger = rakis_core::NodeKey::from_seed(299).node_id();
     assert!(matches!(
         nodes[0].send(&stranger, bytes).await,
-        Err(TransportError::Unreachable(_))
+        Err(TransportError::Unreachable { .. })
     ));
     for t in &nodes {
         t.shutdown().await.unwrap();

@@ -38,7 +38,10 @@ impl Transport for Gate {
         if self.open.load(Ordering::SeqCst) {
             self.inner.send(peer, bytes).await
         } else {
-            Err(TransportError::Unreachable(peer.short()))
+            Err(TransportError::Unreachable {
+                peer: peer.to_string(),
+                reason: rakis_core::error::SharedError::msg("direct messages are cut in this test"),
+            })
         }
     }
     fn events(&self) -> BoxStream<'static, TransportEvent> {
@@ -56,12 +59,12 @@ impl Transport for Gate {
 fn verifier(network: &str, key: NodeKey, transport: Arc<dyn Transport>) -> NodeHandle {
     Node::builder()
         .config(NodeConfig {
-            network_id: network.into(),
+            network_id: Some(network.into()),
             reveal_window: Duration::from_secs(2),
             status_interval: None,
             ..NodeConfig::default()
         })
-        .transport_arc(transport)
+        .transport(transport)
         .key(key)
         .embedder(HashEmbedder::default_model())
         .build()

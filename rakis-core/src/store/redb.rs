@@ -46,9 +46,9 @@ use tracing::{debug, info, warn};
 pub use ::redb::backends;
 pub use ::redb::StorageBackend;
 
-use crate::error::StoreError;
+use crate::error::SharedError;
 use crate::store::{apply_to_record, QuorumRecord, StoreOp};
-use crate::traits::CommitStore;
+use crate::store::{CommitStore, StoreError};
 use crate::RequestId;
 
 /// The schema version this build reads and writes.
@@ -125,7 +125,7 @@ impl RedbStore {
         let path = path.as_ref().to_path_buf();
         tokio::task::spawn_blocking(move || Self::open(path))
             .await
-            .map_err(|e| StoreError::Io(format!("opening the store: {e}")))?
+            .map_err(|e| StoreError::io("opening the store", e))?
     }
 
     /// Opens a store on any redb storage backend (for example
@@ -207,12 +207,11 @@ impl RedbStore {
         }
         match tokio::task::spawn_blocking(move || f(&inner)).await {
             Ok(r) => r,
-            Err(e) if e.is_panic() => Err(StoreError::Io(format!(
-                "{}: the database library panicked: {}",
-                self.inner.label,
-                panic_message(e.into_panic().as_ref())
-            ))),
-            Err(e) => Err(StoreError::Io(format!("store task: {e}"))),
+            Err(e) if e.is_panic() => Err(StoreError::Io {
+                context: format!("{}: the database library panicked", self.inner.label),
+                source: SharedError::msg(panic_message(e.into_panic().as_ref())),
+            }),
+            Err(e) => Err(StoreError::io("store task", e)),
         }
     }
 }
@@ -357,7 +356,7 @@ impl Inner {
             return Ok(false);
         }
         let bytes = postcard::to_allocvec(&next)
-            .map_err(|e| StoreError::Io(format!("{}: encoding a record: {e}", self.label)))?;
+            .map_err(|e| StoreError::io(format!("{}: encoding a record", self.label), e))?;
         records
             .insert(key, bytes.as_slice())
             .map_err(|e| self.err(e.into()))?;
@@ -451,7 +450,7 @@ impl Inner {
         if let Some(path) = &self.path {
             return std::fs::metadata(path)
                 .map(|m| m.len())
-                .map_err(|e| StoreError::Io(format!("{}: {e}", self.label)));
+                .map_err(|e| StoreError::io(self.label.clone(), e));
         }
         let txn = self.db.begin_write().map_err(|e| self.err(e.into()))?;
         let stats = txn.stats().map_err(|e| self.err(e.into()))?;
@@ -497,13 +496,14 @@ fn refuse_foreign_file(path: &Path, label: &str) -> Result<(), StoreError> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::Io(format!("{label}: {e}"))),
+        Err(e) => return Err(StoreError::io(label, e)),
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| StoreError::Io(format!("{label}: {e}")))?;
+    let meta = file.metadata().map_err(|e| StoreError::io(label, e))?;
     if meta.is_dir() {
-        return Err(StoreError::Io(format!("{label} is a directory")));
+        return Err(StoreError::io(
+            label,
+            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
+        ));
     }
     if meta.len() == 0 {
         return Ok(());
@@ -517,7 +517,7 @@ fn refuse_foreign_file(path: &Path, label: &str) -> Result<(), StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(StoreError::Corrupted(
             format!("{label} is too short to be a Rakis store; it was left untouched"),
         )),
-        Err(e) => Err(StoreError::Io(format!("{label}: {e}"))),
+        Err(e) => Err(StoreError::io(label, e)),
     }
 }
 
@@ -563,7 +563,7 @@ fn map_err(label: &str, e: RedbError) -> StoreError {
         | RedbError::TypeDefinitionChanged { .. } => {
             StoreError::Corrupted(format!("{label}: unexpected table layout: {e}"))
         }
-        other => StoreError::Io(format!("{label}: {other}")),
+        other => StoreError::io(label, other),
     }
 }
 
@@ -574,14 +574,17 @@ mod tests {
     fn add_marker(txn: &WriteTransaction) -> Result<(), StoreError> {
         let mut meta = txn
             .open_table(META)
-            .map_err(|e| StoreError::Io(e.to_string()))?;
+            .map_err(|e| StoreError::io("migration", e))?;
         meta.insert("migrated", b"yes".as_slice())
-            .map_err(|e| StoreError::Io(e.to_string()))?;
+            .map_err(|e| StoreError::io("migration", e))?;
         Ok(())
     }
 
     fn fail(_: &WriteTransaction) -> Result<(), StoreError> {
-        Err(StoreError::Io("migration step failed".into()))
+        Err(StoreError::Io {
+            context: "migration".into(),
+            source: SharedError::msg("migration step failed"),
+        })
     }
 
     fn open_at(
@@ -641,7 +644,10 @@ mod tests {
                 apply: fail,
             },
         ];
-        assert!(matches!(open_at(&path, 3, &steps), Err(StoreError::Io(_))));
+        assert!(matches!(
+            open_at(&path, 3, &steps),
+            Err(StoreError::Io { .. })
+        ));
         // No step from 1 at all.
         assert!(matches!(
             open_at(&path, 2, &[]),

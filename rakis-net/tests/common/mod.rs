@@ -119,12 +119,12 @@ pub fn spawn_node(
 ) -> NodeHandle {
     let node = Node::builder()
         .config(NodeConfig {
-            network_id: network.into(),
+            network_id: Some(network.into()),
             reveal_window: Duration::from_secs(2),
             status_interval: Some(Duration::from_millis(500)),
             ..NodeConfig::default()
         })
-        .transport_arc(transport)
+        .transport(transport)
         .key(key)
         .engine(ScriptedEngine::constant(MODEL, answer).with_delay(Duration::from_millis(20)))
         .embedder(HashEmbedder::default_model())

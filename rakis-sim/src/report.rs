@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::RequestId;
+use rakis_core::RequestId;
 
 /// How one request ended, seen from its honest committee members.
 #[derive(Clone, Debug, PartialEq, Eq)]

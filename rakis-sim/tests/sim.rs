@@ -1,4 +1,4 @@
-//! Byzantine bounds, asserted with the deterministic simulator (`rakis_core::sim`): the real
+//! Byzantine bounds, asserted with the deterministic simulator (`rakis_sim`): the real
 //! coordinators of every node, adversaries plugged per node, a simulated network.
 //!
 //! Run the measurement behind `docs/security.md` with
@@ -7,7 +7,7 @@
 // The ignored measurements print their tables.
 #![allow(clippy::print_stdout)]
 
-use rakis_core::sim::{
+use rakis_sim::{
     Behaviour, Committee, Corpus, Lie, NetworkConfig, Partition, Report, RequestStatus, Scenario,
 };
 

@@ -1,10 +1,12 @@
-//! A deterministic simulator (feature `sim`): the real [`crate::Coordinator`] state machines of
+//! # rakis-sim
+//!
+//! A deterministic simulator of Rakis networks: the real [`Coordinator`](rakis_core::coordinator::Coordinator) state machines of
 //! many nodes (1,000 and more) in one process, on a virtual clock, over a simulated network, with
 //! pluggable adversaries. No runtime, no threads, no sleeps: one seeded RNG and one time-ordered
 //! event queue, so a scenario and its seed give the same report on every run.
 //!
 //! ```
-//! use rakis_core::sim::{Behaviour, Scenario};
+//! use rakis_sim::{Behaviour, Scenario};
 //!
 //! // Five answering nodes, two of them freeriders, quorum 5, distance 0.30, share 0.6.
 //! let report = Scenario::new(5)
@@ -19,7 +21,7 @@
 //!
 //! # Model (what is real and what is simulated)
 //!
-//! * **Real:** every node's [`crate::Coordinator`] (commit-reveal, timing rules, verification,
+//! * **Real:** every node's [`Coordinator`](rakis_core::coordinator::Coordinator) (commit-reveal, timing rules, verification,
 //!   clustering and selection by `rakis-consensus`, sync of missed messages, signed results).
 //! * **Messages without envelopes.** The coordinator takes verified
 //!   `Input::Message { from, message }`; the simulator hands messages over as they are, with no
@@ -41,7 +43,7 @@
 //! * **Generation** is synchronous and scripted: an honest node answers from a small corpus
 //!   whose wording varies with the coordinator's sampling seed (like an LLM at temperature > 0);
 //!   it takes `generation_ms + U(0..=jitter)` of virtual time. Embeddings come from the
-//!   [`crate::testing::HashEmbedder`] (a bag-of-words model, not MiniLM), cached per text.
+//!   [`rakis_core::testing::HashEmbedder`] (a bag-of-words model, not MiniLM), cached per text.
 //! * **Sync:** a node's `RequestSync` is answered by the peer with every message it logged for
 //!   the request (as a driver answers with the original signed envelopes).
 //! * **Honesty oracle:** an output is honest when the honest answer function produced it for

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::answers::Corpus;
-use crate::{BinaryEmbedding, EmbedError, SecurityFrame};
+use crate::answers::Corpus;
+use rakis_core::{BinaryEmbedding, EmbedError, SecurityFrame};
 
 /// What an adversarial answer function gets.
 #[derive(Clone, Debug)]
@@ -23,7 +23,7 @@ pub struct AnswerCtx {
 /// A custom answer function.
 pub type AnswerFn = Arc<dyn Fn(&AnswerCtx) -> String + Send + Sync>;
 
-/// How one node behaves. Every node runs the real [`crate::Coordinator`]; adversaries differ in
+/// How one node behaves. Every node runs the real [`Coordinator`](rakis_core::coordinator::Coordinator); adversaries differ in
 /// what they generate, what they embed, and what the simulator does with their outgoing messages.
 #[derive(Clone)]
 pub enum Behaviour {
@@ -298,13 +298,14 @@ impl Scenario {
             corpus: Corpus::default(),
             sync: true,
             clock_offsets: BTreeMap::new(),
-            max_open_requests: crate::CoordinatorConfig::default().max_open_requests,
+            max_open_requests: rakis_core::coordinator::CoordinatorConfig::default()
+                .max_open_requests,
             embedder: None,
         }
     }
 
     /// Embeds with `embed` instead of the built-in bag-of-words
-    /// [`HashEmbedder`](crate::testing::HashEmbedder): plug a real sentence model in (its
+    /// [`HashEmbedder`](rakis_core::testing::HashEmbedder): plug a real sentence model in (its
     /// name must be the frame's `embedding_model`) to measure what that model separates.
     pub fn embedder(
         mut self,

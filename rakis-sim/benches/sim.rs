@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use rakis_core::sim::{Behaviour, Committee, NetworkConfig, Scenario};
+use rakis_sim::{Behaviour, Committee, NetworkConfig, Scenario};
 
 fn scenario() -> Scenario {
     Scenario::new(1_000)

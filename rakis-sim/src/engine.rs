@@ -9,19 +9,20 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, trace};
 
-use super::answers::Corpus;
-use super::report::{Latency, Report, RequestReport, RequestStatus};
-use super::scenario::{AnswerCtx, Behaviour, Committee, Lie, Scenario};
-use crate::coordinator::EmbedPurpose;
-use crate::events::NodeEvent;
-use crate::protocol::{CommitMsg, RevealMsg};
-use crate::store::OwnOutput;
-use crate::testing::HashEmbedder;
-use crate::traits::{FinishReason, Generation, GenerationJob};
-use crate::{
-    Action, BinaryEmbedding, Commit, Commitment, ConsensusParams, Coordinator, CoordinatorConfig,
-    Decision, Hash32, InferenceRequest, Input, Message, NodeId, NodeKey, QuorumFailure, RequestId,
-    Salt, Submission, SyncedMessage,
+use crate::answers::Corpus;
+use crate::report::{Latency, Report, RequestReport, RequestStatus};
+use crate::scenario::{AnswerCtx, Behaviour, Committee, Lie, Scenario};
+use rakis_core::consensus::{Commit, Commitment, ConsensusParams, Salt, Submission};
+use rakis_core::coordinator::EmbedPurpose;
+use rakis_core::coordinator::{Action, Coordinator, CoordinatorConfig, Input, SyncedMessage};
+use rakis_core::engine::{FinishReason, Generation, GenerationJob};
+use rakis_core::events::NodeEvent;
+use rakis_core::protocol::{CommitMsg, RevealMsg};
+use rakis_core::store::OwnOutput;
+use rakis_core::testing::HashEmbedder;
+use rakis_core::{
+    BinaryEmbedding, Decision, Hash32, InferenceRequest, Message, NodeId, NodeKey, QuorumFailure,
+    RequestId,
 };
 
 /// The model every simulated answering node serves.
@@ -435,7 +436,7 @@ impl Simulation {
                     reembedding: Some(r.reveal.embedding.clone()),
                 })
                 .collect();
-            crate::evaluate(&id, params, &commits, &submissions)
+            rakis_core::consensus::evaluate(&id, params, &commits, &submissions)
                 .ok()
                 .and_then(|o| o.selected().map(|s| member_ids.contains(&s.node)))
                 .unwrap_or(false)
@@ -665,16 +666,16 @@ impl Simulation {
         }
     }
 
-    fn embed(&mut self, text: &str) -> Result<BinaryEmbedding, crate::EmbedError> {
+    fn embed(&mut self, text: &str) -> Result<BinaryEmbedding, rakis_core::EmbedError> {
         if let Some(e) = self.embed_cache.get(text) {
-            return e.clone().ok_or(crate::EmbedError::Empty);
+            return e.clone().ok_or(rakis_core::EmbedError::Empty);
         }
         let e = match &self.sc.embedder {
             Some(f) => (f.0)(text).ok(),
             None => self.embedder.embed_binary_one(text).ok(),
         };
         self.embed_cache.insert(text.to_string(), e.clone());
-        e.ok_or(crate::EmbedError::Empty)
+        e.ok_or(rakis_core::EmbedError::Empty)
     }
 
     fn answer(&mut self, i: usize, job: &GenerationJob) -> String {
@@ -747,14 +748,14 @@ impl Simulation {
             (Behaviour::Equivocate, Message::Commit(c)) => {
                 let mut second = c.clone();
                 second.commit.commitment =
-                    Commitment(crate::consensus::sha256(&c.commit.commitment.0).0);
+                    Commitment(rakis_core::consensus::sha256(&c.commit.commitment.0).0);
                 self.broadcast(i, Message::Commit(c));
                 self.broadcast(i, Message::Commit(second));
             }
             (Behaviour::EquivocateSplit, Message::Commit(c)) => {
                 let mut second = c.clone();
                 second.commit.commitment =
-                    Commitment(crate::consensus::sha256(&c.commit.commitment.0).0);
+                    Commitment(rakis_core::consensus::sha256(&c.commit.commitment.0).0);
                 self.broadcast_where(i, Message::Commit(c), |to| to % 2 == 0);
                 self.broadcast_where(i, Message::Commit(second), |to| to % 2 == 1);
             }
@@ -829,8 +830,8 @@ impl Simulation {
         for t in 0..tries {
             let mut pre = own.salt.0.to_vec();
             pre.extend_from_slice(&t.to_be_bytes());
-            let salt = Salt(crate::consensus::sha256(&pre).0);
-            let commitment = crate::commitment(
+            let salt = Salt(rakis_core::consensus::sha256(&pre).0);
+            let commitment = rakis_core::consensus::commitment(
                 &id,
                 &node,
                 &own.inference_id,
@@ -842,7 +843,7 @@ impl Simulation {
                 others.iter().map(|&o| (o, Salt([0; 32]))).collect();
             set.push((commitment, salt));
             set.sort_by_key(|(c, _)| *c);
-            let (_, index) = crate::consensus::selection_index(&id, &set);
+            let (_, index) = rakis_core::consensus::selection_index(&id, &set);
             if set[index as usize].0 == commitment {
                 best = (salt, commitment);
                 break;
@@ -1111,5 +1112,6 @@ fn failure_key(f: &QuorumFailure) -> String {
             format!("consensus: {name}")
         }
         QuorumFailure::Invalid(_) => "invalid".into(),
+        other => format!("{other:?}"),
     }
 }

@@ -1,0 +1,311 @@
+//! Taking requests, and this node's own answer: generation, embedding, storing, committing.
+
+use rand::{Rng, RngCore};
+use tracing::{debug, info, warn};
+
+use super::quorum::{OwnState, Quorum, Reembedding};
+use super::*;
+use crate::embedder::EmbedError;
+use crate::engine::{EngineError, Generation, GenerationJob};
+use crate::events::NodeEvent;
+use crate::protocol::{CommitMsg, InferenceRequest, Message, Origin};
+use crate::store::{OwnOutput, StoreOp};
+use crate::{BinaryEmbedding, Commit, InferenceId, NodeId, RequestId, Salt};
+
+impl Coordinator {
+    /// Returns whether the request was new and valid.
+    pub(super) fn on_request(
+        &mut self,
+        now: u64,
+        request: InferenceRequest,
+        from: Option<NodeId>,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        self.on_request_at(now, request, from, false, out)
+    }
+
+    pub(super) fn on_request_at(
+        &mut self,
+        now: u64,
+        request: InferenceRequest,
+        from: Option<NodeId>,
+        relayed: bool,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let id = request.id();
+        if self.quorums.contains_key(&id) {
+            return false;
+        }
+        if let Err(e) = request.validate() {
+            warn!(request = %id.short(), error = %e, "dropping invalid request");
+            return false;
+        }
+        if let (Some(from), Origin::Peer) = (from, &request.origin) {
+            if request.requester != Some(from) {
+                warn!(request = %id.short(), "dropping peer request not signed by its requester");
+                return false;
+            }
+        }
+        // A relayed request is still useful to verify until its reveal window closes.
+        let last_useful = if relayed {
+            request
+                .deadline_ms()
+                .saturating_add(self.config.reveal_window_ms)
+                .saturating_add(self.config.verify_grace_ms)
+        } else {
+            request.deadline_ms()
+        };
+        if now > last_useful {
+            debug!(request = %id.short(), "ignoring request past its deadline");
+            return false;
+        }
+        if self.quorums.len() >= self.config.max_open_requests {
+            self.forget_closed(now);
+        }
+        if self.quorums.len() >= self.config.max_open_requests {
+            warn!(request = %id.short(), "too many open requests; refusing");
+            return false;
+        }
+        let mut q = self.new_quorum(request.clone());
+        let answer = self.model_for(&request).is_some() && self.config.workers > 0;
+        if answer {
+            q.own = OwnState::Queued;
+            self.queue.insert((q.deadline, id));
+        }
+        info!(request = %id.short(), answer, deadline = q.deadline, "request received");
+        self.quorums.insert(id, q);
+        out.push(Action::Persist(StoreOp::Request(request)));
+        out.push(Action::Emit(NodeEvent::RequestReceived {
+            request_id: id,
+            will_answer: answer,
+        }));
+        if let Some(orphans) = self.orphans.remove(&id) {
+            debug!(request = %id.short(), messages = orphans.len(), "replaying messages that came before the request");
+            if self.deferred.is_some() {
+                // Inside a batch: after the batch's own commits.
+                self.released.extend(orphans);
+            } else {
+                self.on_synced(now, orphans, out);
+            }
+        }
+        true
+    }
+
+    /// Forgets closed (completed or failed) requests that nothing can bring back any more: past
+    /// the time until which a relayed copy of the request is still taken (see `on_request_at`),
+    /// and not holding a generation worker. Their records stay in the store. Without this,
+    /// closed requests would count against `max_open_requests` for ever.
+    pub(super) fn forget_closed(&mut self, now: u64) {
+        let horizon = self
+            .config
+            .reveal_window_ms
+            .saturating_add(self.config.verify_grace_ms);
+        let before = self.quorums.len();
+        self.quorums.retain(|_, q| {
+            !(matches!(q.phase, Phase::Completed | Phase::Failed(_))
+                && q.own != OwnState::Generating
+                && now > q.deadline.saturating_add(horizon))
+        });
+        let forgotten = before - self.quorums.len();
+        if forgotten > 0 {
+            debug!(forgotten, "closed requests forgotten to make room");
+        }
+    }
+
+    pub(super) fn schedule(&mut self, now: u64, out: &mut Vec<Action>) {
+        while self.busy < self.config.workers {
+            let Some((deadline, id)) = self.queue.pop_first() else {
+                break;
+            };
+            let Some(model) = self
+                .quorums
+                .get(&id)
+                .and_then(|q| self.model_for(&q.request))
+            else {
+                continue;
+            };
+            let q = self
+                .quorums
+                .get_mut(&id)
+                .expect("queued request is tracked");
+            if !matches!(q.phase, Phase::Open | Phase::Committing)
+                || now.saturating_add(self.generation_estimate_ms) > deadline
+            {
+                q.own = OwnState::Skipped;
+                out.push(Action::Emit(NodeEvent::AnswerSkipped {
+                    request_id: id,
+                    reason: format!(
+                        "cannot finish before the deadline (estimate {} ms, {} ms left)",
+                        self.generation_estimate_ms,
+                        deadline.saturating_sub(now)
+                    ),
+                }));
+                continue;
+            }
+            q.own = OwnState::Generating;
+            self.busy += 1;
+            let seed = self.rng.gen();
+            out.push(Action::Generate(GenerationJob::for_request(
+                &q.request, &model, seed,
+            )));
+        }
+    }
+
+    pub(super) fn skip(q: &mut Quorum, reason: String, out: &mut Vec<Action>) {
+        q.own = OwnState::Skipped;
+        out.push(Action::Emit(NodeEvent::AnswerSkipped {
+            request_id: q.id,
+            reason,
+        }));
+    }
+
+    pub(super) fn on_generated(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        result: Result<Generation, EngineError>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        if q.own != OwnState::Generating {
+            return;
+        }
+        self.busy = self.busy.saturating_sub(1);
+        match result {
+            Ok(g) => {
+                if g.tokens_per_sec > 0.0 {
+                    let took = (g.tokens as f32 / g.tokens_per_sec * 1000.0) as u64;
+                    self.generation_estimate_ms = (self.generation_estimate_ms * 3 + took) / 4;
+                }
+                out.push(Action::Emit(NodeEvent::Generated {
+                    request_id: id,
+                    tokens: g.tokens,
+                    tokens_per_sec: g.tokens_per_sec,
+                }));
+                if now > q.deadline {
+                    Self::skip(q, "generation finished after the deadline".into(), out);
+                    return;
+                }
+                out.push(Action::Embed {
+                    request_id: id,
+                    purpose: EmbedPurpose::Own,
+                    text: g.text.clone(),
+                });
+                q.own = OwnState::Embedding { generation: g };
+            }
+            Err(e) => Self::skip(q, format!("generation failed: {e}"), out),
+        }
+    }
+
+    pub(super) fn on_embedded(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        purpose: EmbedPurpose,
+        result: Result<BinaryEmbedding, EmbedError>,
+        out: &mut Vec<Action>,
+    ) {
+        let embedding_model = self.config.embedding_model.clone().unwrap_or_default();
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        match purpose {
+            EmbedPurpose::Own => {
+                let OwnState::Embedding { generation } = &q.own else {
+                    return;
+                };
+                let embedding = match result {
+                    Ok(e) => e,
+                    Err(e) => return Self::skip(q, format!("embedding failed: {e}"), out),
+                };
+                if now > q.deadline {
+                    return Self::skip(q, "embedding finished after the deadline".into(), out);
+                }
+                let mut salt = [0u8; 32];
+                self.rng.fill_bytes(&mut salt);
+                let mut inference_id = [0u8; 32];
+                self.rng.fill_bytes(&mut inference_id);
+                let salt = Salt(salt);
+                let inference_id = InferenceId(inference_id);
+                let commitment = crate::commitment(
+                    &id,
+                    &self.node,
+                    &inference_id,
+                    &generation.text,
+                    &embedding,
+                    &salt,
+                );
+                let own = OwnOutput {
+                    request_id: id,
+                    inference_id,
+                    model: generation.model.clone(),
+                    output: generation.text.clone(),
+                    embedding,
+                    embedding_model,
+                    salt,
+                    commitment,
+                };
+                q.own = OwnState::Persisting(own.clone());
+                out.push(Action::PersistOwnOutput(own));
+            }
+            EmbedPurpose::Reembed { node, commitment } => {
+                if let Some(state) = q.reembeddings.get_mut(&(node, commitment)) {
+                    if *state == Reembedding::Pending {
+                        if let Err(e) = &result {
+                            warn!(request = %id.short(), node = %node.short(), error = %e, "re-embedding failed");
+                        }
+                        *state = Reembedding::Done(result.ok());
+                    }
+                }
+                self.try_finalize(id, false, out);
+            }
+        }
+    }
+
+    pub(super) fn on_own_persisted(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        result: Result<(), String>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let node = self.node;
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return out;
+        };
+        let OwnState::Persisting(own) = &q.own else {
+            return out;
+        };
+        let own = own.clone();
+        if let Err(e) = result {
+            Self::skip(q, format!("could not store own output: {e}"), &mut out);
+            return out;
+        }
+        if now > q.deadline || !matches!(q.phase, Phase::Open | Phase::Committing) {
+            Self::skip(q, "own output stored after the deadline".into(), &mut out);
+            return out;
+        }
+        let msg = CommitMsg {
+            commit: Commit {
+                request_id: id,
+                node,
+                inference_id: own.inference_id,
+                commitment: own.commitment,
+            },
+            model: own.model.clone(),
+        };
+        q.commits.entry(node).or_default().push(msg.clone());
+        q.phase = Phase::Committing;
+        q.own = OwnState::Committed(own.clone());
+        info!(request = %id.short(), commitment = %own.commitment.short(), "committed");
+        out.push(Action::Persist(StoreOp::Commit(msg.clone())));
+        out.push(Action::Broadcast(Message::Commit(msg)));
+        out.push(Action::Emit(NodeEvent::Committed {
+            request_id: id,
+            inference_id: own.inference_id,
+        }));
+        out
+    }
+}

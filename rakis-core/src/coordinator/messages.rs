@@ -1,0 +1,373 @@
+//! Messages of other nodes: requests, commits, reveals (checked against their commitments and
+//! re-embedded), rejections and signed results.
+
+use std::sync::Arc;
+
+use tracing::{debug, info, warn};
+
+use super::quorum::{OwnState, Quorum, Reembedding};
+use super::*;
+use crate::events::NodeEvent;
+use crate::protocol::{CommitMsg, ConsensusResultMsg, Message, RevealMsg};
+use crate::store::StoreOp;
+use crate::{InferenceId, NodeId, RejectReason, Rejection};
+
+impl Coordinator {
+    pub(super) fn on_message(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        message: Message,
+        out: &mut Vec<Action>,
+    ) {
+        match message {
+            Message::Request(r) => {
+                self.on_request(now, r, Some(from), out);
+            }
+            Message::Commit(c) => self.on_commit(now, from, c, None, out),
+            Message::Reveal(r) => self.on_reveal(now, from, r, None, out),
+            Message::RevealRejected {
+                request_id,
+                node,
+                reason,
+                ..
+            } => {
+                if self.quorums.contains_key(&request_id) {
+                    out.push(Action::Emit(NodeEvent::PeerRejectedReveal {
+                        request_id,
+                        by: from,
+                        node,
+                        reason,
+                    }));
+                }
+            }
+            Message::ConsensusResult(r) => self.on_peer_result(now, from, r, out),
+            Message::PeerStatus(s) => {
+                self.peers.insert(
+                    from,
+                    KnownPeer {
+                        status: s,
+                        last_seen_ms: now,
+                    },
+                );
+            }
+            // Peer lists are the transport's business; sync messages are answered by the
+            // driver, which holds the original wire bytes.
+            Message::KnownPeers(_) | Message::SyncRequest { .. } | Message::SyncResponse { .. } => {
+            }
+        }
+    }
+
+    /// A commit, live (`sent_at = None`: judged by the local clock) or relayed by a sync
+    /// (judged by its signed send time).
+    pub(super) fn on_commit(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        c: CommitMsg,
+        sent_at: Option<u64>,
+        out: &mut Vec<Action>,
+    ) {
+        let id = c.commit.request_id;
+        if c.commit.node != from {
+            warn!(request = %id.short(), "commit not signed by its committer; dropped");
+            return;
+        }
+        let Some(q) = self.quorums.get_mut(&id) else {
+            debug!(request = %id.short(), "commit for unknown request");
+            if sent_at.is_none() {
+                self.keep_orphan(now, from, id, Message::Commit(c));
+                self.ask_sync(now, from, id, out);
+            }
+            return;
+        };
+        let timely = match sent_at {
+            None => now <= q.deadline && matches!(q.phase, Phase::Open | Phase::Committing),
+            Some(t) => {
+                t <= q.deadline
+                    && q.outcome.is_none()
+                    && match &q.phase {
+                        Phase::Open | Phase::Committing | Phase::Revealing | Phase::Verifying => {
+                            true
+                        }
+                        // A quorum that failed only for commits this node missed reopens
+                        // while the reveal window is open.
+                        Phase::Failed(QuorumFailure::QuorumNotReached { .. }) => {
+                            now <= q.reveal_deadline
+                        }
+                        _ => false,
+                    }
+            }
+        };
+        if !timely {
+            debug!(request = %id.short(), node = %from.short(), "commit after the deadline ignored");
+            return;
+        }
+        if !q.request.accepted_models.contains(&c.model) {
+            warn!(request = %id.short(), model = %c.model, "commit for a model the request does not accept");
+            return;
+        }
+        let list = q.commits.entry(from).or_default();
+        if list.contains(&c) || list.len() >= 2 {
+            return;
+        }
+        list.push(c.clone());
+        match q.phase {
+            Phase::Open => q.phase = Phase::Committing,
+            Phase::Failed(QuorumFailure::QuorumNotReached { .. })
+                if q.committed() >= q.request.frame.quorum =>
+            {
+                info!(request = %id.short(), "missed commits arrived by sync: the quorum reopens");
+                q.phase = Phase::Committing;
+            }
+            _ => {}
+        }
+        let committed = q.committed();
+        let reopened = q.phase == Phase::Committing && now > q.deadline;
+        if let Some(d) = self.deferred.as_mut() {
+            d.insert(id);
+        }
+        out.push(Action::Persist(StoreOp::Commit(c)));
+        out.push(Action::Emit(NodeEvent::CommitSeen {
+            request_id: id,
+            node: from,
+            committed,
+        }));
+        if reopened {
+            // Reveals parked while the quorum looked failed.
+            if let Some(parked) = self.orphans.remove(&id) {
+                if self.deferred.is_some() {
+                    self.released.extend(parked);
+                } else {
+                    self.on_synced(now, parked, out);
+                }
+            }
+        }
+    }
+
+    /// A reveal, live (`sent_at = None`) or relayed by a sync (judged by its signed send time).
+    pub(super) fn on_reveal(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        r: RevealMsg,
+        sent_at: Option<u64>,
+        out: &mut Vec<Action>,
+    ) {
+        let id = r.reveal.request_id;
+        if !self.quorums.contains_key(&id) {
+            if sent_at.is_none() && r.reveal.node == from {
+                self.keep_orphan(now, from, id, Message::Reveal(r));
+                self.ask_sync(now, from, id, out);
+            }
+            return;
+        }
+        // The sender may have passed the deadline a moment before this node's timer fired.
+        self.advance(now, id, out);
+        if let Some(q) = self.quorums.get_mut(&id) {
+            if sent_at.is_none()
+                && matches!(q.phase, Phase::Open | Phase::Committing)
+                && r.reveal.node == from
+                && q.commits.contains_key(&from)
+            {
+                debug!(request = %id.short(), node = %from.short(), "early reveal buffered");
+                q.early_reveals.entry(from).or_insert(r);
+                return;
+            }
+        }
+        let own_model = self.config.embedding_model.clone();
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        if r.reveal.node != from {
+            warn!(request = %id.short(), "reveal not signed by its revealer; dropped");
+            return;
+        }
+        let at = sent_at.unwrap_or(now);
+        let phase_ok = match sent_at {
+            None => q.phase == Phase::Revealing,
+            Some(_) => {
+                matches!(q.phase, Phase::Revealing | Phase::Verifying) && q.outcome.is_none()
+            }
+        };
+        if !phase_ok || at <= q.deadline || at > q.reveal_deadline {
+            // A node that failed the quorum for lack of commits it may have missed keeps the
+            // reveal and asks the revealer for the commits.
+            let park = sent_at.is_none()
+                && r.reveal.node == from
+                && now <= q.reveal_deadline
+                && matches!(
+                    q.phase,
+                    Phase::Failed(QuorumFailure::QuorumNotReached { .. })
+                );
+            if park {
+                self.keep_orphan(now, from, id, Message::Reveal(r));
+                self.ask_sync(now, from, id, out);
+                return;
+            }
+            debug!(request = %id.short(), node = %from.short(), "reveal outside the reveal window ignored");
+            return;
+        }
+        if !q.commits.contains_key(&from) {
+            debug!(request = %id.short(), node = %from.short(), "reveal without commit ignored");
+            if sent_at.is_none() {
+                self.ask_sync(now, from, id, out);
+            }
+            return;
+        }
+        let list = q.reveals.entry(from).or_default();
+        if list.contains(&r) || list.len() >= 2 {
+            return;
+        }
+        list.push(r.clone());
+        out.push(Action::Persist(StoreOp::Reveal(r.clone())));
+        out.push(Action::Emit(NodeEvent::RevealSeen {
+            request_id: id,
+            node: from,
+            model: r.model.clone(),
+            output: r.reveal.output.clone(),
+        }));
+        Self::check_reveal(q, own_model.as_deref(), &r, out);
+        self.try_finalize(id, false, out);
+    }
+
+    /// Checks a kept reveal against the revealer's commits: a reveal that opens none is
+    /// rejected; one that opens a commit is re-embedded (when this node verifies with the
+    /// reveal's embedding model), or takes the own embedding when it is the own reveal.
+    pub(super) fn check_reveal(
+        q: &mut Quorum,
+        own_model: Option<&str>,
+        r: &RevealMsg,
+        out: &mut Vec<Action>,
+    ) {
+        let id = q.id;
+        let from = r.reveal.node;
+        let Some(commits) = q.commits.get(&from) else {
+            return;
+        };
+        let opened = commits
+            .iter()
+            .find(|c| crate::verify_reveal(&c.commit, &r.reveal).is_ok())
+            .map(|c| c.commit.commitment);
+        let Some(commitment) = opened else {
+            let reason = commits
+                .iter()
+                .map(|c| crate::verify_reveal(&c.commit, &r.reveal))
+                .find_map(|res| res.err())
+                .unwrap_or(RejectReason::CommitmentMismatch);
+            Self::announce_rejection(q, from, r.reveal.inference_id, reason, out);
+            return;
+        };
+        if own_model != Some(r.reveal.embedding_model.as_str()) {
+            return;
+        }
+        let own_embedding = match &q.own {
+            OwnState::Committed(o) if o.commitment == commitment => Some(o.embedding.clone()),
+            _ => None,
+        };
+        match own_embedding {
+            Some(e) => {
+                q.reembeddings
+                    .insert((from, commitment), Reembedding::Done(Some(e)));
+            }
+            None => {
+                q.reembeddings
+                    .insert((from, commitment), Reembedding::Pending);
+                out.push(Action::Embed {
+                    request_id: id,
+                    purpose: EmbedPurpose::Reembed {
+                        node: from,
+                        commitment,
+                    },
+                    text: r.reveal.output.clone(),
+                });
+            }
+        }
+    }
+
+    pub(super) fn announce_rejection(
+        q: &mut Quorum,
+        node: NodeId,
+        inference_id: InferenceId,
+        reason: RejectReason,
+        out: &mut Vec<Action>,
+    ) {
+        if !q.announced.insert((node, inference_id)) {
+            return;
+        }
+        info!(request = %q.id.short(), node = %node.short(), %reason, "reveal rejected");
+        out.push(Action::Persist(StoreOp::Rejection {
+            request_id: q.id,
+            rejection: Rejection {
+                node,
+                inference_id,
+                reason: reason.clone(),
+            },
+        }));
+        out.push(Action::Broadcast(Message::RevealRejected {
+            request_id: q.id,
+            node,
+            inference_id,
+            reason: reason.clone(),
+        }));
+        out.push(Action::Emit(NodeEvent::RevealRejected {
+            request_id: q.id,
+            node,
+            reason,
+        }));
+    }
+
+    pub(super) fn on_peer_result(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        r: ConsensusResultMsg,
+        out: &mut Vec<Action>,
+    ) {
+        let id = r.request_id;
+        if r.signer != from {
+            warn!(request = %id.short(), "result not signed by its sender; dropped");
+            return;
+        }
+        // A result for a request this node does not know, or failed for lack of commits it
+        // may have missed: ask the signer for what it saw.
+        let missed = match self.quorums.get(&id) {
+            None => true,
+            Some(q) => matches!(
+                q.phase,
+                Phase::Failed(QuorumFailure::QuorumNotReached { .. })
+            ),
+        };
+        if missed {
+            self.ask_sync(now, from, id, out);
+        }
+        let Some(q) = self.quorums.get_mut(&id) else {
+            self.keep_orphan(now, from, id, Message::ConsensusResult(r));
+            return;
+        };
+        if let Err(e) = r.verify() {
+            warn!(request = %id.short(), node = %from.short(), error = %e, "invalid result dropped");
+            return;
+        }
+        if q.peer_results.contains_key(&from) {
+            return;
+        }
+        q.peer_results.insert(from, r.result_digest);
+        out.push(Action::Persist(StoreOp::PeerResult(r.clone())));
+        if let Some(ours) = q.signed.as_ref().map(|s| s.result_digest) {
+            if ours != r.result_digest {
+                warn!(request = %id.short(), node = %from.short(), "peer computed a different result");
+                out.push(Action::Emit(NodeEvent::Disagreement {
+                    request_id: id,
+                    node: from,
+                    ours,
+                    theirs: r.result_digest,
+                }));
+            }
+        }
+        out.push(Action::Emit(NodeEvent::PeerResult {
+            request_id: id,
+            result: Arc::new(r),
+        }));
+    }
+}

@@ -1,0 +1,472 @@
+//! The coordination state machine. No I/O, no clock, no async: it takes [`Input`]s with the
+//! current time and returns [`Action`]s for the driver to execute.
+//!
+//! Per request: `Open → Committing → Revealing → Verifying → Completed | Failed(reason)`.
+//!
+//! Timing rules (all against the receiving node's clock):
+//! * commits are accepted while `now <= deadline` (`deadline = created_at + max_time_ms`);
+//! * at `deadline + 1` the quorum closes: with at least `quorum` distinct committers it moves to
+//!   `Revealing` and committers reveal, otherwise it fails with
+//!   [`QuorumFailure::QuorumNotReached`] and nobody reveals;
+//! * reveals are accepted while `deadline < now <= deadline + reveal_window_ms`;
+//! * consensus is computed when every committer has revealed and every re-embedding is done, or
+//!   when the reveal window closes (then after pending re-embeddings, at most
+//!   `verify_grace_ms` later).
+//!
+//! After a restart, [`Coordinator::restore`] rebuilds each stored request and brings it up to the
+//! current time with the same rules (see its docs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rand::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::embedder::EmbedError;
+use crate::engine::{EngineError, Generation, GenerationJob};
+use crate::events::NodeEvent;
+use crate::identity::NodeKey;
+use crate::protocol::{ConsensusResultMsg, InferenceRequest, Message, PeerStatus};
+use crate::store::{OwnOutput, StoreOp};
+use crate::{BinaryEmbedding, ConsensusOutcome, FailureReason, Hash32, NodeId, RequestId};
+
+mod answer;
+mod messages;
+mod quorum;
+mod restore;
+mod sync;
+mod timeline;
+
+use quorum::{OwnState, Quorum};
+
+/// Default length of the reveal window after the deadline.
+pub const DEFAULT_REVEAL_WINDOW_MS: u64 = 5_000;
+/// Default time allowed for re-embeddings after the reveal window closes.
+pub const DEFAULT_VERIFY_GRACE_MS: u64 = 60_000;
+/// Default most requests tracked at once.
+pub const DEFAULT_MAX_OPEN_REQUESTS: usize = 10_000;
+
+/// Static configuration of a coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CoordinatorConfig {
+    /// Models this node generates with.
+    pub served_models: Vec<String>,
+    /// Generation workers.
+    pub workers: usize,
+    /// The embedding model, when the node embeds (needed to commit and to verify).
+    pub embedding_model: Option<String>,
+    /// Reveal window after the deadline.
+    pub reveal_window_ms: u64,
+    /// Time allowed for re-embeddings after the reveal window.
+    pub verify_grace_ms: u64,
+    /// Expected generation time before any was measured; requests whose deadline is nearer
+    /// than the current estimate are skipped.
+    pub initial_generation_estimate_ms: u64,
+    /// Re-embedding tolerance override in bits (default: scaled 8 per 384 bits).
+    pub reembed_tolerance_bits: Option<u32>,
+    /// Most requests tracked at once; further requests are refused. Closed requests are forgotten
+    /// to make room once a relayed copy of them would no longer be taken (`reveal_window_ms +
+    /// verify_grace_ms` after their deadline); their records stay in the store.
+    pub max_open_requests: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            served_models: Vec::new(),
+            workers: 1,
+            embedding_model: None,
+            reveal_window_ms: DEFAULT_REVEAL_WINDOW_MS,
+            verify_grace_ms: DEFAULT_VERIFY_GRACE_MS,
+            initial_generation_estimate_ms: 0,
+            reembed_tolerance_bits: None,
+            max_open_requests: DEFAULT_MAX_OPEN_REQUESTS,
+        }
+    }
+}
+
+/// Why a quorum failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuorumFailure {
+    /// Too few commits before the deadline.
+    #[error("quorum not reached: {committed} of {needed} commits")]
+    QuorumNotReached {
+        /// Distinct committers.
+        committed: u32,
+        /// Quorum needed.
+        needed: u32,
+    },
+    /// Consensus found no large enough agreement.
+    #[error("consensus failed: {0}")]
+    Consensus(FailureReason),
+    /// The consensus inputs were invalid.
+    #[error("invalid consensus input: {0}")]
+    Invalid(String),
+}
+
+/// Lifecycle phase of one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Known, no commit yet.
+    Open,
+    /// Commits arriving, before the deadline.
+    Committing,
+    /// After the deadline with a quorum: reveals arriving.
+    Revealing,
+    /// Reveal window closed: waiting for re-embeddings or results.
+    Verifying,
+    /// Consensus reached.
+    Completed,
+    /// Failed.
+    Failed(QuorumFailure),
+}
+
+/// What an embedding was for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EmbedPurpose {
+    /// This node's own output.
+    Own,
+    /// Re-embedding another node's revealed output.
+    Reembed {
+        /// The revealer.
+        node: NodeId,
+        /// The commitment the reveal opened.
+        commitment: crate::Commitment,
+    },
+}
+
+/// An input to the state machine. Exhaustive by design, like [`Action`]: a driver feeds every
+/// kind.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A request submitted locally or read from a chain (the node broadcasts it).
+    LocalRequest(InferenceRequest),
+    /// A verified message from `from` (the envelope's signer).
+    Message {
+        /// The signer of the envelope.
+        from: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// A generation job finished.
+    Generated {
+        /// The request.
+        request_id: RequestId,
+        /// The result.
+        result: Result<Generation, EngineError>,
+    },
+    /// An embedding job finished.
+    Embedded {
+        /// The request.
+        request_id: RequestId,
+        /// What for.
+        purpose: EmbedPurpose,
+        /// The result.
+        result: Result<BinaryEmbedding, EmbedError>,
+    },
+    /// The own output was durably stored (answer to [`Action::PersistOwnOutput`]).
+    OwnOutputPersisted {
+        /// The request.
+        request_id: RequestId,
+        /// `Err` with the store's error when it failed: the node then does not commit.
+        result: Result<(), String>,
+    },
+    /// Time passed (the driver calls this at [`Coordinator::next_wakeup`]).
+    Tick,
+    /// Messages relayed by a peer in answer to a sync request (each one verified on its own
+    /// signature by the driver). Judged by their signed send time: a commit signed before the
+    /// deadline counts even when it arrives late. Processed as one batch: consensus is not
+    /// computed before the whole batch is in.
+    Synced(Vec<SyncedMessage>),
+}
+
+/// One message relayed by a sync response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncedMessage {
+    /// The signer of the original envelope.
+    pub from: NodeId,
+    /// The message.
+    pub message: Message,
+    /// The original envelope's timestamp (the signer's clock when it sent the message).
+    pub sent_at_ms: u64,
+}
+
+/// An effect for the driver to execute, in order.
+///
+/// Exhaustive by design (not `#[non_exhaustive]`): a driver must execute every action, so a
+/// new kind of action is a breaking change that a driver's `match` reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Sign and broadcast a message.
+    Broadcast(Message),
+    /// Run a generation job; answer with [`Input::Generated`].
+    Generate(GenerationJob),
+    /// Embed a text; answer with [`Input::Embedded`].
+    Embed {
+        /// The request.
+        request_id: RequestId,
+        /// What for.
+        purpose: EmbedPurpose,
+        /// The text.
+        text: String,
+    },
+    /// Durably store a write.
+    Persist(StoreOp),
+    /// Durably store the own output, then answer with [`Input::OwnOutputPersisted`]. The
+    /// commit is broadcast only after that answer.
+    PersistOwnOutput(OwnOutput),
+    /// Emit an event to the host.
+    Emit(NodeEvent),
+    /// Ask `peer` directly for what it saw of a request ([`Message::SyncRequest`]).
+    RequestSync {
+        /// Whom to ask.
+        peer: NodeId,
+        /// The request.
+        request_id: RequestId,
+    },
+}
+
+/// Minimum time between two sync requests for one request.
+pub const SYNC_RETRY_MS: u64 = 2_000;
+/// Most requests for which sync attempts are remembered.
+const MAX_SYNC_TRACKED: usize = 4_096;
+
+/// A snapshot of one request's state, for hosts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuorumStatus {
+    /// The request id.
+    pub request_id: RequestId,
+    /// The phase.
+    pub phase: Phase,
+    /// Commit deadline.
+    pub deadline_ms: u64,
+    /// End of the reveal window.
+    pub reveal_deadline_ms: u64,
+    /// Distinct committers.
+    pub committed: u32,
+    /// Nodes that revealed.
+    pub revealed: u32,
+    /// Whether this node committed.
+    pub own_committed: bool,
+    /// The outcome, once computed.
+    pub outcome: Option<Arc<ConsensusOutcome>>,
+    /// Results announced by other nodes: signer → result digest.
+    pub peer_results: BTreeMap<NodeId, Hash32>,
+}
+
+/// A peer's last announced status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    /// What it serves.
+    pub status: PeerStatus,
+    /// When this node heard it (ms since epoch).
+    pub last_seen_ms: u64,
+}
+
+/// The coordination state machine of one node.
+pub struct Coordinator {
+    key: NodeKey,
+    node: NodeId,
+    config: CoordinatorConfig,
+    rng: rand::rngs::StdRng,
+    quorums: BTreeMap<RequestId, Quorum>,
+    queue: BTreeSet<(u64, RequestId)>,
+    busy: usize,
+    generation_estimate_ms: u64,
+    peers: BTreeMap<NodeId, KnownPeer>,
+    /// Last time a sync was asked for each request.
+    sync_asked: BTreeMap<RequestId, u64>,
+    /// While a synced batch is processed: requests whose consensus waits for the batch's end.
+    deferred: Option<BTreeSet<RequestId>>,
+    /// Messages about requests not known yet (gossip gives no order; a late joiner hears
+    /// reveals first), replayed when the request arrives. Bounded.
+    orphans: BTreeMap<RequestId, Vec<SyncedMessage>>,
+    /// Orphans released inside a batch, fed after the batch.
+    released: Vec<SyncedMessage>,
+}
+
+/// Most requests with orphan messages kept.
+const MAX_ORPHAN_REQUESTS: usize = 256;
+/// Most orphan messages kept per request.
+const MAX_ORPHANS_PER_REQUEST: usize = 64;
+/// How long orphan messages are kept.
+const ORPHAN_TTL_MS: u64 = 120_000;
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("node", &self.node)
+            .field("requests", &self.quorums.len())
+            .field("busy", &self.busy)
+            .finish()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator with randomness from the operating system.
+    pub fn new(key: NodeKey, config: CoordinatorConfig) -> Self {
+        Self::with_rng_seed(key, config, rand::rngs::OsRng.next_u64())
+    }
+
+    /// A coordinator whose salts, inference ids and sampling seeds come from `seed`
+    /// (deterministic simulations and tests).
+    pub fn with_rng_seed(key: NodeKey, config: CoordinatorConfig, seed: u64) -> Self {
+        Coordinator {
+            node: key.node_id(),
+            key,
+            generation_estimate_ms: config.initial_generation_estimate_ms,
+            config,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            quorums: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            busy: 0,
+            peers: BTreeMap::new(),
+            sync_asked: BTreeMap::new(),
+            deferred: None,
+            orphans: BTreeMap::new(),
+            released: Vec::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// The status this node announces to peers.
+    pub fn peer_status(&self) -> PeerStatus {
+        PeerStatus {
+            models: self.config.served_models.clone(),
+            embedding_model: self.config.embedding_model.clone(),
+            workers: self.config.workers as u32,
+            load: (self.busy + self.queue.len()) as u32,
+        }
+    }
+
+    /// Peers that announced their status.
+    pub fn peers(&self) -> &BTreeMap<NodeId, KnownPeer> {
+        &self.peers
+    }
+
+    /// The earliest time at which [`Input::Tick`] has something to do.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        let can_verify = self.config.embedding_model.is_some();
+        self.quorums
+            .values()
+            .filter_map(|q| match q.phase {
+                Phase::Open | Phase::Committing => Some(q.deadline.saturating_add(1)),
+                Phase::Revealing => Some(q.reveal_deadline.saturating_add(1)),
+                // A node that cannot verify waits for the results of others: no timer is due
+                // (it would fire again at once, for ever).
+                Phase::Verifying if can_verify => Some(
+                    q.reveal_deadline
+                        .saturating_add(1)
+                        .saturating_add(self.config.verify_grace_ms),
+                ),
+                Phase::Verifying | Phase::Completed | Phase::Failed(_) => None,
+            })
+            .min()
+    }
+
+    /// Status of one request.
+    pub fn status(&self, id: &RequestId) -> Option<QuorumStatus> {
+        self.quorums.get(id).map(Self::snapshot)
+    }
+
+    fn snapshot(q: &Quorum) -> QuorumStatus {
+        QuorumStatus {
+            request_id: q.id,
+            phase: q.phase.clone(),
+            deadline_ms: q.deadline,
+            reveal_deadline_ms: q.reveal_deadline,
+            committed: q.committed(),
+            revealed: q.reveals.len() as u32,
+            own_committed: matches!(q.own, OwnState::Committed(_)),
+            outcome: q.outcome.clone(),
+            peer_results: q.peer_results.clone(),
+        }
+    }
+
+    /// Ids of every tracked request.
+    pub fn request_ids(&self) -> Vec<RequestId> {
+        self.quorums.keys().copied().collect()
+    }
+
+    /// The request, if known.
+    pub fn request(&self, id: &RequestId) -> Option<&InferenceRequest> {
+        self.quorums.get(id).map(|q| &q.request)
+    }
+
+    /// The own signed result of a completed request.
+    pub fn signed_result(&self, id: &RequestId) -> Option<&ConsensusResultMsg> {
+        self.quorums.get(id)?.signed.as_ref()
+    }
+
+    /// Feeds one input at time `now_ms` and returns the actions to execute, in order.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::LocalRequest(request) => {
+                if self.on_request(now_ms, request.clone(), None, &mut out) {
+                    out.insert(0, Action::Broadcast(Message::Request(request)));
+                }
+            }
+            Input::Message { from, message } => self.on_message(now_ms, from, message, &mut out),
+            Input::Generated { request_id, result } => {
+                self.on_generated(now_ms, request_id, result, &mut out)
+            }
+            Input::Embedded {
+                request_id,
+                purpose,
+                result,
+            } => self.on_embedded(now_ms, request_id, purpose, result, &mut out),
+            Input::OwnOutputPersisted { request_id, result } => {
+                out.extend(self.on_own_persisted(now_ms, request_id, result))
+            }
+            Input::Tick => self.on_tick(now_ms, &mut out),
+            Input::Synced(batch) => self.on_synced(now_ms, batch, &mut out),
+        }
+        self.schedule(now_ms, &mut out);
+        out
+    }
+
+    fn new_quorum(&self, request: InferenceRequest) -> Quorum {
+        let deadline = request.deadline_ms();
+        Quorum {
+            id: request.id(),
+            deadline,
+            reveal_deadline: deadline.saturating_add(self.config.reveal_window_ms),
+            request,
+            phase: Phase::Open,
+            commits: BTreeMap::new(),
+            reveals: BTreeMap::new(),
+            reembeddings: BTreeMap::new(),
+            announced: BTreeSet::new(),
+            early_reveals: BTreeMap::new(),
+            own: OwnState::NotAnswering,
+            outcome: None,
+            signed: None,
+            peer_results: BTreeMap::new(),
+        }
+    }
+
+    /// The model this node would answer `request` with.
+    fn model_for(&self, request: &InferenceRequest) -> Option<String> {
+        if self.config.embedding_model.as_deref() != Some(request.frame.embedding_model.as_str()) {
+            return None;
+        }
+        request
+            .accepted_models
+            .iter()
+            .find(|m| self.config.served_models.contains(m))
+            .cloned()
+    }
+}

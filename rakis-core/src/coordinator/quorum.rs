@@ -1,0 +1,60 @@
+//! The state of one request inside the coordinator.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::Phase;
+use crate::engine::Generation;
+use crate::protocol::{CommitMsg, ConsensusResultMsg, InferenceRequest, RevealMsg};
+use crate::store::OwnOutput;
+use crate::{BinaryEmbedding, ConsensusOutcome, Hash32, InferenceId, NodeId, RequestId};
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum OwnState {
+    /// Not answering (no model served, or not an embedder).
+    NotAnswering,
+    Queued,
+    Generating,
+    Embedding {
+        generation: Generation,
+    },
+    Persisting(OwnOutput),
+    Committed(OwnOutput),
+    Skipped,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Reembedding {
+    Pending,
+    Done(Option<BinaryEmbedding>),
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Quorum {
+    pub(super) request: InferenceRequest,
+    pub(super) id: RequestId,
+    pub(super) deadline: u64,
+    pub(super) reveal_deadline: u64,
+    pub(super) phase: Phase,
+    /// Distinct commits per node (at most two kept: enough to prove equivocation).
+    pub(super) commits: BTreeMap<NodeId, Vec<CommitMsg>>,
+    /// Distinct reveals per node (at most two kept).
+    pub(super) reveals: BTreeMap<NodeId, Vec<RevealMsg>>,
+    /// Re-embeddings keyed by (node, opened commitment).
+    pub(super) reembeddings: BTreeMap<(NodeId, crate::Commitment), Reembedding>,
+    /// Rejections already announced.
+    pub(super) announced: BTreeSet<(NodeId, InferenceId)>,
+    /// Reveals that arrived before this node's own deadline passed (the sender's clock ran
+    /// ahead): replayed when the quorum starts revealing. At most one per committer.
+    pub(super) early_reveals: BTreeMap<NodeId, RevealMsg>,
+    pub(super) own: OwnState,
+    pub(super) outcome: Option<Arc<ConsensusOutcome>>,
+    pub(super) signed: Option<ConsensusResultMsg>,
+    pub(super) peer_results: BTreeMap<NodeId, Hash32>,
+}
+
+impl Quorum {
+    pub(super) fn committed(&self) -> u32 {
+        self.commits.len() as u32
+    }
+}

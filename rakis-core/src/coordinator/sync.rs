@@ -1,0 +1,106 @@
+//! Asking peers for missed messages, orphans (messages before their request), relayed batches.
+
+use std::collections::BTreeSet;
+
+use tracing::debug;
+
+use super::*;
+use crate::protocol::Message;
+use crate::{NodeId, RequestId};
+
+impl Coordinator {
+    /// Asks `peer` for what it saw of `id`, at most once per [`SYNC_RETRY_MS`] per request.
+    pub(super) fn ask_sync(
+        &mut self,
+        now: u64,
+        peer: NodeId,
+        id: RequestId,
+        out: &mut Vec<Action>,
+    ) {
+        if peer == self.node {
+            return;
+        }
+        if let Some(last) = self.sync_asked.get(&id) {
+            if now < last.saturating_add(SYNC_RETRY_MS) {
+                return;
+            }
+        }
+        if self.sync_asked.len() >= MAX_SYNC_TRACKED {
+            if let Some(oldest) = self
+                .sync_asked
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| *k)
+            {
+                self.sync_asked.remove(&oldest);
+            }
+        }
+        self.sync_asked.insert(id, now);
+        debug!(request = %id.short(), peer = %peer.short(), "asking a peer for the request's messages");
+        out.push(Action::RequestSync {
+            peer,
+            request_id: id,
+        });
+    }
+
+    pub(super) fn on_synced(&mut self, now: u64, batch: Vec<SyncedMessage>, out: &mut Vec<Action>) {
+        let outer = self.deferred.is_none();
+        if outer {
+            self.deferred = Some(BTreeSet::new());
+        }
+        self.relay_batch(now, batch, out);
+        if outer {
+            while !self.released.is_empty() {
+                let more = std::mem::take(&mut self.released);
+                self.relay_batch(now, more, out);
+            }
+            let touched = self.deferred.take().unwrap_or_default();
+            for id in touched {
+                self.advance(now, id, out);
+                self.try_finalize(id, false, out);
+            }
+        }
+    }
+
+    /// Feeds relayed messages in protocol order (request, commits, reveals, results).
+    pub(super) fn relay_batch(
+        &mut self,
+        now: u64,
+        mut batch: Vec<SyncedMessage>,
+        out: &mut Vec<Action>,
+    ) {
+        let rank = |m: &Message| match m {
+            Message::Request(_) => 0,
+            Message::Commit(_) => 1,
+            Message::Reveal(_) => 2,
+            _ => 3,
+        };
+        batch.sort_by_key(|m| rank(&m.message));
+        for m in batch {
+            match m.message {
+                Message::Request(r) => {
+                    self.on_request_at(now, r, Some(m.from), true, out);
+                }
+                Message::Commit(c) => self.on_commit(now, m.from, c, Some(m.sent_at_ms), out),
+                Message::Reveal(r) => self.on_reveal(now, m.from, r, Some(m.sent_at_ms), out),
+                Message::ConsensusResult(r) => self.on_peer_result(now, m.from, r, out),
+                _ => {}
+            }
+        }
+    }
+
+    /// Keeps a live message about an unknown request until the request arrives.
+    pub(super) fn keep_orphan(&mut self, now: u64, from: NodeId, id: RequestId, message: Message) {
+        if !self.orphans.contains_key(&id) && self.orphans.len() >= MAX_ORPHAN_REQUESTS {
+            return;
+        }
+        let list = self.orphans.entry(id).or_default();
+        if list.len() < MAX_ORPHANS_PER_REQUEST {
+            list.push(SyncedMessage {
+                from,
+                message,
+                sent_at_ms: now,
+            });
+        }
+    }
+}

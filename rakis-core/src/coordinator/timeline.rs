@@ -1,0 +1,224 @@
+//! The timeline of a request: deadline, reveal window, verification grace, consensus.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::quorum::{OwnState, Quorum, Reembedding};
+use super::*;
+use crate::events::NodeEvent;
+use crate::protocol::{ConsensusResultMsg, Message, RevealMsg};
+use crate::store::StoreOp;
+use crate::{evaluate, Commit, ConsensusParams, Decision, RequestId, Reveal, Submission};
+
+impl Coordinator {
+    pub(super) fn on_tick(&mut self, now: u64, out: &mut Vec<Action>) {
+        self.orphans.retain(|_, list| {
+            list.first()
+                .is_some_and(|m| m.sent_at_ms.saturating_add(ORPHAN_TTL_MS) > now)
+        });
+        let ids: Vec<RequestId> = self.quorums.keys().copied().collect();
+        for id in ids {
+            self.advance(now, id, out);
+        }
+    }
+
+    /// Moves one request along its timeline if one of its instants has passed.
+    pub(super) fn advance(&mut self, now: u64, id: RequestId, out: &mut Vec<Action>) {
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        match q.phase {
+            Phase::Open | Phase::Committing if now > q.deadline => {
+                let committed = q.committed();
+                let needed = q.request.frame.quorum;
+                if committed < needed {
+                    let reason = QuorumFailure::QuorumNotReached { committed, needed };
+                    info!(request = %id.short(), %reason, "quorum failed");
+                    q.early_reveals.clear();
+                    Self::fail(q, reason, out);
+                    return;
+                }
+                q.phase = Phase::Revealing;
+                out.push(Action::Emit(NodeEvent::RevealOpened {
+                    request_id: id,
+                    committed,
+                }));
+                let own = match &q.own {
+                    OwnState::Committed(own) if now <= q.reveal_deadline => Some(own),
+                    OwnState::Committed(_) => {
+                        warn!(request = %id.short(), "the reveal window closed before this node could reveal");
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(own) = own {
+                    let reveal = RevealMsg {
+                        reveal: Reveal {
+                            request_id: id,
+                            node: self.node,
+                            inference_id: own.inference_id,
+                            output: own.output.clone(),
+                            embedding: own.embedding.clone(),
+                            salt: own.salt,
+                            embedding_model: own.embedding_model.clone(),
+                        },
+                        model: own.model.clone(),
+                        evidence: Vec::new(),
+                    };
+                    q.reveals.insert(self.node, vec![reveal.clone()]);
+                    q.reembeddings.insert(
+                        (self.node, own.commitment),
+                        Reembedding::Done(Some(own.embedding.clone())),
+                    );
+                    out.push(Action::Persist(StoreOp::Reveal(reveal.clone())));
+                    out.push(Action::Broadcast(Message::Reveal(reveal)));
+                }
+                let early = std::mem::take(&mut q.early_reveals);
+                for (from, r) in early {
+                    self.on_reveal(now, from, r, None, out);
+                }
+                // Reveals may also be complete at once (quorum of one).
+                self.try_finalize(id, false, out);
+            }
+            Phase::Revealing if now > q.reveal_deadline => {
+                q.phase = Phase::Verifying;
+                self.try_finalize(id, false, out);
+            }
+            Phase::Verifying if now > q.reveal_deadline + self.config.verify_grace_ms => {
+                self.try_finalize(id, true, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends a request as failed: the phase, the stored failure and the event.
+    pub(super) fn fail(q: &mut Quorum, reason: QuorumFailure, out: &mut Vec<Action>) {
+        q.phase = Phase::Failed(reason.clone());
+        out.push(Action::Persist(StoreOp::Failed {
+            request_id: q.id,
+            reason: reason.clone(),
+        }));
+        out.push(Action::Emit(NodeEvent::Failed {
+            request_id: q.id,
+            reason,
+        }));
+    }
+
+    /// Computes consensus when everything needed is there (or `force`).
+    pub(super) fn try_finalize(&mut self, id: RequestId, force: bool, out: &mut Vec<Action>) {
+        if let Some(d) = self.deferred.as_mut() {
+            d.insert(id);
+            return;
+        }
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        if !matches!(q.phase, Phase::Revealing | Phase::Verifying) {
+            return;
+        }
+        if self.config.embedding_model.is_none() {
+            // A node without an embedder cannot verify: it waits for peers' signed results.
+            return;
+        }
+        let pending = q.reembeddings.values().any(|s| *s == Reembedding::Pending);
+        let all_revealed = q.commits.keys().all(|n| q.reveals.contains_key(n));
+        let ready = match q.phase {
+            Phase::Revealing => all_revealed && !pending,
+            Phase::Verifying => !pending || force,
+            _ => false,
+        };
+        if !ready {
+            return;
+        }
+        let mut params = match ConsensusParams::from_frame(&q.request.frame) {
+            Ok(p) => p,
+            Err(e) => {
+                Self::fail(q, QuorumFailure::Invalid(e.to_string()), out);
+                return;
+            }
+        };
+        if let Some(t) = self.config.reembed_tolerance_bits {
+            params = params.with_reembed_tolerance(t);
+        }
+        let commits: Vec<Commit> = q
+            .commits
+            .values()
+            .flatten()
+            .map(|c| c.commit.clone())
+            .collect();
+        let submissions: Vec<Submission> = q
+            .reveals
+            .values()
+            .flatten()
+            .map(|r| {
+                let opened = r.reveal.commitment();
+                let reembedding = match q.reembeddings.get(&(r.reveal.node, opened)) {
+                    Some(Reembedding::Done(e)) => e.clone(),
+                    _ => None,
+                };
+                Submission {
+                    reveal: r.reveal.clone(),
+                    reembedding,
+                }
+            })
+            .collect();
+        let outcome = match evaluate(&id, &params, &commits, &submissions) {
+            Ok(o) => o,
+            Err(e) => {
+                Self::fail(q, QuorumFailure::Invalid(e.to_string()), out);
+                return;
+            }
+        };
+        for rej in &outcome.rejected {
+            Self::announce_rejection(q, rej.node, rej.inference_id, rej.reason.clone(), out);
+        }
+        let outcome = Arc::new(outcome);
+        q.outcome = Some(outcome.clone());
+        match &outcome.decision {
+            Decision::Agreed { result_digest, .. } => {
+                let signed = ConsensusResultMsg::sign(&self.key, &outcome)
+                    .expect("an agreed outcome has a result to sign");
+                info!(
+                    request = %id.short(),
+                    accepted = outcome.accepted.len(),
+                    committed = outcome.committed,
+                    result = %result_digest.short(),
+                    "consensus reached"
+                );
+                q.phase = Phase::Completed;
+                q.signed = Some(signed.clone());
+                out.push(Action::Persist(StoreOp::Outcome {
+                    request_id: id,
+                    outcome: (*outcome).clone(),
+                    signed: Some(signed.clone()),
+                }));
+                out.push(Action::Broadcast(Message::ConsensusResult(signed)));
+                for (node, theirs) in &q.peer_results {
+                    if theirs != result_digest {
+                        out.push(Action::Emit(NodeEvent::Disagreement {
+                            request_id: id,
+                            node: *node,
+                            ours: *result_digest,
+                            theirs: *theirs,
+                        }));
+                    }
+                }
+                out.push(Action::Emit(NodeEvent::Completed {
+                    request_id: id,
+                    outcome,
+                }));
+            }
+            Decision::Failed(reason) => {
+                let reason = QuorumFailure::Consensus(reason.clone());
+                info!(request = %id.short(), %reason, "consensus failed");
+                out.push(Action::Persist(StoreOp::Outcome {
+                    request_id: id,
+                    outcome: (*outcome).clone(),
+                    signed: None,
+                }));
+                Self::fail(q, reason, out);
+            }
+        }
+    }
+}

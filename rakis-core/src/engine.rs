@@ -1,0 +1,158 @@
+//! The [`InferenceEngine`] part: generates text with a local model.
+//!
+//! Implementations: `rakis_inference::CandleEngine` (quantized GGUF llama-family models) and,
+//! for tests, [`ScriptedEngine`](crate::testing::ScriptedEngine) (feature `test-utils`).
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::SharedError;
+use crate::protocol::{ChatMessage, InferenceRequest};
+use crate::RequestId;
+
+/// One generation job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationJob {
+    /// The request answered.
+    pub request_id: RequestId,
+    /// Model to run (one the engine serves).
+    pub model: String,
+    /// The chat prompt.
+    pub messages: Vec<ChatMessage>,
+    /// Temperature (0 = greedy).
+    pub temperature: f32,
+    /// Nucleus mass.
+    pub top_p: f32,
+    /// Token limit.
+    pub max_tokens: u32,
+    /// Sampling seed.
+    pub seed: u64,
+    /// Wall-clock deadline (ms since epoch); engines stop and fail after it.
+    pub deadline_ms: u64,
+}
+
+impl GenerationJob {
+    /// The job for `request` on `model`.
+    pub fn for_request(request: &InferenceRequest, model: &str, seed: u64) -> Self {
+        GenerationJob {
+            request_id: request.id(),
+            model: model.to_string(),
+            messages: request.messages.clone(),
+            temperature: request.temperature,
+            top_p: request.top_p,
+            max_tokens: request.max_tokens,
+            seed,
+            deadline_ms: request.deadline_ms(),
+        }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// The model emitted end-of-sequence.
+    Eos,
+    /// `max_tokens` was reached.
+    MaxTokens,
+}
+
+/// A finished generation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// The generated text.
+    pub text: String,
+    /// The model that produced it.
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub tokens: u32,
+    /// Generation speed.
+    pub tokens_per_sec: f32,
+    /// Why it stopped.
+    pub finish: FinishReason,
+}
+
+/// A request to score an existing output (the second check, verifiable sampling; see
+/// docs/consensus.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreJob {
+    /// The model to score with.
+    pub model: String,
+    /// The chat prompt.
+    pub messages: Vec<ChatMessage>,
+    /// The output to score.
+    pub output: String,
+    /// Nucleus mass the output was sampled with.
+    pub top_p: f32,
+    /// Temperature it was sampled with.
+    pub temperature: f32,
+}
+
+/// The result of scoring.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Output tokens read.
+    pub tokens: u32,
+    /// Tokens that fall outside the sampling nucleus.
+    pub outside_nucleus: u32,
+    /// Mean log-probability of the output tokens.
+    pub mean_logprob: f32,
+    /// Whether the model would end the answer where it ends.
+    pub ends_plausibly: bool,
+}
+
+/// Runs LLM generation.
+///
+/// Implemented for `&T`, `Arc<T>` and `Box<T>` of any engine, so one engine can be shared by
+/// several nodes of a process.
+#[async_trait]
+#[auto_impl::auto_impl(&, Box, Arc)]
+pub trait InferenceEngine: Send + Sync {
+    /// Models this engine serves.
+    fn models(&self) -> Vec<String>;
+    /// Number of jobs it can run at once.
+    fn workers(&self) -> usize;
+    /// Generates text for a job.
+    async fn generate(&self, job: GenerationJob) -> Result<Generation, EngineError>;
+    /// Scores an output (likelihood verification). Engines that cannot score keep the default.
+    async fn score(&self, job: ScoreJob) -> Result<Score, EngineError> {
+        Err(EngineError::Unsupported(format!(
+            "scoring with {} is not supported by this engine",
+            job.model
+        )))
+    }
+}
+
+/// Errors of an [`InferenceEngine`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The model is not served by this engine.
+    #[error("model not served: {0}")]
+    UnknownModel(String),
+    /// The prompt is empty or otherwise unusable.
+    #[error("invalid prompt: {0}")]
+    InvalidPrompt(String),
+    /// The prompt does not fit the model's context.
+    #[error("prompt of {tokens} tokens exceeds the context of {context}")]
+    PromptTooLong {
+        /// Prompt tokens.
+        tokens: usize,
+        /// Context size.
+        context: usize,
+    },
+    /// The deadline passed before generation finished.
+    #[error("deadline passed")]
+    DeadlineExceeded,
+    /// The job queue is full.
+    #[error("engine busy")]
+    Busy,
+    /// The operation is not supported by this engine (for example scoring).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Any other failure of the engine (its own error as the source).
+    #[error("engine: {0}")]
+    Other(#[source] SharedError),
+}
