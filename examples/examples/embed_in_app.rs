@@ -9,11 +9,13 @@
 //! cargo run --release --example embed_in_app -- --self-test  # starts, asks once, exits
 //! ```
 //!
-//! The app's own node joins a network; here the network is two more nodes started in this
-//! process (`--peers N`, default 2), as other players' machines would be.
+//! The game reads one configuration file with its own settings and its node's (`--config
+//! FILE`; the defaults are [`DEFAULT_CONFIG`]). The app's node joins a network; here the network
+//! is two more nodes started in this process (`--peers N`, default 2), as other players'
+//! machines would be.
 //!
-//! Options: `--listen ADDR` (127.0.0.1:8080), `--peers N` (2), `--deadline-ms MS` (8000),
-//! `--self-test`.
+//! Options: `--config FILE`, `--listen ADDR` (overrides the file), `--peers N` (2),
+//! `--deadline-ms MS` (overrides the file's `answer_deadline`), `--self-test`.
 
 #![allow(clippy::print_stdout)]
 
@@ -24,17 +26,45 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rakis_core::{ChatMessage, InferenceRequest, NodeError, NodeHandle, NodeKey, SecurityFrame};
-use rakis_examples::{load_models, start_network, start_node, Args, BoxError, MODEL};
+use rakis_core::{MemoryStore, Node, NodeConfig, NodeError, NodeHandle, NodeKey, QuorumFailure};
+use rakis_examples::{load_models, start_network, Args, BoxError, MODEL};
+use rakis_net::{Libp2pTransport, NetConfig};
 use serde::{Deserialize, Serialize};
+
+/// The game's configuration file: its HTTP API, and the Rakis node it embeds.
+pub const DEFAULT_CONFIG: &str = r#"
+listen = "127.0.0.1:8080"
+# How long the network has to commit to a character's line.
+answer_deadline = "8s"
+
+[node]
+reveal_window = "2s"
+status_interval = "30s"
+
+[net]
+network_id = "rakis-game"
+listen_addresses = ["/ip4/127.0.0.1/tcp/0"]
+mdns = false
+heartbeat = "100ms"
+"#;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GameConfig {
+    listen: String,
+    #[serde(with = "humantime_serde")]
+    answer_deadline: Duration,
+    node: NodeConfig,
+    net: NetConfig,
+}
 
 /// What the game's handlers share.
 #[derive(Clone)]
 struct App {
     node: NodeHandle,
-    transport: Arc<rakis_net::Libp2pTransport>,
+    transport: Arc<Libp2pTransport>,
     quorum: u32,
-    deadline_ms: u64,
+    deadline: Duration,
 }
 
 #[derive(Deserialize)]
@@ -81,37 +111,34 @@ async fn ask(
             "ask a question of 1 to 2000 bytes",
         ));
     }
-    let mut request = InferenceRequest::new(
-        body.question.clone(),
-        vec![MODEL.into()],
-        app.node.node_id(),
-        app.node.now_ms(),
-    );
-    request.messages.insert(
-        0,
-        ChatMessage::system(format!(
-            "You are {npc}, the keeper of a tavern in a small fantasy town. Answer in one short sentence."
-        )),
-    );
-    request.temperature = 0.0;
-    request.max_tokens = 40;
-    request.frame = SecurityFrame {
-        quorum: app.quorum,
-        max_time_ms: app.deadline_ms,
-        ..SecurityFrame::default()
-    };
     let id = app
         .node
-        .submit(request)
+        .request(body.question)
+        .system(format!(
+            "You are {npc}, the keeper of a tavern in a small fantasy town. Answer in one short sentence."
+        ))
+        .models([MODEL])
+        .temperature(0.0)
+        .max_tokens(40)
+        .quorum(app.quorum)
+        .deadline(app.deadline)
+        .submit()
         .await
-        .map_err(|e| problem(StatusCode::BAD_REQUEST, e))?;
+        .map_err(|e| match e {
+            NodeError::InvalidRequest(_) => problem(StatusCode::BAD_REQUEST, e),
+            other => problem(StatusCode::SERVICE_UNAVAILABLE, other),
+        })?;
     let outcome = app
         .node
-        .wait_for_outcome(id, Duration::from_millis(app.deadline_ms + 30_000))
+        .wait_for_outcome(id, app.deadline + Duration::from_secs(30))
         .await
         .map_err(|e| match e {
             NodeError::Timeout => problem(StatusCode::GATEWAY_TIMEOUT, e),
-            other => problem(StatusCode::SERVICE_UNAVAILABLE, other),
+            // Too few players' nodes answered in time: worth a retry later.
+            NodeError::RequestFailed(QuorumFailure::QuorumNotReached { .. }) => {
+                problem(StatusCode::SERVICE_UNAVAILABLE, e)
+            }
+            other => problem(StatusCode::BAD_GATEWAY, other),
         })?;
     let selected = outcome
         .selected()
@@ -149,42 +176,49 @@ async fn health(State(app): State<Arc<App>>) -> Reply<serde_json::Value> {
 async fn main() -> Result<(), BoxError> {
     rakis_examples::init_logging();
     let args = Args::from_env();
+    let mut config: GameConfig = match args.all("config").pop() {
+        Some(path) => toml::from_str(&std::fs::read_to_string(path)?)?,
+        None => toml::from_str(DEFAULT_CONFIG)?,
+    };
     let peers: usize = args.num("peers", 2)?;
-    let deadline_ms: u64 = args.num("deadline-ms", 8_000)?;
+    if let Some(ms) = args.all("deadline-ms").pop() {
+        config.answer_deadline = Duration::from_millis(ms.parse()?);
+    }
     let self_test = args.flag("self-test");
     let listen = if self_test {
         "127.0.0.1:0".to_string()
     } else {
-        args.get("listen", "127.0.0.1:8080")
+        args.get("listen", &config.listen)
     };
 
     // The network the game's node joins (other players' nodes, here in this process).
     let models = load_models(2)?;
-    let network = format!("rakis-game-{}", std::process::id());
+    let network = config.net.network_id.clone();
     let others = start_network(peers, &network, &models, |_, b| b).await?;
-    let bootstrap = others
-        .iter()
-        .flat_map(|n| n.transport.listen_addrs())
-        .collect();
+    let bootstrap = others.iter().flat_map(|n| n.transport.listen_addrs());
 
-    // The game's own node: it answers too, and it is the app's handle on the network.
-    let own = start_node(
-        "game",
-        NodeKey::generate(),
-        &network,
-        bootstrap,
-        Some(&models),
-        |b| b,
-    )
-    .await?;
-    own.transport
+    // The game's own node, assembled from the configuration: it answers too, and it is the
+    // app's handle on the network. The models are shared with the other nodes of this process.
+    let key = NodeKey::generate();
+    let transport =
+        Arc::new(Libp2pTransport::start(key.clone(), config.net.with_bootstrap(bootstrap)).await?);
+    let node = Node::builder()
+        .config(config.node)
+        .key(key)
+        .transport(transport.clone())
+        .engine(models.engine.clone())
+        .embedder(models.embedder.clone())
+        .store(MemoryStore::default())
+        .build()?;
+    let (handle, _task) = node.spawn();
+    transport
         .wait_for_topic_peers(peers, Duration::from_secs(30))
         .await?;
     let app = Arc::new(App {
-        node: own.handle.clone(),
-        transport: own.transport.clone(),
+        node: handle.clone(),
+        transport,
         quorum: (peers + 1) as u32,
-        deadline_ms,
+        deadline: config.answer_deadline,
     });
     let router = Router::new()
         .route("/npc/{name}/ask", post(ask))
@@ -238,7 +272,7 @@ async fn main() -> Result<(), BoxError> {
         tokio::signal::ctrl_c().await?;
     }
     server.abort();
-    own.handle.shutdown().await?;
+    handle.shutdown().await?;
     for n in &others {
         n.handle.shutdown().await?;
     }

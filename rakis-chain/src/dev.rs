@@ -104,6 +104,7 @@ pub fn anvil_signer(anvil: &AnvilInstance, i: usize) -> Result<PrivateKeySigner,
 }
 
 /// A running anvil node with a deployed oracle. Anvil stops when this is dropped.
+#[derive(Debug)]
 pub struct LocalChain {
     /// The anvil process.
     pub anvil: AnvilInstance,

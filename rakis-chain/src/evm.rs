@@ -32,7 +32,7 @@ use crate::error::{classify, EvmError, OracleRevert};
 pub struct EvmConfig {
     /// JSON-RPC endpoint (`http://` or `https://`).
     pub rpc_url: String,
-    /// Address of the deployed [`RakisOracle`](crate::contracts::RakisOracle).
+    /// Address of the deployed [`RakisOracle`].
     pub oracle: EvmAddress,
     /// Expected chain id; connecting fails when the endpoint serves another chain. `None`:
     /// whatever the endpoint reports.

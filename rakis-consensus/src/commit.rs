@@ -112,6 +112,7 @@ impl Reveal {
 
 /// Why a reveal (or a node's commits) was not accepted into the quorum.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
 pub enum RejectReason {
     /// The reveal does not open the node's commitment.
     #[error("reveal does not match its commitment")]

@@ -8,6 +8,7 @@ use thiserror::Error;
 /// [`RejectReason`](crate::RejectReason) in the [`ConsensusOutcome`](crate::ConsensusOutcome).
 /// These errors are for inputs that make a computation meaningless.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ConsensusError {
     /// An embedding had no values.
     #[error("embedding is empty")]

@@ -123,6 +123,13 @@
 //! in human-readable formats and raw bytes in binary ones; embeddings are `{dim, bits}` with
 //! `bits` the canonical bytes.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rustdoc::broken_intra_doc_links
+)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod cluster;

@@ -72,6 +72,7 @@ pub struct Selection {
 
 /// Why consensus failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
 pub enum FailureReason {
     /// Nobody committed.
     #[error("no commits")]

@@ -107,6 +107,7 @@ fn kind(r: &RejectReason) -> &'static str {
         RejectReason::DuplicateInferenceId => "DuplicateInferenceId",
         RejectReason::MissingCommit => "MissingCommit",
         RejectReason::RequestMismatch => "RequestMismatch",
+        _ => "other",
     }
 }
 

@@ -10,6 +10,7 @@ use crate::{ConsensusOutcome, Hash32, InferenceId, NodeId, RejectReason, Request
 
 /// Something that happened on the node, in protocol order for each request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum NodeEvent {
     /// A valid request became known.
     RequestReceived {

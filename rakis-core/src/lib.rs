@@ -55,6 +55,14 @@
 //! * The consensus math: [`consensus`] (the `rakis-consensus` crate).
 //! * [`testing`] (feature `test-utils`): in-memory hub, scripted engine, hash embedder,
 //!   fixtures.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rustdoc::broken_intra_doc_links
+)]
 pub mod chain;
 pub mod clock;
 pub mod coordinator;

@@ -503,6 +503,7 @@ pub struct PeerInfo {
 
 /// Every protocol message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Message {
     /// A new inference request.
     Request(InferenceRequest),

@@ -23,6 +23,40 @@ use crate::{
     SecurityFrame, Submission,
 };
 
+/// The question the tests ask.
+pub const QUESTION: &str = "What is the capital of France?";
+
+/// A request for [`QUESTION`] accepting `model`, made by `requester` at `now_ms`, that needs
+/// `quorum` commits within `max_time_ms`: the request most tests submit.
+pub fn request(
+    model: &str,
+    requester: NodeId,
+    now_ms: u64,
+    quorum: u32,
+    max_time_ms: u64,
+) -> InferenceRequest {
+    let mut r = InferenceRequest::new(QUESTION, vec![model.to_string()], requester, now_ms);
+    r.frame = SecurityFrame {
+        quorum,
+        max_time_ms,
+        ..SecurityFrame::default()
+    };
+    r
+}
+
+impl MemoryHub {
+    /// A hub whose deliveries take 5 ms plus up to 10 ms of seeded jitter (so that messages
+    /// arrive in different orders at different nodes): the hub most node tests run on.
+    pub fn jittery(seed: u64) -> Self {
+        MemoryHub::new(HubConfig {
+            delay: Duration::from_millis(5),
+            jitter: Duration::from_millis(10),
+            seed,
+            ..HubConfig::default()
+        })
+    }
+}
+
 /// Network conditions of a [`MemoryHub`].
 #[derive(Clone, Debug, Default)]
 pub struct HubConfig {
@@ -198,6 +232,14 @@ pub struct MemoryTransport {
     hub: MemoryHub,
     node: NodeId,
     rx: Mutex<Option<mpsc::UnboundedReceiver<TransportEvent>>>,
+}
+
+impl std::fmt::Debug for MemoryTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTransport")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 #[async_trait]

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BinaryHeap};
 use rakis_core::coordinator::{Action, Coordinator, CoordinatorConfig, Input, SyncedMessage};
 use rakis_core::store::apply_to_records;
 use rakis_core::store::{QuorumRecord, StoreOp};
-use rakis_core::testing::{HashEmbedder, QuorumFixture, ScriptedEngine};
+use rakis_core::testing::{self, HashEmbedder, QuorumFixture, ScriptedEngine};
 use rakis_core::{
     Decision, FailureReason, InferenceRequest, Message, NodeEvent, NodeKey, Phase, QuorumFailure,
-    RejectReason, SecurityFrame,
+    RejectReason,
 };
 
 const MODEL: &str = "smollm2-135m";
@@ -321,18 +321,14 @@ impl Sim {
     }
 
     fn request(&self, from: usize, quorum: u32) -> InferenceRequest {
-        let mut r = InferenceRequest::new(
-            "What is the capital of France?",
-            vec![MODEL.to_string()],
+        let mut r = testing::request(
+            MODEL,
             self.nodes[from].coord.node_id(),
             self.now,
+            quorum,
+            1_000,
         );
         r.nonce = 7;
-        r.frame = SecurityFrame {
-            quorum,
-            max_time_ms: 1_000,
-            ..SecurityFrame::default()
-        };
         r
     }
 }

@@ -7,11 +7,10 @@ use futures::StreamExt;
 use rakis_core::consensus::{Commit, Reveal, Salt};
 use rakis_core::envelope::{open, seal, MAX_MESSAGE_SIZE};
 use rakis_core::protocol::{CommitMsg, RevealMsg};
-use rakis_core::testing::{HashEmbedder, HubConfig, MemoryHub, ScriptedEngine};
+use rakis_core::testing::{self, HashEmbedder, MemoryHub, ScriptedEngine};
 use rakis_core::{
     ConfigError, InferenceId, InferenceRequest, Message, Node, NodeError, NodeEvent, NodeHandle,
-    NodeKey, QuorumFailure, RejectReason, RequestError, SecurityFrame, TokioClock, Transport,
-    TransportEvent,
+    NodeKey, QuorumFailure, RejectReason, RequestError, TokioClock, Transport, TransportEvent,
 };
 use tokio::sync::broadcast;
 
@@ -35,18 +34,7 @@ fn spawn_node(hub: &MemoryHub, seed: u64, answer: &str) -> NodeHandle {
 }
 
 fn request(h: &NodeHandle, quorum: u32) -> InferenceRequest {
-    let mut r = InferenceRequest::new(
-        "What is the capital of France?",
-        vec![MODEL.into()],
-        h.node_id(),
-        h.now_ms(),
-    );
-    r.frame = SecurityFrame {
-        quorum,
-        max_time_ms: 1_000,
-        ..SecurityFrame::default()
-    };
-    r
+    testing::request(MODEL, h.node_id(), h.now_ms(), quorum, 1_000)
 }
 
 fn drain(rx: &mut broadcast::Receiver<NodeEvent>) -> Vec<NodeEvent> {
@@ -58,12 +46,7 @@ fn drain(rx: &mut broadcast::Receiver<NodeEvent>) -> Vec<NodeEvent> {
 }
 
 fn hub() -> MemoryHub {
-    MemoryHub::new(HubConfig {
-        delay: Duration::from_millis(5),
-        jitter: Duration::from_millis(10),
-        seed: 1,
-        ..HubConfig::default()
-    })
+    MemoryHub::jittery(1)
 }
 
 #[tokio::test(start_paused = true)]

@@ -13,12 +13,12 @@ use futures::StreamExt;
 use rakis_core::envelope::open;
 use rakis_core::protocol::ConsensusResultMsg;
 use rakis_core::store::SubmissionState;
-use rakis_core::testing::{HashEmbedder, HubConfig, MemoryHub, ScriptedEngine};
+use rakis_core::testing::{self, HashEmbedder, MemoryHub, ScriptedEngine};
 use rakis_core::SubmitReceipt;
 use rakis_core::{
     ChainError, ChainSink, CommitStore, EmbedError, Embedder, InferenceRequest, Message, Node,
-    NodeEvent, NodeHandle, NodeId, NodeKey, RedbStore, RequestId, SecurityFrame, StoreError,
-    TokioClock, Transport, TransportEvent,
+    NodeEvent, NodeHandle, NodeId, NodeKey, RedbStore, RequestId, StoreError, TokioClock,
+    Transport, TransportEvent,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -29,12 +29,7 @@ const BASE_MS: u64 = 1_700_000_000_000;
 const SINK: &str = "recording";
 
 fn hub() -> MemoryHub {
-    MemoryHub::new(HubConfig {
-        delay: Duration::from_millis(5),
-        jitter: Duration::from_millis(10),
-        seed: 1,
-        ..HubConfig::default()
-    })
+    MemoryHub::jittery(1)
 }
 
 /// A chain sink that records what it was asked to submit. It never reports a result as already
@@ -165,18 +160,7 @@ fn plain(hub: &MemoryHub, clock: TokioClock, seed: u64, answer: &'static str) ->
 }
 
 fn request(h: &NodeHandle, quorum: u32) -> InferenceRequest {
-    let mut r = InferenceRequest::new(
-        "What is the capital of France?",
-        vec![MODEL.into()],
-        h.node_id(),
-        h.now_ms(),
-    );
-    r.frame = SecurityFrame {
-        quorum,
-        max_time_ms: 1_000,
-        ..SecurityFrame::default()
-    };
-    r
+    testing::request(MODEL, h.node_id(), h.now_ms(), quorum, 1_000)
 }
 
 async fn wait_for(

@@ -11,10 +11,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rakis_inference::{
-    default_models_dir, CandleEmbedder, EmbedderConfig, ModelSource, TextGenerator, WeightFormat,
-    MINILM,
+    CandleEmbedder, EmbedderConfig, ModelSource, TextGenerator, WeightFormat, MINILM,
 };
 
 fn sentences() -> Vec<String> {
@@ -28,7 +30,7 @@ const PROMPT: &str = "The history of the city begins with a small settlement on 
 
 fn bench_embedding(c: &mut Criterion) {
     let e = CandleEmbedder::load(
-        &ModelSource::local(default_models_dir().join("all-MiniLM-L6-v2")),
+        &ModelSource::local(common::models_dir().join("all-MiniLM-L6-v2")),
         EmbedderConfig::new(MINILM),
     )
     .unwrap();
@@ -50,7 +52,7 @@ fn bench_embedding(c: &mut Criterion) {
 }
 
 fn bench_generation(c: &mut Criterion) {
-    let gguf = default_models_dir().join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let gguf = common::models_dir().join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
     for (label, weights) in [
         ("q8_0", WeightFormat::Q8_0),
         ("q4_1", WeightFormat::AsStored),

@@ -28,6 +28,14 @@
 //! ([`tokenizer::tokenizer_from_gguf`]) and the chat template read from its metadata and rendered
 //! with minijinja ([`chat::ChatTemplate`]; ChatML is the fallback when a model has none).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rustdoc::broken_intra_doc_links
+)]
+
 pub mod chat;
 pub mod embedder;
 pub mod engine;
@@ -41,7 +49,7 @@ pub use engine::{
     WeightFormat,
 };
 pub use error::InferenceError;
-pub use source::{default_models_dir, hub_offline, ModelSource};
+pub use source::{hub_offline, ModelSource};
 
 /// Name of the default embedding model (the one in the default security frame).
 pub const MINILM: &str = rakis_core::consensus::DEFAULT_EMBEDDING_MODEL;

@@ -130,18 +130,6 @@ fn hub_file(
     })
 }
 
-/// The directory of the test models: `RAKIS_MODELS_DIR`, or `.cache/models` at the workspace
-/// root (filled by `scripts/fetch-models.sh`).
-pub fn default_models_dir() -> PathBuf {
-    match std::env::var_os("RAKIS_MODELS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(".cache")
-            .join("models"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 
 use libp2p::identity::{self, secp256k1, Keypair, PublicKey};
 use libp2p::PeerId;
+use rakis_core::error::SharedError;
 use rakis_core::{NodeId, NodeKey};
 
 use crate::error::NetError;
@@ -16,14 +17,14 @@ const IDENTITY_MULTIHASH: u64 = 0x00;
 /// The libp2p keypair of a node key (the same secp256k1 key).
 pub fn keypair_of(key: &NodeKey) -> Result<Keypair, NetError> {
     let secret = secp256k1::SecretKey::try_from_bytes(key.secret_bytes())
-        .map_err(|e| NetError::Identity(e.to_string()))?;
+        .map_err(|e| NetError::Identity(SharedError::new(e)))?;
     Ok(Keypair::from(secp256k1::Keypair::from(secret)))
 }
 
 /// The libp2p peer id of a node id. Fails when the node id is not a valid public key.
 pub fn peer_id_of(node: &NodeId) -> Result<PeerId, NetError> {
     let public = secp256k1::PublicKey::try_from_bytes(&node.0)
-        .map_err(|e| NetError::Identity(format!("node id {}: {e}", node.short())))?;
+        .map_err(|e| NetError::Identity(SharedError::new(e)))?;
     Ok(PeerId::from_public_key(&PublicKey::from(public)))
 }
 

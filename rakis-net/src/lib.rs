@@ -62,6 +62,14 @@
 //! Real deployments use [`NetConfig::default`] (TCP and QUIC on port 4001, mDNS on) with
 //! bootstrap peers, and a network id equal to the node's `NodeConfig::network_id`.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rustdoc::broken_intra_doc_links
+)]
+
 #[cfg(feature = "libp2p")]
 mod behaviour;
 #[cfg(feature = "libp2p")]

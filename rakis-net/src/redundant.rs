@@ -217,6 +217,11 @@ impl Transport for RedundantTransport {
         all.dedup();
         all
     }
+
+    /// The network of the first inner transport bound to one.
+    fn network_id(&self) -> Option<String> {
+        self.inner.iter().find_map(|t| t.network_id())
+    }
 }
 
 #[cfg(test)]

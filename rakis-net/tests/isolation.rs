@@ -111,3 +111,48 @@ async fn two_networks_sharing_addresses_never_deliver_each_others_messages() {
         t.shutdown().await.unwrap();
     }
 }
+
+/// One network id: a node takes it from its libp2p transport, and a configuration that names
+/// another network is refused with a typed error instead of a node whose every message its own
+/// transport would refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_takes_the_network_of_its_transport_and_refuses_another() {
+    use rakis_core::testing::{HashEmbedder, ScriptedEngine};
+    use rakis_core::{ConfigError, Node, NodeConfig, NodeError};
+
+    let keys = keys(2_200, 3);
+    let mesh = start_mesh(&keys, |_| NetConfig::local_test("gamma")).await;
+    let wrong = Node::builder()
+        .config(NodeConfig::local_test().with_network_id("delta"))
+        .key(keys[0].clone())
+        .transport(mesh[0].clone())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &wrong,
+            NodeError::Config(ConfigError::NetworkMismatch { configured, transport })
+                if configured == "delta" && transport == "gamma"
+        ),
+        "{wrong}"
+    );
+    // No network id in the configuration: the nodes agree on a request over "gamma".
+    let nodes: Vec<_> = keys
+        .iter()
+        .zip(&mesh)
+        .map(|(key, t)| {
+            Node::builder()
+                .config(NodeConfig::local_test())
+                .key(key.clone())
+                .transport(t.clone())
+                .engine(ScriptedEngine::constant(MODEL, ANSWERS[0]))
+                .embedder(HashEmbedder::default_model())
+                .build()
+                .unwrap()
+                .spawn()
+                .0
+        })
+        .collect();
+    let agreed = agree_on_one_request(&nodes, 3, Duration::from_secs(2)).await;
+    assert_eq!(agreed, 3);
+}

@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use common::*;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use rakis_core::testing::HashEmbedder;
+use rakis_core::testing::{self, HashEmbedder};
 use rakis_core::{
-    InferenceRequest, Node, NodeConfig, NodeEvent, NodeHandle, NodeId, NodeKey, SecurityFrame,
-    Transport, TransportError, TransportEvent,
+    InferenceRequest, Node, NodeConfig, NodeEvent, NodeHandle, NodeId, NodeKey, Transport,
+    TransportError, TransportEvent,
 };
 use rakis_net::{Libp2pTransport, NetConfig};
 
@@ -74,18 +74,7 @@ fn verifier(network: &str, key: NodeKey, transport: Arc<dyn Transport>) -> NodeH
 }
 
 fn request(from: &NodeHandle, quorum: u32) -> InferenceRequest {
-    let mut r = InferenceRequest::new(
-        "What is the capital of France?",
-        vec![MODEL.into()],
-        from.node_id(),
-        from.now_ms(),
-    );
-    r.frame = SecurityFrame {
-        quorum,
-        max_time_ms: 3_000,
-        ..SecurityFrame::default()
-    };
-    r
+    testing::request(MODEL, from.node_id(), from.now_ms(), quorum, 3_000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

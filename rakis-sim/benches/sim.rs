@@ -1,7 +1,7 @@
 //! The simulator at scale: 1,000 nodes (900 answering, 100 verify-only), 100 requests, each
 //! served by a sampled committee of 7 answerers and 3 verifiers, quorum 5, default distance and
 //! share, 20–50 ms latency, 1 % loss, one off-topic node in ten. Run with
-//! `cargo bench -p rakis-core --features sim --bench sim`; the report of one run is logged first.
+//! `cargo bench -p rakis-sim --bench sim`; the report of one run is logged first.
 
 // `criterion_group!` defines public functions without documentation.
 #![allow(missing_docs)]

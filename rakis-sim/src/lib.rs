@@ -49,6 +49,14 @@
 //! * **Honesty oracle:** an output is honest when the honest answer function produced it for
 //!   that request. A request's result is judged over its honest committee members.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rustdoc::broken_intra_doc_links
+)]
+
 mod answers;
 mod engine;
 mod report;
@@ -58,5 +66,6 @@ pub use answers::{Corpus, Topic};
 pub use engine::{MODEL, START_MS};
 pub use report::{Latency, Report, RequestReport, RequestStatus};
 pub use scenario::{
-    AnswerCtx, AnswerFn, Behaviour, Committee, Lie, NetworkConfig, Partition, Scenario, SimEmbedder,
+    AnswerCtx, AnswerFn, Behaviour, Committee, EmbedFn, Lie, NetworkConfig, Partition, Scenario,
+    SimEmbedder,
 };

@@ -2,7 +2,7 @@
 //! coordinators of every node, adversaries plugged per node, a simulated network.
 //!
 //! Run the measurement behind `docs/security.md` with
-//! `cargo test -p rakis-core --features sim --release --test sim -- --ignored --nocapture`.
+//! `cargo test -p rakis-sim --release --test sim -- --ignored --nocapture`.
 
 // The ignored measurements print their tables.
 #![allow(clippy::print_stdout)]

@@ -3,7 +3,14 @@
 
 use std::path::PathBuf;
 
-use rakis_inference::default_models_dir;
+/// The directory of the test models: `RAKIS_MODELS_DIR`, or `.cache/models` at the workspace
+/// root (filled by `scripts/fetch-models.sh`).
+pub fn default_models_dir() -> PathBuf {
+    match std::env::var_os("RAKIS_MODELS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/models"),
+    }
+}
 
 /// The models directory, checked to hold the test models.
 pub fn models_dir() -> PathBuf {

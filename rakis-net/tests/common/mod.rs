@@ -10,10 +10,7 @@ use futures::StreamExt;
 use rakis_core::envelope::seal;
 use rakis_core::protocol::PeerStatus;
 use rakis_core::testing::{HashEmbedder, ScriptedEngine};
-use rakis_core::{
-    InferenceRequest, Message, Node, NodeConfig, NodeHandle, NodeKey, SecurityFrame, Transport,
-    TransportEvent,
-};
+use rakis_core::{Message, Node, NodeConfig, NodeHandle, NodeKey, Transport, TransportEvent};
 use rakis_net::{Libp2pTransport, NetConfig};
 
 pub const MODEL: &str = "smollm2-135m";
@@ -144,17 +141,13 @@ pub const ANSWERS: [&str; 5] = [
 /// Submits one request (quorum `quorum`, deadline `deadline`) from `nodes[0]` and checks that
 /// every node reaches the same result; returns the number of committers.
 pub async fn agree_on_one_request(nodes: &[NodeHandle], quorum: u32, deadline: Duration) -> u32 {
-    let mut request = InferenceRequest::new(
-        "What is the capital of France?",
-        vec![MODEL.into()],
+    let request = rakis_core::testing::request(
+        MODEL,
         nodes[0].node_id(),
         nodes[0].now_ms(),
-    );
-    request.frame = SecurityFrame {
         quorum,
-        max_time_ms: deadline.as_millis() as u64,
-        ..SecurityFrame::default()
-    };
+        deadline.as_millis() as u64,
+    );
     let id = nodes[0].submit(request).await.unwrap();
     let mut results = Vec::new();
     for n in nodes {

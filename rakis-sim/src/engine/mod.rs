@@ -2,22 +2,21 @@
 //! coordinators of every node.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tracing::{debug, trace};
+use tracing::debug;
 
-use crate::answers::Corpus;
-use crate::report::{Latency, Report, RequestReport, RequestStatus};
-use crate::scenario::{AnswerCtx, Behaviour, Committee, Lie, Scenario};
-use rakis_core::consensus::{Commit, Commitment, ConsensusParams, Salt, Submission};
+use crate::report::Report;
+use crate::scenario::{Behaviour, Committee, Scenario};
+use rakis_core::consensus::Salt;
 use rakis_core::coordinator::EmbedPurpose;
 use rakis_core::coordinator::{Action, Coordinator, CoordinatorConfig, Input, SyncedMessage};
-use rakis_core::engine::{FinishReason, Generation, GenerationJob};
+use rakis_core::engine::{FinishReason, Generation};
 use rakis_core::events::NodeEvent;
-use rakis_core::protocol::{CommitMsg, RevealMsg};
+use rakis_core::protocol::RevealMsg;
 use rakis_core::store::OwnOutput;
 use rakis_core::testing::HashEmbedder;
 use rakis_core::{
@@ -181,6 +180,9 @@ fn mix(a: u64, b: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+mod adversary;
+mod judge;
 
 impl Simulation {
     pub(crate) fn new(sc: Scenario) -> Self {
@@ -358,110 +360,6 @@ impl Simulation {
             Ev::Synced { to, batch } => self.feed(to, Input::Synced(batch), false),
             Ev::Flood { from } => self.flood(from),
             Ev::Steer { group, request_id } => self.steer(group, request_id),
-        }
-    }
-
-    /// A flooder's next request, to every node.
-    fn flood(&mut self, from: usize) {
-        let Behaviour::Flood {
-            per_second,
-            max_time_ms,
-        } = self.nodes[from].behaviour
-        else {
-            return;
-        };
-        let n = self.flood_ids.len();
-        let mut request = InferenceRequest::new(
-            self.sc.corpus.topic(n % self.sc.corpus.len()).prompt,
-            vec![MODEL.to_string()],
-            self.nodes[from].id,
-            self.local(from),
-        );
-        request.nonce = mix(self.sc.seed ^ 0xF100D, (from * 1_000_000 + n) as u64);
-        request.frame = self.sc.frame.clone();
-        request.frame.max_time_ms = max_time_ms;
-        self.flood_ids.insert(request.id());
-        self.broadcast(from, Message::Request(request));
-        let next = self.now + (1_000 / u64::from(per_second.max(1))).max(1);
-        if next <= self.last_deadline() {
-            self.push(next, Ev::Flood { from });
-        }
-    }
-
-    /// A steering group publishes the subset of its held reveals under which one of its members
-    /// is selected (the largest such subset; all of them when there is none).
-    fn steer(&mut self, group: u32, id: RequestId) {
-        let members: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| {
-                matches!(self.nodes[i].behaviour, Behaviour::SteerSelection { group: g } if g == group)
-                    && self.nodes[i].steer_held.contains_key(&id)
-            })
-            .collect();
-        if members.is_empty() {
-            return;
-        }
-        // What the group saw: every commit and reveal logged by any member.
-        let mut commits: BTreeMap<(NodeId, Commitment), Commit> = BTreeMap::new();
-        let mut reveals: BTreeMap<NodeId, RevealMsg> = BTreeMap::new();
-        for &i in &members {
-            for m in self.nodes[i].log.get(&id).into_iter().flatten() {
-                match &m.message {
-                    Message::Commit(c) => {
-                        commits.insert((c.commit.node, c.commit.commitment), c.commit.clone());
-                    }
-                    Message::Reveal(r) => {
-                        reveals.entry(r.reveal.node).or_insert_with(|| r.clone());
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let held: Vec<RevealMsg> = members
-            .iter()
-            .filter_map(|&i| self.nodes[i].steer_held.get(&id).cloned())
-            .collect();
-        let member_ids: BTreeSet<NodeId> = members.iter().map(|&i| self.nodes[i].id).collect();
-        let commits: Vec<Commit> = commits.into_values().collect();
-        let params = ConsensusParams::from_frame(&self.sc.frame).ok();
-        let selected_member = |subset: &[&RevealMsg]| -> bool {
-            let Some(params) = &params else {
-                return false;
-            };
-            let submissions: Vec<Submission> = reveals
-                .values()
-                .filter(|r| !member_ids.contains(&r.reveal.node))
-                .chain(subset.iter().copied())
-                .map(|r| Submission {
-                    reveal: r.reveal.clone(),
-                    reembedding: Some(r.reveal.embedding.clone()),
-                })
-                .collect();
-            rakis_core::consensus::evaluate(&id, params, &commits, &submissions)
-                .ok()
-                .and_then(|o| o.selected().map(|s| member_ids.contains(&s.node)))
-                .unwrap_or(false)
-        };
-        // Subsets by decreasing size (then by mask): reveal as many as the steering allows.
-        let k = held.len().min(16);
-        let mut masks: Vec<u32> = (1..(1u32 << k)).collect();
-        masks.sort_by_key(|m| (std::cmp::Reverse(m.count_ones()), *m));
-        let chosen = masks
-            .into_iter()
-            .find(|&m| {
-                let subset: Vec<&RevealMsg> = (0..k)
-                    .filter(|j| m & (1 << j) != 0)
-                    .map(|j| &held[j])
-                    .collect();
-                selected_member(&subset)
-            })
-            .unwrap_or((1u32 << k) - 1);
-        for (j, &i) in members.iter().enumerate() {
-            let Some(r) = self.nodes[i].steer_held.remove(&id) else {
-                continue;
-            };
-            if j < k && chosen & (1 << j) != 0 {
-                self.broadcast(i, Message::Reveal(r));
-            }
         }
     }
 
@@ -678,183 +576,6 @@ impl Simulation {
         e.ok_or(rakis_core::EmbedError::Empty)
     }
 
-    fn answer(&mut self, i: usize, job: &GenerationJob) -> String {
-        let Some(&k) = self.by_id.get(&job.request_id) else {
-            return Corpus::garbage(&mut StdRng::seed_from_u64(job.seed));
-        };
-        let prompt = self.reqs[k].prompt;
-        let mut rng = StdRng::seed_from_u64(job.seed);
-        let corpus = &self.sc.corpus;
-        let honest = |rng: &mut StdRng| corpus.honest(prompt, rng);
-        let (text, is_honest) = match &self.nodes[i].behaviour {
-            Behaviour::Honest
-            | Behaviour::Replay { .. }
-            | Behaviour::Equivocate
-            | Behaviour::EquivocateSplit
-            | Behaviour::RevealMismatch
-            | Behaviour::WithholdReveal
-            | Behaviour::LateCommit { .. }
-            | Behaviour::GrindSalt { .. }
-            | Behaviour::SteerSelection { .. }
-            | Behaviour::Flood { .. }
-            | Behaviour::WrongEmbedding => (honest(&mut rng), true),
-            Behaviour::Freerider | Behaviour::Garbage => (Corpus::garbage(&mut rng), false),
-            Behaviour::CopyPriorAnswer => match self.nodes[i].seen_answers.get(&prompt) {
-                Some(t) => (t.clone(), false),
-                None => (Corpus::garbage(&mut rng), false),
-            },
-            Behaviour::OffTopic => (corpus.off_topic(prompt, &mut rng), false),
-            Behaviour::Truncated { percent } => {
-                (Corpus::truncated(&honest(&mut rng), *percent), false)
-            }
-            Behaviour::FactSwap => (corpus.fact_swapped(prompt, &honest(&mut rng)), false),
-            Behaviour::Collude { group, lie } => {
-                let mut shared = StdRng::seed_from_u64(mix(k as u64, u64::from(*group)));
-                let text = match lie {
-                    Lie::OffTopic => corpus.off_topic(prompt, &mut shared),
-                    Lie::Garbage => Corpus::garbage(&mut shared),
-                    Lie::FactSwap => corpus.fact_swapped(prompt, &honest(&mut shared)),
-                };
-                (text, false)
-            }
-            Behaviour::Custom(f) => (
-                f(&AnswerCtx {
-                    request: k,
-                    prompt,
-                    node: i,
-                    seed: job.seed,
-                }),
-                false,
-            ),
-        };
-        if is_honest {
-            self.honest_texts.insert((k, text.clone()));
-        }
-        trace!(node = i, k, "answer");
-        text
-    }
-
-    /// A message leaving node `i`, through its behaviour.
-    fn outgoing(&mut self, i: usize, m: Message) {
-        match (&self.nodes[i].behaviour, m) {
-            (Behaviour::WithholdReveal, Message::Reveal(_)) => {}
-            (Behaviour::RevealMismatch, Message::Reveal(mut r)) => {
-                r.reveal.output.push_str(" Actually, it is something else.");
-                self.broadcast(i, Message::Reveal(r));
-            }
-            (Behaviour::Freerider, Message::Reveal(r)) => {
-                self.nodes[i].held_reveal.insert(r.reveal.request_id, r);
-            }
-            (Behaviour::Equivocate, Message::Commit(c)) => {
-                let mut second = c.clone();
-                second.commit.commitment =
-                    Commitment(rakis_core::consensus::sha256(&c.commit.commitment.0).0);
-                self.broadcast(i, Message::Commit(c));
-                self.broadcast(i, Message::Commit(second));
-            }
-            (Behaviour::EquivocateSplit, Message::Commit(c)) => {
-                let mut second = c.clone();
-                second.commit.commitment =
-                    Commitment(rakis_core::consensus::sha256(&c.commit.commitment.0).0);
-                self.broadcast_where(i, Message::Commit(c), |to| to % 2 == 0);
-                self.broadcast_where(i, Message::Commit(second), |to| to % 2 == 1);
-            }
-            (Behaviour::LateCommit { after_ms }, Message::Commit(c)) => {
-                let at = self
-                    .by_id
-                    .get(&c.commit.request_id)
-                    .map(|&k| self.reqs[k].deadline)
-                    .unwrap_or(self.now)
-                    + after_ms;
-                self.push(
-                    at,
-                    Ev::Send {
-                        from: i,
-                        msg: Message::Commit(c),
-                    },
-                );
-            }
-            (Behaviour::GrindSalt { tries }, Message::Commit(c)) => {
-                let tries = *tries;
-                let c = self.grind(i, c, tries);
-                self.broadcast(i, Message::Commit(c));
-            }
-            (Behaviour::GrindSalt { .. }, Message::Reveal(mut r)) => {
-                if let Some(salt) = self.nodes[i].ground.get(&r.reveal.request_id) {
-                    r.reveal.salt = *salt;
-                }
-                self.broadcast(i, Message::Reveal(r));
-            }
-            (Behaviour::SteerSelection { group }, Message::Reveal(r)) => {
-                let (group, id) = (*group, r.reveal.request_id);
-                self.nodes[i].steer_held.insert(id, r);
-                if self.steer_scheduled.insert((id, group)) {
-                    let deadline = self
-                        .by_id
-                        .get(&id)
-                        .map(|&k| self.reqs[k].deadline)
-                        .unwrap_or(self.now);
-                    let at = (deadline + self.sc.reveal_window_ms / 2).max(self.now);
-                    self.push(
-                        at,
-                        Ev::Steer {
-                            group,
-                            request_id: id,
-                        },
-                    );
-                }
-            }
-            (_, m) => self.broadcast(i, m),
-        }
-    }
-
-    /// A grinder's commit: among `tries` salts, the one under which the selection over the
-    /// commitments seen so far (other salts guessed as zeros) picks the grinder.
-    fn grind(&mut self, i: usize, c: CommitMsg, tries: u32) -> CommitMsg {
-        let id = c.commit.request_id;
-        let Some(own) = self.nodes[i].own_outputs.get(&id).cloned() else {
-            return c;
-        };
-        let others: BTreeSet<Commitment> = self.nodes[i]
-            .log
-            .get(&id)
-            .into_iter()
-            .flatten()
-            .filter_map(|m| match &m.message {
-                Message::Commit(o) if o.commit.node != c.commit.node => Some(o.commit.commitment),
-                _ => None,
-            })
-            .collect();
-        let node = self.nodes[i].id;
-        let mut best = (own.salt, own.commitment);
-        for t in 0..tries {
-            let mut pre = own.salt.0.to_vec();
-            pre.extend_from_slice(&t.to_be_bytes());
-            let salt = Salt(rakis_core::consensus::sha256(&pre).0);
-            let commitment = rakis_core::consensus::commitment(
-                &id,
-                &node,
-                &own.inference_id,
-                &own.output,
-                &own.embedding,
-                &salt,
-            );
-            let mut set: Vec<(Commitment, Salt)> =
-                others.iter().map(|&o| (o, Salt([0; 32]))).collect();
-            set.push((commitment, salt));
-            set.sort_by_key(|(c, _)| *c);
-            let (_, index) = rakis_core::consensus::selection_index(&id, &set);
-            if set[index as usize].0 == commitment {
-                best = (salt, commitment);
-                break;
-            }
-        }
-        self.nodes[i].ground.insert(id, best.0);
-        let mut c = c;
-        c.commit.commitment = best.1;
-        c
-    }
-
     fn broadcast(&mut self, i: usize, m: Message) {
         self.broadcast_where(i, m, |_| true);
     }
@@ -975,143 +696,8 @@ impl Simulation {
             _ => {}
         }
     }
-
-    fn report(self) -> Report {
-        let mut requests = Vec::new();
-        let mut failures: BTreeMap<String, usize> = BTreeMap::new();
-        let (mut completed, mut failed, mut inconsistent, mut wrong, mut adv_acc) = (0, 0, 0, 0, 0);
-        let mut latencies = Vec::new();
-        let adversarial: BTreeSet<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|n| !n.behaviour.answers_honestly())
-            .map(|n| n.id)
-            .collect();
-        for (k, r) in self.reqs.iter().enumerate() {
-            let honest: Vec<usize> = r
-                .committee
-                .iter()
-                .copied()
-                .filter(|&i| self.nodes[i].behaviour.is_honest())
-                .collect();
-            let adversaries: Vec<usize> = r
-                .committee
-                .iter()
-                .copied()
-                .filter(|&i| !self.nodes[i].behaviour.is_honest())
-                .collect();
-            let mut digests = BTreeSet::new();
-            let mut done = 0;
-            let mut last = None;
-            let mut wrong_result = false;
-            let mut adversary_accepted = false;
-            let mut selected = None;
-            let mut outputs = BTreeSet::new();
-            let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-            for i in &honest {
-                match r.results.get(i) {
-                    Some(NodeResult::Completed {
-                        at,
-                        digest,
-                        selected: s,
-                        output,
-                        accepted,
-                    }) => {
-                        done += 1;
-                        digests.insert(*digest);
-                        last = last.max(Some(*at));
-                        selected = Some((*s, output.clone()));
-                        outputs.insert(output.clone());
-                        if !self.honest_texts.contains(&(k, output.clone())) {
-                            wrong_result = true;
-                        }
-                        if accepted.iter().any(|n| adversarial.contains(n)) {
-                            adversary_accepted = true;
-                        }
-                    }
-                    Some(NodeResult::Failed(f)) => *reasons.entry(failure_key(f)).or_default() += 1,
-                    None => *reasons.entry("no result".into()).or_default() += 1,
-                }
-            }
-            let status = if done == honest.len() && digests.len() == 1 {
-                let (s, output) = selected.expect("completed");
-                latencies.push(last.expect("completed").saturating_sub(r.deadline));
-                completed += 1;
-                RequestStatus::Completed {
-                    honest: self.honest_texts.contains(&(k, output)),
-                    selected: self.index[&s],
-                }
-            } else if done == 0 {
-                failed += 1;
-                let reason = reasons
-                    .iter()
-                    .max_by_key(|(_, c)| **c)
-                    .map(|(r, _)| r.clone())
-                    .unwrap_or_else(|| "no honest member".into());
-                *failures.entry(reason.clone()).or_default() += 1;
-                RequestStatus::Failed(reason)
-            } else {
-                inconsistent += 1;
-                RequestStatus::Inconsistent {
-                    results: digests.len(),
-                    outputs: outputs.len(),
-                    not_completed: honest.len() - done,
-                }
-            };
-            wrong += usize::from(wrong_result);
-            adv_acc += usize::from(adversary_accepted);
-            requests.push(RequestReport {
-                index: k,
-                request_id: r.id,
-                committee: r.committee.clone(),
-                adversaries,
-                result_after_deadline_ms: matches!(status, RequestStatus::Completed { .. })
-                    .then(|| last.unwrap_or(r.deadline).saturating_sub(r.deadline)),
-                status,
-                adversary_accepted,
-                wrong_result,
-            });
-        }
-        Report {
-            requests,
-            completed,
-            failed,
-            failures,
-            inconsistent,
-            wrong_results: wrong,
-            adversary_accepted: adv_acc,
-            messages: self.messages,
-            sends: self.sends,
-            bytes: self.bytes,
-            lost: self.lost,
-            sync_requests: self.sync_requests,
-            result_latency: Latency::of(latencies),
-            max_tracked_requests: self
-                .nodes
-                .iter()
-                .map(|n| n.coord.request_ids().len())
-                .max()
-                .unwrap_or(0),
-            flood_requests: self.flood_ids.len(),
-            events: self.events,
-            virtual_ms: self.now - START_MS,
-        }
-    }
 }
 
 fn encoded_len(m: &Message) -> usize {
     postcard::experimental::serialized_size(m).unwrap_or(0)
-}
-
-fn failure_key(f: &QuorumFailure) -> String {
-    match f {
-        QuorumFailure::QuorumNotReached { .. } => "quorum not reached".into(),
-        QuorumFailure::Consensus(r) => {
-            let d = format!("{r:?}");
-            let name = d.split([' ', '{', '(']).next().unwrap_or("").to_string();
-            format!("consensus: {name}")
-        }
-        QuorumFailure::Invalid(_) => "invalid".into(),
-        other => format!("{other:?}"),
-    }
 }
