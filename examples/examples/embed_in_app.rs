@@ -27,7 +27,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rakis_core::{MemoryStore, Node, NodeConfig, NodeError, NodeHandle, NodeKey, QuorumFailure};
-use rakis_examples::{load_models, start_network, Args, BoxError, MODEL};
+use rakis_examples::{load_models, members_of, start_network_with_keys, Args, BoxError, MODEL};
 use rakis_net::{Libp2pTransport, NetConfig};
 use serde::{Deserialize, Serialize};
 
@@ -193,17 +193,21 @@ async fn main() -> Result<(), BoxError> {
 
     // The network the game's node joins (other players' nodes, here in this process).
     let models = load_models(2)?;
+    // Its members: the other players' nodes and the game's own.
     let network = config.net.network_id.clone();
-    let others = start_network(peers, &network, &models, |_, b| b).await?;
+    let key = NodeKey::generate();
+    let peer_keys: Vec<NodeKey> = (0..peers).map(|_| NodeKey::generate()).collect();
+    let members = members_of(&[peer_keys.clone(), vec![key.clone()]].concat())?;
+    let others = start_network_with_keys(peer_keys, &network, &members, &models, |_, b| b).await?;
     let bootstrap = others.iter().flat_map(|n| n.transport.listen_addrs());
 
     // The game's own node, assembled from the configuration: it answers too, and it is the
     // app's handle on the network. The models are shared with the other nodes of this process.
-    let key = NodeKey::generate();
     let transport =
         Arc::new(Libp2pTransport::start(key.clone(), config.net.with_bootstrap(bootstrap)).await?);
     let node = Node::builder()
         .config(config.node)
+        .membership(members)
         .key(key)
         .transport(transport.clone())
         .engine(models.engine.clone())

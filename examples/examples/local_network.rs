@@ -90,8 +90,12 @@ async fn main() -> Result<(), BoxError> {
 
     if args.flag("serve") {
         let addr = nodes[0].transport.listen_addrs()[0].clone();
+        let members: String = nodes
+            .iter()
+            .map(|n| format!(" --member {}", n.handle.node_id()))
+            .collect();
         println!(
-            "\n[serve] the network keeps running. In another terminal:\n  cargo run --release --example submit_request -- --network {network} --peer {addr}\n[serve] Ctrl-C to stop."
+            "\n[serve] the network keeps running. In another terminal:\n  cargo run --release --example submit_request -- --network {network} --peer {addr}{members}\n[serve] Ctrl-C to stop."
         );
         tokio::signal::ctrl_c().await?;
     }

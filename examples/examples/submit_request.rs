@@ -1,26 +1,28 @@
 //! A light client: a node with no model that submits a request to a running Rakis network and
-//! waits for the agreed result, checking the signed results the answering nodes send back.
+//! waits for the result certified by the request's committee: signed results of more than two
+//! thirds of the committee drawn from the network's members, over one digest, checked here.
 //!
 //! ```text
 //! # terminal 1: a network that keeps running
 //! cargo run --release --example local_network -- --serve
 //! # terminal 2: the command it prints, for example
 //! cargo run --release --example submit_request -- --network rakis-local-1234 \
-//!     --peer /ip4/127.0.0.1/tcp/40001/p2p/16Uiu2HAm… --prompt "Name a primary colour."
+//!     --peer /ip4/127.0.0.1/tcp/40001/p2p/16Uiu2HAm… --member 02ab… --member 03cd… \
+//!     --prompt "Name a primary colour."
 //! ```
 //!
 //! Without `--peer`, it first starts a network of `--nodes N` (3) nodes in this process, then
 //! submits to it over libp2p as a separate light node.
 //!
-//! Options: `--peer MULTIADDR` (repeatable), `--network ID`, `--prompt TEXT`, `--quorum Q` (3),
-//! `--max-tokens N` (48), `--deadline-ms MS` (10000), `--nodes N`.
+//! Options: `--peer MULTIADDR` (repeatable), `--member NODE_ID` (repeatable: the network's
+//! members), `--network ID`, `--prompt TEXT`, `--quorum Q` (3), `--max-tokens N` (48),
+//! `--deadline-ms MS` (10000), `--nodes N`.
 
 #![allow(clippy::print_stdout)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rakis_core::{InferenceRequest, NodeEvent, NodeKey, SecurityFrame};
+use rakis_core::{NodeId, NodeKey, StaticMembership};
 use rakis_examples::{load_models, start_network, start_node, Args, BoxError, MODEL};
 use rakis_net::Multiaddr;
 
@@ -42,6 +44,12 @@ async fn main() -> Result<(), BoxError> {
         .collect::<Result<_, _>>()
         .map_err(|e| format!("--peer: {e}"))?;
     let mut network = args.get("network", "rakis-local");
+    let mut members = args
+        .all("member")
+        .iter()
+        .map(|m| m.parse::<NodeId>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--member: {e}"))?;
 
     // No network given: start one here (the light client still talks to it over libp2p).
     let mut own_network = Vec::new();
@@ -57,7 +65,12 @@ async fn main() -> Result<(), BoxError> {
             .iter()
             .flat_map(|n| n.transport.listen_addrs())
             .collect();
+        members = own_network.iter().map(|n| n.handle.node_id()).collect();
     }
+    if members.is_empty() {
+        return Err("name the network's members (--member NODE_ID, repeated)".into());
+    }
+    let members = StaticMembership::equal(members)?;
 
     // The light client: a key, a transport, no engine, no embedder.
     let client = start_node(
@@ -65,6 +78,7 @@ async fn main() -> Result<(), BoxError> {
         NodeKey::generate(),
         &network,
         peers.clone(),
+        &members,
         None,
         |b| b,
     )
@@ -79,63 +93,43 @@ async fn main() -> Result<(), BoxError> {
         .wait_for_topic_peers(1, Duration::from_secs(30))
         .await?;
 
-    let mut request = InferenceRequest::new(
-        prompt.clone(),
-        vec![MODEL.into()],
-        client.handle.node_id(),
-        client.handle.now_ms(),
-    );
-    request.temperature = 0.0;
-    request.max_tokens = max_tokens;
-    request.frame = SecurityFrame {
-        quorum,
-        max_time_ms: deadline_ms,
-        ..SecurityFrame::default()
-    };
-    let mut events = client.handle.subscribe();
-    let id = client.handle.submit(request).await?;
+    let id = client
+        .handle
+        .request(prompt.clone())
+        .models([MODEL])
+        .temperature(0.0)
+        .max_tokens(max_tokens)
+        .quorum(quorum)
+        .deadline(Duration::from_millis(deadline_ms))
+        .submit()
+        .await?;
     println!(
-        "[client] submitted {} {:?}; waiting for signed results…",
+        "[client] submitted {} {:?}; waiting for the committee's certificate…",
         id.short(),
         prompt
     );
 
-    // Collect the nodes' signed results (each checked: signature, output hash, digest) until
-    // `quorum`-many of them name the same result digest.
-    let until = tokio::time::Instant::now() + Duration::from_millis(deadline_ms + 60_000);
-    let mut by_digest: BTreeMap<_, Vec<_>> = BTreeMap::new();
-    loop {
-        let ev = tokio::time::timeout_at(until, events.recv())
-            .await
-            .map_err(|_| "no agreed result in time")??;
-        match ev {
-            NodeEvent::PeerResult { request_id, result } if request_id == id => {
-                result
-                    .verify()
-                    .map_err(|e| format!("a node sent a bad result: {e}"))?;
-                println!(
-                    "[client] node {} signed result digest {} ({} accepted answers)",
-                    result.signer.short(),
-                    result.result_digest.short(),
-                    result.accepted.len()
-                );
-                let signers = by_digest.entry(result.result_digest).or_default();
-                signers.push(result.clone());
-                if signers.len() >= quorum.min(result.accepted.len() as u32) as usize {
-                    println!(
-                        "[client] agreed by {} nodes: {:?}",
-                        signers.len(),
-                        result.output
-                    );
-                    break;
-                }
-            }
-            NodeEvent::Failed { request_id, reason } if request_id == id => {
-                return Err(format!("the request failed: {reason}").into());
-            }
-            _ => {}
-        }
+    // Wait for more than two thirds of the request's committee to sign one result digest; the
+    // handle checks each signature, the committee (drawn from the members) and the count.
+    let certificate = client
+        .handle
+        .wait_for_certified_result(id, Duration::from_millis(deadline_ms + 60_000))
+        .await?;
+    for r in &certificate.signatures {
+        println!(
+            "[client] committee member {} signed result digest {} ({} accepted answers)",
+            r.signer.short(),
+            r.result_digest.short(),
+            r.accepted.len()
+        );
     }
+    let result = certificate.result().ok_or("an empty certificate")?;
+    println!(
+        "[client] certified by {} of the committee's {} members: {:?}",
+        certificate.signatures.len(),
+        certificate.committee.len(),
+        result.output
+    );
     client.handle.shutdown().await?;
     for n in &own_network {
         n.handle.shutdown().await?;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rakis_core::{
     ConsensusOutcome, Decision, Embedder, InferenceEngine, MemoryStore, Node, NodeBuilder,
-    NodeConfig, NodeEvent, NodeHandle, NodeId, NodeKey,
+    NodeConfig, NodeEvent, NodeHandle, NodeId, NodeKey, StaticMembership,
 };
 use rakis_inference::{CandleEmbedder, CandleEngine, EmbedderConfig, EngineConfig, ModelSource};
 use rakis_net::{Libp2pTransport, Multiaddr, NetConfig};
@@ -113,13 +113,16 @@ pub struct RunningNode {
     pub transport: Arc<Libp2pTransport>,
 }
 
-/// Starts a node on libp2p over loopback, dialling `bootstrap`. With `models`, it answers and
-/// verifies; without, it is a light client. `customize` adds further parts (sinks, a store…).
+/// Starts a node on libp2p over loopback, dialling `bootstrap`, in the network whose members
+/// are `members` (each request is served by a committee drawn from them). With `models`, it
+/// answers and verifies; without, it is a light client. `customize` adds further parts (sinks,
+/// a store…).
 pub async fn start_node(
     name: &str,
     key: NodeKey,
     network: &str,
     bootstrap: Vec<Multiaddr>,
+    members: &StaticMembership,
     models: Option<&Models>,
     customize: impl FnOnce(NodeBuilder) -> NodeBuilder,
 ) -> Result<RunningNode, BoxError> {
@@ -135,6 +138,7 @@ pub async fn start_node(
     let mut builder = Node::builder()
         .key(key)
         .config(NodeConfig::local_test())
+        .membership(members.clone())
         .store(MemoryStore::default())
         .transport(transport.clone());
     if let Some(m) = models {
@@ -150,22 +154,37 @@ pub async fn start_node(
     })
 }
 
-/// Starts `n` nodes with `models` on one loopback network and waits until every node has a
-/// gossip peer in each of the others.
+/// The members of a network of `keys`, each of weight 1.
+pub fn members_of(keys: &[NodeKey]) -> Result<StaticMembership, BoxError> {
+    Ok(StaticMembership::equal(keys.iter().map(|k| k.node_id()))?)
+}
+
+/// The members of a running network: its nodes, each of weight 1.
+pub fn members_of_nodes(nodes: &[RunningNode]) -> Result<StaticMembership, BoxError> {
+    Ok(StaticMembership::equal(
+        nodes.iter().map(|n| n.handle.node_id()),
+    )?)
+}
+
+/// Starts `n` nodes with `models` on one loopback network, its only members, and waits until
+/// every node has a gossip peer in each of the others.
 pub async fn start_network(
     n: usize,
     network: &str,
     models: &Models,
     customize: impl Fn(usize, NodeBuilder) -> NodeBuilder,
 ) -> Result<Vec<RunningNode>, BoxError> {
-    let keys = (0..n).map(|_| NodeKey::generate()).collect();
-    start_network_with_keys(keys, network, models, customize).await
+    let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
+    let members = members_of(&keys)?;
+    start_network_with_keys(keys, network, &members, models, customize).await
 }
 
-/// [`start_network`] with given node keys (for example keys registered with an oracle first).
+/// [`start_network`] with given node keys (for example keys registered with an oracle first)
+/// and members (the keys, or more: other nodes that join later).
 pub async fn start_network_with_keys(
     keys: Vec<NodeKey>,
     network: &str,
+    members: &StaticMembership,
     models: &Models,
     customize: impl Fn(usize, NodeBuilder) -> NodeBuilder,
 ) -> Result<Vec<RunningNode>, BoxError> {
@@ -177,7 +196,7 @@ pub async fn start_network_with_keys(
             .flat_map(|n| n.transport.listen_addrs())
             .collect();
         let name = ((b'A' + i as u8) as char).to_string();
-        let node = start_node(&name, key, network, bootstrap, Some(models), |b| {
+        let node = start_node(&name, key, network, bootstrap, members, Some(models), |b| {
             customize(i, b)
         })
         .await?;

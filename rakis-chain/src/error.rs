@@ -278,7 +278,7 @@ pub enum LedgerError {
     },
     /// A result given to the ledger is not consistent or not signed by its signer.
     #[error("invalid result: {0}")]
-    InvalidResult(String),
+    InvalidResult(#[source] rakis_core::protocol::ResultError),
 }
 
 impl From<LedgerError> for ChainError {

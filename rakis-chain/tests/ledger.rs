@@ -29,6 +29,7 @@ async fn nodes_without_a_chain_write_their_results_to_the_ledger() {
         assert!(persistence.chains.is_empty());
         ledgers.push(persistence.ledger.clone().unwrap());
         let builder = Node::builder()
+            .open_network()
             .key(key.clone())
             .config(NodeConfig {
                 reveal_window: Duration::from_millis(500),

@@ -47,6 +47,7 @@ async fn start_nodes(chains: &[&LocalChain], n: usize) -> Vec<NodeHandle> {
     for i in 0..n {
         let key = node_key(i);
         let mut builder = Node::builder()
+            .open_network()
             .key(key.clone())
             .config(NodeConfig {
                 reveal_window: Duration::from_millis(1_500),

@@ -114,6 +114,11 @@ pub struct ConsensusParams {
     pub embedding_model: String,
     /// Re-embedding tolerance in bits; `None` = [`default_reembed_tolerance`](crate::default_reembed_tolerance) of the dimension.
     pub reembed_tolerance_bits: Option<u32>,
+    /// The size of the request's committee, when it has one: the threshold is then computed
+    /// over the committee (`ceil(percentage × committee_size)`), never over whoever committed.
+    /// `None` (an open network): over the distinct committers.
+    #[serde(default)]
+    pub committee_size: Option<u32>,
 }
 
 fn to_ppm(f: f64) -> u32 {
@@ -129,7 +134,14 @@ impl ConsensusParams {
             percentage_ppm: frame.percentage_ppm(),
             embedding_model: frame.embedding_model.clone(),
             reembed_tolerance_bits: None,
+            committee_size: None,
         })
+    }
+
+    /// Computes the threshold over a committee of `size` members.
+    pub fn with_committee_size(mut self, size: u32) -> Self {
+        self.committee_size = Some(size);
+        self
     }
 
     /// Sets an explicit re-embedding tolerance in bits.
@@ -143,9 +155,11 @@ impl ConsensusParams {
         (self.distance_ppm.min(1_000_000) as u64 * dim as u64 / 1_000_000) as u32
     }
 
-    /// Points needed in the ball: `ceil(percentage_ppm * committed / 1e6)`, at least 1.
+    /// Points needed in the ball: `ceil(percentage_ppm * base / 1e6)`, at least 1, where `base`
+    /// is the committee's size when there is a committee, else `committed`.
     pub fn threshold(&self, committed: u32) -> u32 {
-        let num = self.percentage_ppm.min(1_000_000) as u64 * committed as u64;
+        let base = self.committee_size.unwrap_or(committed);
+        let num = self.percentage_ppm.min(1_000_000) as u64 * base as u64;
         (num.div_ceil(1_000_000) as u32).max(1)
     }
 

@@ -94,6 +94,7 @@ fn params(distance_ppm: u32, percentage_ppm: u32) -> ConsensusParams {
         percentage_ppm,
         embedding_model: DEFAULT_EMBEDDING_MODEL.to_string(),
         reembed_tolerance_bits: None,
+        committee_size: None,
     }
 }
 
@@ -1032,6 +1033,7 @@ proptest! {
             percentage_ppm,
             embedding_model: model,
             reembed_tolerance_bits: tolerance,
+            committee_size: None,
         };
         match evaluate(&REQ, &params, &commits, &subs) {
             Ok(o) => {

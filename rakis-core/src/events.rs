@@ -139,6 +139,25 @@ pub enum NodeEvent {
         /// The error.
         error: String,
     },
+    /// A message of another node was ignored (the first few per request are reported; the
+    /// rest are only counted).
+    Ignored {
+        /// The request.
+        request_id: RequestId,
+        /// The node whose message it was.
+        node: NodeId,
+        /// Why.
+        reason: IgnoreReason,
+    },
+    /// The request's committee certified a result: at least its signature threshold of
+    /// distinct members signed one result digest. The signed results are the certificate a
+    /// light client checks (see [`NodeHandle::wait_for_certified_result`](crate::NodeHandle::wait_for_certified_result)).
+    Certified {
+        /// The request.
+        request_id: RequestId,
+        /// The members' signed results, all over the certified digest.
+        signatures: Vec<ConsensusResultMsg>,
+    },
 }
 
 impl NodeEvent {
@@ -160,7 +179,22 @@ impl NodeEvent {
             | PeerResult { request_id, .. }
             | Disagreement { request_id, .. }
             | Submitted { request_id, .. }
-            | SubmitFailed { request_id, .. } => Some(*request_id),
+            | SubmitFailed { request_id, .. }
+            | Ignored { request_id, .. }
+            | Certified { request_id, .. } => Some(*request_id),
         }
     }
+}
+
+/// Why a node ignored a message ([`NodeEvent::Ignored`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum IgnoreReason {
+    /// The sender is not in the request's committee: its commit, reveal or signed result does
+    /// not count.
+    #[error("the node is not in the request's committee")]
+    NotInCommittee,
+    /// This node's membership does not know the epoch of the request.
+    #[error("the request's epoch is unknown to this node")]
+    UnknownEpoch,
 }

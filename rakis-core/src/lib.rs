@@ -10,17 +10,21 @@
 //! ```
 //! use std::time::Duration;
 //! use rakis_core::testing::{HashEmbedder, MemoryHub, ScriptedEngine};
-//! use rakis_core::{Node, NodeConfig, NodeKey};
+//! use rakis_core::{Node, NodeConfig, NodeKey, StaticMembership};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // One in-process network; real deployments use `rakis-net` (libp2p) instead.
 //! let hub = MemoryHub::default();
+//! // Who may answer: three members of equal weight (each request's committee is drawn from
+//! // them; a chain-backed registry is the production choice).
+//! let keys: Vec<NodeKey> = (0..3).map(|_| NodeKey::generate()).collect();
+//! let members = StaticMembership::equal(keys.iter().map(|k| k.node_id()))?;
 //! let mut handles = Vec::new();
-//! for i in 0..3 {
-//!     let key = NodeKey::generate();
+//! for key in keys {
 //!     let node = Node::builder()
 //!         .config(NodeConfig::local_test().with_network_id("doc-net"))
+//!         .membership(members.clone())
 //!         .transport(hub.join(key.node_id()))
 //!         .key(key)
 //!         .engine(ScriptedEngine::constant("smollm2-135m", "The capital of France is Paris."))
@@ -48,7 +52,7 @@
 //! * Assembly: [`Node`], [`NodeBuilder`], [`NodeHandle`], [`NodeConfig`] ([`node`]).
 //! * The parts, each trait in a module with its types and its error: [`transport`],
 //!   [`engine`], [`embedder`], [`store`] (and the durable `RedbStore`, feature `redb`),
-//!   [`chain`]. Every part trait is implemented for `&T`, `Arc<T>` and `Box<T>`.
+//!   [`chain`], [`membership`] (who may answer, and each request's committee). Every part trait is implemented for `&T`, `Arc<T>` and `Box<T>`.
 //! * Requests and messages: [`protocol`]; signing and the wire format: [`envelope`];
 //!   node keys: [`identity`].
 //! * The pure state machine: [`coordinator`]; what it tells the host: [`events`].
@@ -72,6 +76,7 @@ pub mod envelope;
 pub mod error;
 pub mod events;
 pub mod identity;
+pub mod membership;
 pub mod node;
 pub mod protocol;
 pub mod store;
@@ -90,6 +95,7 @@ pub use embedder::{EmbedError, Embedder};
 pub use engine::{
     EngineError, FinishReason, Generation, GenerationJob, InferenceEngine, Score, ScoreJob,
 };
+pub use membership::{Committee, Epoch, Membership, StaticMembership};
 #[cfg(feature = "redb")]
 pub use store::redb::RedbStore;
 pub use store::{CommitStore, MemoryStore, StoreError};
@@ -97,7 +103,7 @@ pub use transport::{Transport, TransportError, TransportEvent};
 // Identity, requests, what a node reports.
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use coordinator::{KnownPeer, Phase, QuorumFailure, QuorumStatus};
-pub use events::NodeEvent;
+pub use events::{IgnoreReason, NodeEvent};
 pub use identity::{Address, IdentityError, NodeKey, Signature};
 pub use protocol::{ChatMessage, InferenceRequest, Message, Origin, RequestError, Role};
 // The consensus types every host meets (the rest: `consensus::…`).

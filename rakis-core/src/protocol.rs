@@ -199,6 +199,14 @@ impl InferenceRequest {
         self.created_at_ms.saturating_add(self.frame.max_time_ms)
     }
 
+    /// Randomness fixed after the request was made, mixed into its committee's seed (see
+    /// [`membership`](crate::membership)), when its origin provides one. None yet: chain
+    /// requests will carry the hash of the block that holds them (an id chosen by the requester
+    /// is otherwise all the seed has).
+    pub fn committee_beacon(&self) -> Option<Hash32> {
+        None
+    }
+
     /// Checks every field's range.
     pub fn validate(&self) -> Result<(), RequestError> {
         self.frame.validate().map_err(RequestError::Frame)?;
@@ -451,14 +459,14 @@ impl ConsensusResultMsg {
     }
 
     /// Checks internal consistency and the signature.
-    pub fn verify(&self) -> Result<(), String> {
+    pub fn verify(&self) -> Result<(), ResultError> {
         if rakis_consensus::output_hash(&self.output) != self.output_hash {
-            return Err("output hash does not match output".into());
+            return Err(ResultError::OutputHash);
         }
         let digest =
             rakis_consensus::result_digest(&self.request_id, &self.output_hash, &self.joint_hash);
         if digest != self.result_digest {
-            return Err("result digest does not match".into());
+            return Err(ResultError::ResultDigest);
         }
         let commitments: Vec<_> = self.accepted.iter().map(|a| a.commitment).collect();
         let mut sorted = commitments.clone();
@@ -466,15 +474,138 @@ impl ConsensusResultMsg {
         if sorted != commitments
             || rakis_consensus::joint_hash(&self.request_id, &commitments) != self.joint_hash
         {
-            return Err("joint hash does not match the accepted set".into());
+            return Err(ResultError::JointHash);
         }
         crate::identity::verify_signature(
             &self.signer,
             &crate::identity::eth_signed_message_hash(&self.result_digest.0),
             &self.signature,
         )
-        .map_err(|e| e.to_string())
+        .map_err(ResultError::Signature)
     }
+}
+
+/// Why a signed result does not hold ([`ConsensusResultMsg::verify`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResultError {
+    /// The output hash is not the hash of the output.
+    #[error("output hash does not match output")]
+    OutputHash,
+    /// The result digest is not the digest of the request, output hash and joint hash.
+    #[error("result digest does not match")]
+    ResultDigest,
+    /// The joint hash is not the hash of the (sorted) accepted set.
+    #[error("joint hash does not match the accepted set")]
+    JointHash,
+    /// The signature is not the signer's over the result digest.
+    #[error("signature: {0}")]
+    Signature(#[source] crate::identity::IdentityError),
+}
+
+/// A result certified by a request's committee: signed results of at least the committee's
+/// signature threshold of distinct members, all over one result digest. What a light client
+/// accepts, and what a sink writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// The request's committee.
+    pub committee: crate::membership::Committee,
+    /// The members' signed results.
+    pub signatures: Vec<ConsensusResultMsg>,
+}
+
+impl Certificate {
+    /// The certified result (the first signature's; they all carry the same digest).
+    pub fn result(&self) -> Option<&ConsensusResultMsg> {
+        self.signatures.first()
+    }
+
+    /// Checks the certificate against `request` and the epoch it names, independently of
+    /// whoever assembled it: the committee is the one `epoch` draws for `request`; every
+    /// signature is valid, by a distinct committee member, for this request, over one digest;
+    /// and there are at least the committee's signature threshold of them. Returns the
+    /// certified digest.
+    pub fn verify(
+        &self,
+        request: &InferenceRequest,
+        epoch: &crate::membership::Epoch,
+    ) -> Result<Hash32, CertificateError> {
+        if epoch.committee(request) != self.committee {
+            return Err(CertificateError::WrongCommittee);
+        }
+        let id = request.id();
+        let Some(first) = self.signatures.first() else {
+            return Err(CertificateError::TooFewSignatures { have: 0, need: 1 });
+        };
+        let digest = first.result_digest;
+        let mut signers = std::collections::BTreeSet::new();
+        for r in &self.signatures {
+            if r.request_id != id {
+                return Err(CertificateError::WrongRequest);
+            }
+            if r.result_digest != digest {
+                return Err(CertificateError::MixedDigests);
+            }
+            if !self.committee.contains(&r.signer) {
+                return Err(CertificateError::NotInCommittee(r.signer));
+            }
+            if !signers.insert(r.signer) {
+                return Err(CertificateError::Duplicate(r.signer));
+            }
+            r.verify().map_err(|e| CertificateError::BadSignature {
+                signer: r.signer,
+                source: e,
+            })?;
+        }
+        let need = self
+            .committee
+            .signature_threshold(request.frame.percentage_ppm());
+        if signers.len() < need {
+            return Err(CertificateError::TooFewSignatures {
+                have: signers.len(),
+                need,
+            });
+        }
+        Ok(digest)
+    }
+}
+
+/// Why a [`Certificate`] does not certify a result.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateError {
+    /// The committee is not the one the epoch draws for the request.
+    #[error("not the request's committee")]
+    WrongCommittee,
+    /// A signed result of another request.
+    #[error("a signature of another request")]
+    WrongRequest,
+    /// Signatures over different result digests.
+    #[error("signatures over different results")]
+    MixedDigests,
+    /// A signer outside the committee.
+    #[error("signer {0} is not in the committee")]
+    NotInCommittee(NodeId),
+    /// A signer listed twice.
+    #[error("signer {0} is listed twice")]
+    Duplicate(NodeId),
+    /// An invalid signed result.
+    #[error("the result signed by {signer} is invalid: {source}")]
+    BadSignature {
+        /// The signer.
+        signer: NodeId,
+        /// What is wrong.
+        #[source]
+        source: ResultError,
+    },
+    /// Fewer signatures than the committee's threshold.
+    #[error("{have} signatures of the {need} the committee requires")]
+    TooFewSignatures {
+        /// Distinct valid signers.
+        have: usize,
+        /// The committee's signature threshold.
+        need: usize,
+    },
 }
 
 /// What a node serves.

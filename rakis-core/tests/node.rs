@@ -21,6 +21,7 @@ const BASE_MS: u64 = 1_700_000_000_000;
 fn spawn_node(hub: &MemoryHub, seed: u64, answer: &str) -> NodeHandle {
     let key = NodeKey::from_seed(seed);
     let node = Node::builder()
+        .open_network()
         .network_id(NET)
         .transport(hub.join(key.node_id()))
         .key(key)
@@ -315,6 +316,7 @@ async fn builder_validates_the_combination_of_parts() {
     let hub = MemoryHub::default();
     let key = NodeKey::from_seed(1);
     let err = Node::builder()
+        .open_network()
         .transport(hub.join(key.node_id()))
         .engine(ScriptedEngine::constant(MODEL, "x"))
         .build()
@@ -325,6 +327,7 @@ async fn builder_validates_the_combination_of_parts() {
         "{err}"
     );
     let err = Node::builder()
+        .open_network()
         .embedder(HashEmbedder::default_model())
         .build()
         .err()
@@ -333,7 +336,19 @@ async fn builder_validates_the_combination_of_parts() {
         matches!(&err, NodeError::Config(ConfigError::MissingTransport)),
         "{err}"
     );
+    // Who may answer is an explicit choice: a membership, or an open network.
     let err = Node::builder()
+        .transport(hub.join(key.node_id()))
+        .embedder(HashEmbedder::default_model())
+        .build()
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, NodeError::Config(ConfigError::NoMembership)),
+        "{err}"
+    );
+    let err = Node::builder()
+        .open_network()
         .transport(hub.join(key.node_id()))
         .engine(ScriptedEngine::constant(MODEL, "x").with_workers(0))
         .embedder(HashEmbedder::default_model())
@@ -346,11 +361,13 @@ async fn builder_validates_the_combination_of_parts() {
     );
     // A verifier-only node (embedder, no engine) and an observer (neither) are valid.
     Node::builder()
+        .open_network()
         .transport(hub.join(key.node_id()))
         .embedder(HashEmbedder::default_model())
         .build()
         .unwrap();
     Node::builder()
+        .open_network()
         .transport(hub.join(key.node_id()))
         .build()
         .unwrap();
@@ -361,6 +378,7 @@ async fn invalid_submissions_are_refused_and_shutdown_is_graceful() {
     let hub = MemoryHub::default();
     let key = NodeKey::from_seed(1);
     let node = Node::builder()
+        .open_network()
         .network_id(NET)
         .transport(hub.join(key.node_id()))
         .key(key)
@@ -387,36 +405,6 @@ async fn invalid_submissions_are_refused_and_shutdown_is_graceful() {
         h.status(rakis_core::RequestId([0; 32])).await,
         Err(NodeError::ShutDown)
     ));
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_observer_without_embedder_gets_the_signed_results_of_others() {
-    let hub = hub();
-    let nodes: Vec<NodeHandle> = (0..3)
-        .map(|i| spawn_node(&hub, i, "Paris is the capital."))
-        .collect();
-    let key = NodeKey::from_seed(77);
-    let observer = Node::builder()
-        .network_id(NET)
-        .transport(hub.join(key.node_id()))
-        .key(key)
-        .clock(TokioClock::starting_at(BASE_MS))
-        .build()
-        .unwrap()
-        .spawn()
-        .0;
-    let id = observer.submit(request(&observer, 3)).await.unwrap();
-    let result = observer
-        .wait_for_peer_result(id, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(result.output, "Paris is the capital.");
-    result.verify().unwrap();
-    let o = nodes[0]
-        .wait_for_outcome(id, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(o.joint_hash(), Some(result.joint_hash));
 }
 
 mockall::mock! {
@@ -446,6 +434,7 @@ async fn a_node_whose_store_refuses_its_output_never_commits() {
     });
     let key = NodeKey::from_seed(3);
     let c = Node::builder()
+        .open_network()
         .network_id(NET)
         .transport(hub.join(key.node_id()))
         .key(key)
@@ -508,6 +497,7 @@ async fn a_partitioned_node_misses_the_quorum_while_the_rest_agree() {
 fn verifier(hub: &MemoryHub, seed: u64, clock: TokioClock) -> NodeHandle {
     let key = NodeKey::from_seed(seed);
     Node::builder()
+        .open_network()
         .network_id(NET)
         .transport(hub.join(key.node_id()))
         .key(key)

@@ -129,6 +129,7 @@ fn start(
 ) -> (NodeHandle, JoinHandle<()>) {
     let key = NodeKey::from_seed(seed);
     let mut b = Node::builder()
+        .open_network()
         .network_id(NET)
         .transport(hub.join(key.node_id()))
         .key(key)

@@ -34,6 +34,7 @@ async fn three_nodes_with_real_models_agree() {
     for i in 0..3 {
         let key = NodeKey::from_seed(100 + i);
         let node = Node::builder()
+            .open_network()
             .network_id("real-models")
             .transport(hub.join(key.node_id()))
             .key(key)

@@ -32,20 +32,22 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use rakis_core::testing::{HashEmbedder, ScriptedEngine};
-//! use rakis_core::{Node, NodeKey, Transport};
+//! use rakis_core::{Node, NodeKey, StaticMembership, Transport};
 //! use rakis_net::{Libp2pTransport, NetConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let network = "doc-net";
+//! let (first_key, key) = (NodeKey::generate(), NodeKey::generate());
 //! // A first node, listening on a free port of 127.0.0.1.
-//! let first = Libp2pTransport::start(NodeKey::generate(), NetConfig::local_test(network)).await?;
-//! // A second node that bootstraps from the first.
-//! let key = NodeKey::generate();
+//! let first = Libp2pTransport::start(first_key.clone(), NetConfig::local_test(network)).await?;
+//! // A second node that bootstraps from the first; the node takes the network id from its
+//! // transport, and answers in committees drawn from the network's two members.
 //! let config = NetConfig::local_test(network).with_bootstrap(first.listen_addrs());
 //! let transport = Arc::new(Libp2pTransport::start(key.clone(), config).await?);
+//! let members = StaticMembership::equal([first_key.node_id(), key.node_id()])?;
 //! let node = Node::builder()
-//!     .network_id(network)
+//!     .membership(members)
 //!     .transport(transport.clone())
 //!     .key(key)
 //!     .engine(ScriptedEngine::constant("smollm2-135m", "Paris."))
@@ -60,7 +62,7 @@
 //! ```
 //!
 //! Real deployments use [`NetConfig::default`] (TCP and QUIC on port 4001, mDNS on) with
-//! bootstrap peers, and a network id equal to the node's `NodeConfig::network_id`.
+//! bootstrap peers; the node takes its network id from the transport.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(

@@ -137,12 +137,14 @@ async fn a_node_takes_the_network_of_its_transport_and_refuses_another() {
         "{wrong}"
     );
     // No network id in the configuration: the nodes agree on a request over "gamma".
+    let members = rakis_core::StaticMembership::equal(keys.iter().map(|k| k.node_id())).unwrap();
     let nodes: Vec<_> = keys
         .iter()
         .zip(&mesh)
         .map(|(key, t)| {
             Node::builder()
                 .config(NodeConfig::local_test())
+                .membership(members.clone())
                 .key(key.clone())
                 .transport(t.clone())
                 .engine(ScriptedEngine::constant(MODEL, ANSWERS[0]))

@@ -58,6 +58,7 @@ impl Transport for Gate {
 
 fn verifier(network: &str, key: NodeKey, transport: Arc<dyn Transport>) -> NodeHandle {
     Node::builder()
+        .open_network()
         .config(NodeConfig {
             network_id: Some(network.into()),
             reveal_window: Duration::from_secs(2),

@@ -21,7 +21,9 @@ use rakis_chain::dev::{AnvilOptions, LocalChain};
 use rakis_chain::evm::{evm_address, signer_from_node_key};
 use rakis_chain::EvmChain;
 use rakis_core::{NodeKey, RequestId};
-use rakis_examples::{load_models, narrate, start_network_with_keys, Args, BoxError, MODEL};
+use rakis_examples::{
+    load_models, members_of, narrate, start_network_with_keys, Args, BoxError, MODEL,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -70,7 +72,10 @@ async fn main() -> Result<(), BoxError> {
         );
         chains.push(evm);
     }
-    let nodes = start_network_with_keys(keys.clone(), &network, &models, |i, b| {
+    // The registered nodes are the network's members (a staked registry read from the oracle
+    // would give the same list).
+    let members = members_of(&keys)?;
+    let nodes = start_network_with_keys(keys.clone(), &network, &members, &models, |i, b| {
         b.request_source(chains[i].clone())
             .chain_sink(chains[i].clone())
     })

@@ -1,7 +1,7 @@
 //! The configuration file shown in README.md reads into the parts' configurations.
 
 use rakis_chain::ChainConfig;
-use rakis_core::NodeConfig;
+use rakis_core::{NodeConfig, StaticMembership};
 use rakis_inference::{EmbedderConfig, EngineConfig};
 use rakis_net::NetConfig;
 
@@ -13,6 +13,7 @@ struct Config {
     net: NetConfig,
     engine: EngineConfig,
     embedder: EmbedderConfig,
+    membership: StaticMembership,
     #[serde(default)]
     chains: ChainConfig,
 }
@@ -35,5 +36,6 @@ fn the_readme_configuration_file_is_valid() {
     assert_eq!(config.node.max_open_requests, 1000);
     assert_eq!(config.engine.workers, 2);
     assert_eq!(config.chains.evm.len(), 1);
+    assert_eq!(config.membership.epoch().len(), 2);
     assert!(config.chains.ledger.is_some());
 }

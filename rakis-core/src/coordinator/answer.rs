@@ -66,8 +66,22 @@ impl Coordinator {
             warn!(request = %id.short(), "too many open requests; refusing");
             return false;
         }
-        let mut q = self.new_quorum(request.clone());
-        let answer = self.model_for(&request).is_some() && self.config.workers > 0;
+        let committee = match self.committee_for(&request) {
+            Ok(c) => c,
+            Err(reason) => {
+                warn!(request = %id.short(), %reason, "dropping a request this node cannot place in an epoch");
+                out.push(Action::Emit(NodeEvent::Ignored {
+                    request_id: id,
+                    node: request.requester.unwrap_or(self.node),
+                    reason,
+                }));
+                return false;
+            }
+        };
+        let mut q = self.new_quorum(request.clone(), committee);
+        // Only the request's committee answers (everyone, in an open network).
+        let answer =
+            self.model_for(&request).is_some() && self.config.workers > 0 && q.admits(&self.node);
         if answer {
             q.own = OwnState::Queued;
             self.queue.insert((q.deadline, id));

@@ -7,10 +7,14 @@ use tracing::{debug, info, warn};
 
 use super::quorum::{OwnState, Quorum, Reembedding};
 use super::*;
-use crate::events::NodeEvent;
+use crate::events::{IgnoreReason, NodeEvent};
 use crate::protocol::{CommitMsg, ConsensusResultMsg, Message, RevealMsg};
 use crate::store::StoreOp;
 use crate::{InferenceId, NodeId, RejectReason, Rejection};
+
+/// Events reported per request for messages of nodes outside its committee (the rest are only
+/// counted).
+const MAX_OUTSIDER_EVENTS: u32 = 16;
 
 impl Coordinator {
     pub(super) fn on_message(
@@ -81,6 +85,10 @@ impl Coordinator {
             }
             return;
         };
+        if !q.admits(&from) {
+            Self::ignore_outsider(q, from, out);
+            return;
+        }
         let timely = match sent_at {
             None => now <= q.deadline && matches!(q.phase, Phase::Open | Phase::Committing),
             Some(t) => {
@@ -179,6 +187,10 @@ impl Coordinator {
         let Some(q) = self.quorums.get_mut(&id) else {
             return;
         };
+        if !q.admits(&from) {
+            Self::ignore_outsider(q, from, out);
+            return;
+        }
         if r.reveal.node != from {
             warn!(request = %id.short(), "reveal not signed by its revealer; dropped");
             return;
@@ -345,6 +357,10 @@ impl Coordinator {
             self.keep_orphan(now, from, id, Message::ConsensusResult(r));
             return;
         };
+        if !q.admits(&from) {
+            Self::ignore_outsider(q, from, out);
+            return;
+        }
         if let Err(e) = r.verify() {
             warn!(request = %id.short(), node = %from.short(), error = %e, "invalid result dropped");
             return;
@@ -354,6 +370,7 @@ impl Coordinator {
         }
         q.peer_results.insert(from, r.result_digest);
         out.push(Action::Persist(StoreOp::PeerResult(r.clone())));
+        Self::attest(q, r.clone(), out);
         if let Some(ours) = q.signed.as_ref().map(|s| s.result_digest) {
             if ours != r.result_digest {
                 warn!(request = %id.short(), node = %from.short(), "peer computed a different result");
@@ -369,5 +386,40 @@ impl Coordinator {
             request_id: id,
             result: Arc::new(r),
         }));
+    }
+
+    /// A message of a node outside the request's committee: ignored, and said so (for the first
+    /// few of each request: an outsider cannot fill the event stream either).
+    pub(super) fn ignore_outsider(q: &mut Quorum, node: NodeId, out: &mut Vec<Action>) {
+        q.outsiders = q.outsiders.saturating_add(1);
+        debug!(request = %q.id.short(), node = %node.short(), "message of a node outside the committee ignored");
+        if q.outsiders <= MAX_OUTSIDER_EVENTS {
+            out.push(Action::Emit(NodeEvent::Ignored {
+                request_id: q.id,
+                node,
+                reason: IgnoreReason::NotInCommittee,
+            }));
+        }
+    }
+
+    /// Counts a committee member's signed result towards certification: once the committee's
+    /// signature threshold of distinct members signed one digest, the result is certified (a
+    /// light client may trust it) and [`NodeEvent::Certified`] carries the signatures.
+    pub(super) fn attest(q: &mut Quorum, r: ConsensusResultMsg, out: &mut Vec<Action>) {
+        let Some(committee) = &q.committee else {
+            return;
+        };
+        let needed = committee.signature_threshold(q.request.frame.percentage_ppm());
+        let digest = r.result_digest;
+        let signers = q.attestations.entry(digest).or_default();
+        signers.entry(r.signer).or_insert(r);
+        if q.certified.is_none() && signers.len() >= needed {
+            q.certified = Some(digest);
+            info!(request = %q.id.short(), result = %digest.short(), signers = signers.len(), "result certified by the committee");
+            out.push(Action::Emit(NodeEvent::Certified {
+                request_id: q.id,
+                signatures: signers.values().cloned().collect(),
+            }));
+        }
     }
 }

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::embedder::EmbedError;
 use crate::engine::{EngineError, Generation, GenerationJob};
-use crate::events::NodeEvent;
+use crate::events::{IgnoreReason, NodeEvent};
 use crate::identity::NodeKey;
+use crate::membership::{Committee, Membership};
 use crate::protocol::{ConsensusResultMsg, InferenceRequest, Message, PeerStatus};
 use crate::store::{OwnOutput, StoreOp};
 use crate::{BinaryEmbedding, ConsensusOutcome, FailureReason, Hash32, NodeId, RequestId};
@@ -255,6 +256,10 @@ pub struct QuorumStatus {
     pub outcome: Option<Arc<ConsensusOutcome>>,
     /// Results announced by other nodes: signer → result digest.
     pub peer_results: BTreeMap<NodeId, Hash32>,
+    /// The request's committee (`None` in an open network).
+    pub committee: Option<Committee>,
+    /// The result digest that the committee's signature threshold certified, once one did.
+    pub certified: Option<Hash32>,
 }
 
 /// A peer's last announced status.
@@ -271,6 +276,8 @@ pub struct Coordinator {
     key: NodeKey,
     node: NodeId,
     config: CoordinatorConfig,
+    /// Who may answer (`None`: an open network, where every key counts).
+    membership: Option<Arc<dyn Membership>>,
     rng: rand::rngs::StdRng,
     quorums: BTreeMap<RequestId, Quorum>,
     queue: BTreeSet<(u64, RequestId)>,
@@ -319,6 +326,7 @@ impl Coordinator {
             key,
             generation_estimate_ms: config.initial_generation_estimate_ms,
             config,
+            membership: None,
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             quorums: BTreeMap::new(),
             queue: BTreeSet::new(),
@@ -329,6 +337,14 @@ impl Coordinator {
             orphans: BTreeMap::new(),
             released: Vec::new(),
         }
+    }
+
+    /// Bounds who may answer each request: its committee, drawn from `membership` (see
+    /// [`membership`](crate::membership)). Without one, the coordinator runs an open network:
+    /// every key that commits counts.
+    pub fn with_membership(mut self, membership: Arc<dyn Membership>) -> Self {
+        self.membership = Some(membership);
+        self
     }
 
     /// This node's id.
@@ -392,6 +408,8 @@ impl Coordinator {
             own_committed: matches!(q.own, OwnState::Committed(_)),
             outcome: q.outcome.clone(),
             peer_results: q.peer_results.clone(),
+            committee: q.committee.clone(),
+            certified: q.certified,
         }
     }
 
@@ -403,6 +421,16 @@ impl Coordinator {
     /// The request, if known.
     pub fn request(&self, id: &RequestId) -> Option<&InferenceRequest> {
         self.quorums.get(id).map(|q| &q.request)
+    }
+
+    /// The certificate of a request whose result the committee certified.
+    pub fn certificate(&self, id: &RequestId) -> Option<crate::protocol::Certificate> {
+        let q = self.quorums.get(id)?;
+        let digest = q.certified?;
+        Some(crate::protocol::Certificate {
+            committee: q.committee.clone()?,
+            signatures: q.attestations.get(&digest)?.values().cloned().collect(),
+        })
     }
 
     /// The own signed result of a completed request.
@@ -438,7 +466,19 @@ impl Coordinator {
         out
     }
 
-    fn new_quorum(&self, request: InferenceRequest) -> Quorum {
+    /// The committee of `request`: `Ok(None)` in an open network, `Err` when the membership
+    /// does not know the request's epoch.
+    fn committee_for(&self, request: &InferenceRequest) -> Result<Option<Committee>, IgnoreReason> {
+        match &self.membership {
+            None => Ok(None),
+            Some(m) => m
+                .epoch_at(request.created_at_ms)
+                .map(|epoch| Some(epoch.committee(request)))
+                .ok_or(IgnoreReason::UnknownEpoch),
+        }
+    }
+
+    fn new_quorum(&self, request: InferenceRequest, committee: Option<Committee>) -> Quorum {
         let deadline = request.deadline_ms();
         Quorum {
             id: request.id(),
@@ -455,6 +495,10 @@ impl Coordinator {
             outcome: None,
             signed: None,
             peer_results: BTreeMap::new(),
+            attestations: BTreeMap::new(),
+            committee,
+            certified: None,
+            outsiders: 0,
         }
     }
 

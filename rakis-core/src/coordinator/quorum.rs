@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::Phase;
 use crate::engine::Generation;
+use crate::membership::Committee;
 use crate::protocol::{CommitMsg, ConsensusResultMsg, InferenceRequest, RevealMsg};
 use crate::store::OwnOutput;
 use crate::{BinaryEmbedding, ConsensusOutcome, Hash32, InferenceId, NodeId, RequestId};
@@ -51,10 +52,24 @@ pub(super) struct Quorum {
     pub(super) outcome: Option<Arc<ConsensusOutcome>>,
     pub(super) signed: Option<ConsensusResultMsg>,
     pub(super) peer_results: BTreeMap<NodeId, Hash32>,
+    /// The signed results of committee members, by result digest (for certification).
+    pub(super) attestations: BTreeMap<Hash32, BTreeMap<NodeId, ConsensusResultMsg>>,
+    /// The request's committee (`None` in an open network: anyone's commit counts).
+    pub(super) committee: Option<Committee>,
+    /// The digest that gathered the committee's signature threshold, once one did.
+    pub(super) certified: Option<Hash32>,
+    /// Messages of nodes outside the committee ignored so far (reported for the first few).
+    pub(super) outsiders: u32,
 }
 
 impl Quorum {
     pub(super) fn committed(&self) -> u32 {
         self.commits.len() as u32
+    }
+
+    /// Whether `node` may take part (commit, reveal, sign the result): a committee member, or
+    /// anyone in an open network.
+    pub(super) fn admits(&self, node: &NodeId) -> bool {
+        self.committee.as_ref().is_none_or(|c| c.contains(node))
     }
 }

@@ -49,6 +49,7 @@ impl Coordinator {
                 && self.config.workers > 0
                 && now_ms <= q.deadline
                 && self.model_for(&q.request).is_some()
+                && q.admits(&self.node)
             {
                 q.own = OwnState::Queued;
                 self.queue.insert((q.deadline, id));
@@ -104,7 +105,14 @@ impl Coordinator {
             warn!(request = %id.short(), error = %e, "stored request is invalid; not restored");
             return None;
         }
-        let mut q = self.new_quorum(request);
+        let committee = match self.committee_for(&request) {
+            Ok(c) => c,
+            Err(reason) => {
+                warn!(request = %id.short(), %reason, "stored request has no known epoch; not restored");
+                return None;
+            }
+        };
+        let mut q = self.new_quorum(request, committee);
         for c in commits {
             if c.commit.request_id != id {
                 continue;
@@ -157,8 +165,9 @@ impl Coordinator {
             q.announced.insert((rej.node, rej.inference_id));
         }
         for p in peer_results {
-            if p.request_id == id {
+            if p.request_id == id && q.admits(&p.signer) {
                 q.peer_results.insert(p.signer, p.result_digest);
+                Self::attest(&mut q, p, &mut Vec::new());
             }
         }
         if let Some(outcome) = outcome {
@@ -167,6 +176,9 @@ impl Coordinator {
                 Decision::Failed(r) => Phase::Failed(QuorumFailure::Consensus(r.clone())),
             };
             q.outcome = Some(Arc::new(outcome));
+            if let Some(own) = signed.clone().filter(|_| q.admits(&self.node)) {
+                Self::attest(&mut q, own, &mut Vec::new());
+            }
             q.signed = signed;
         } else if let Some(f) = failure {
             q.phase = Phase::Failed(f);

@@ -141,6 +141,10 @@ impl Coordinator {
         if let Some(t) = self.config.reembed_tolerance_bits {
             params = params.with_reembed_tolerance(t);
         }
+        // The threshold counts the committee, never whoever showed up.
+        if let Some(c) = &q.committee {
+            params = params.with_committee_size(c.len() as u32);
+        }
         let commits: Vec<Commit> = q
             .commits
             .values()
@@ -193,7 +197,12 @@ impl Coordinator {
                     outcome: (*outcome).clone(),
                     signed: Some(signed.clone()),
                 }));
-                out.push(Action::Broadcast(Message::ConsensusResult(signed)));
+                // Only the committee's signatures count: a node outside it keeps its result
+                // to itself (it still verified, for its host).
+                if q.admits(&self.node) {
+                    Self::attest(q, signed.clone(), out);
+                    out.push(Action::Broadcast(Message::ConsensusResult(signed)));
+                }
                 for (node, theirs) in &q.peer_results {
                     if theirs != result_digest {
                         out.push(Action::Emit(NodeEvent::Disagreement {

@@ -14,6 +14,7 @@ use crate::coordinator::{Coordinator, CoordinatorConfig};
 use crate::embedder::Embedder;
 use crate::engine::InferenceEngine;
 use crate::identity::NodeKey;
+use crate::membership::Membership;
 use crate::store::{CommitStore, MemoryStore};
 use crate::transport::Transport;
 
@@ -32,6 +33,14 @@ pub struct NodeBuilder {
     sources: Vec<Arc<dyn RequestSource>>,
     clock: Arc<dyn Clock>,
     rng_seed: Option<u64>,
+    membership: Option<MembershipChoice>,
+}
+
+/// Who may answer the requests a node takes part in.
+#[derive(Clone)]
+enum MembershipChoice {
+    Members(Arc<dyn Membership>),
+    Open,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -47,6 +56,14 @@ impl std::fmt::Debug for NodeBuilder {
                 &self.sinks.iter().map(|s| s.name()).collect::<Vec<_>>(),
             )
             .field("sources", &self.sources.len())
+            .field(
+                "membership",
+                &match &self.membership {
+                    None => "unset".to_string(),
+                    Some(MembershipChoice::Open) => "open network".to_string(),
+                    Some(MembershipChoice::Members(m)) => format!("{m:?}"),
+                },
+            )
             .finish()
     }
 }
@@ -64,6 +81,7 @@ impl Default for NodeBuilder {
             sources: Vec::new(),
             clock: Arc::new(SystemClock),
             rng_seed: None,
+            membership: None,
         }
     }
 }
@@ -114,6 +132,22 @@ impl NodeBuilder {
     /// Adds a source of chain-originated requests.
     pub fn request_source(mut self, s: impl RequestSource + 'static) -> Self {
         self.sources.push(Arc::new(s));
+        self
+    }
+    /// Who may answer (required unless [`open_network`](Self::open_network) is chosen): each
+    /// request is served by a committee drawn from the membership, only the committee's
+    /// commits, reveals and signatures count, and the threshold is computed over the committee.
+    /// See [`membership`](crate::membership).
+    pub fn membership(mut self, m: impl Membership + 'static) -> Self {
+        self.membership = Some(MembershipChoice::Members(Arc::new(m)));
+        self
+    }
+    /// An open network: no membership, every key that commits counts (and the threshold
+    /// follows whoever committed). Free keys can then stall every request or win it outright,
+    /// and results cannot be certified for light clients: for tests and closed experiments
+    /// only, an explicit choice (docs/security.md).
+    pub fn open_network(mut self) -> Self {
+        self.membership = Some(MembershipChoice::Open);
         self
     }
     /// The clock (default: [`SystemClock`]).
@@ -189,6 +223,11 @@ impl NodeBuilder {
             }
             .into());
         }
+        let membership = match self.membership.take() {
+            None => return Err(ConfigError::NoMembership.into()),
+            Some(MembershipChoice::Open) => None,
+            Some(MembershipChoice::Members(m)) => Some(m),
+        };
         let key = self.key.unwrap_or_else(NodeKey::generate);
         let store: Arc<dyn CommitStore> = match self.store {
             Some(s) => s,
@@ -208,10 +247,13 @@ impl NodeBuilder {
             reembed_tolerance_bits: self.config.reembed_tolerance_bits,
             max_open_requests: self.config.max_open_requests,
         };
-        let coordinator = match self.rng_seed {
+        let mut coordinator = match self.rng_seed {
             Some(seed) => Coordinator::with_rng_seed(key.clone(), cconfig, seed),
             None => Coordinator::new(key.clone(), cconfig),
         };
+        if let Some(m) = membership {
+            coordinator = coordinator.with_membership(m);
+        }
         self.config.network_id = Some(network_id.clone());
         let (handle, driver) = Driver::new(Parts {
             key,

@@ -71,6 +71,9 @@ pub(super) struct Driver {
     /// Original wire bytes of the request, commits, reveals and results seen per request, to
     /// answer sync requests of peers that joined late or were cut off.
     pub(super) sync_log: SyncLog,
+    /// Tasks beside the loop (jobs, submissions, request readers, pruning): aborted when the
+    /// node stops.
+    pub(super) tasks: tokio::task::JoinSet<()>,
     /// When this node last answered a sync request, per (peer, request).
     pub(super) sync_answered: BTreeMap<(NodeId, RequestId), u64>,
 }
@@ -134,6 +137,7 @@ impl Driver {
             dropped: 0,
             sync_log: SyncLog::default(),
             sync_answered: BTreeMap::new(),
+            tasks: tokio::task::JoinSet::new(),
         };
         (handle, driver)
     }
@@ -145,12 +149,11 @@ impl Driver {
             info!(network = %self.network_id, "node starting");
             self.recover().await;
             let mut incoming = self.transport.events();
-            // Readers of the request sources: they end with the node (aborted below).
-            let mut readers = Vec::new();
+            // Readers of the request sources: tasks of the node, like its jobs and submissions.
             for source in &self.sources {
                 let mut stream = source.requests();
                 let tx = self.jobs_tx.clone();
-                readers.push(tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     while let Some(item) = stream.next().await {
                         match item {
                             Ok(r) => {
@@ -161,7 +164,7 @@ impl Driver {
                             Err(e) => warn!(error = %e, "request source error"),
                         }
                     }
-                }));
+                });
             }
             if self.config.status_interval.is_some() {
                 self.broadcast(Message::PeerStatus(self.coordinator.peer_status()))
@@ -210,11 +213,12 @@ impl Driver {
                     _ = async { retention_timer.as_mut().expect("guarded").tick().await }, if retention_timer.is_some() => {
                         self.prune();
                     }
+                    // Finished tasks are reaped as they end.
+                    Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 }
             }
-            for reader in readers {
-                reader.abort();
-            }
+            // Nothing the node started outlives it: request readers, jobs, chain submissions.
+            self.tasks.shutdown().await;
             info!("node stopped");
         }
         .instrument(span)
@@ -264,14 +268,14 @@ impl Driver {
     }
 
     /// Applies the retention policy in the background (the store may take a while).
-    fn prune(&self) {
+    fn prune(&mut self) {
         let Some(retention) = self.config.retention else {
             return;
         };
         let max_age = u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX);
         let before = self.clock.now_ms().saturating_sub(max_age);
         let store = self.store.clone();
-        tokio::spawn(
+        self.tasks.spawn(
             async move {
                 match store.prune(before).await {
                     Ok(pruned) => {
@@ -320,6 +324,9 @@ impl Driver {
                     },
                 };
                 let _ = reply.send(status);
+            }
+            Command::Certificate(id, reply) => {
+                let _ = reply.send(self.coordinator.certificate(&id));
             }
             Command::Requests(reply) => {
                 let _ = reply.send(self.coordinator.request_ids());
@@ -490,7 +497,7 @@ impl Driver {
                     let id = job.request_id;
                     let left = job.deadline_ms.saturating_sub(self.clock.now_ms());
                     let span = info_span!("generate", request = %id.short(), model = %job.model);
-                    tokio::spawn(
+                    self.tasks.spawn(
                         async move {
                             let result = match tokio::time::timeout(
                                 Duration::from_millis(left),
@@ -519,7 +526,7 @@ impl Driver {
                     };
                     let tx = self.jobs_tx.clone();
                     let span = info_span!("embed", request = %request_id.short());
-                    tokio::spawn(
+                    self.tasks.spawn(
                         async move {
                             let result = embedder
                                 .embed_binary(vec![text])
@@ -548,7 +555,18 @@ impl Driver {
                                 self.submit_to_sinks(*request_id).await;
                             }
                         }
-                        NodeEvent::Completed { request_id, .. } => {
+                        // A request with a committee goes to the sinks once certified (with
+                        // the certificate's signatures); in an open network, once completed.
+                        NodeEvent::Completed { request_id, .. }
+                            if self.coordinator.certificate(request_id).is_some()
+                                || self
+                                    .coordinator
+                                    .status(request_id)
+                                    .is_some_and(|s| s.committee.is_none()) =>
+                        {
+                            self.submit_to_sinks(*request_id).await
+                        }
+                        NodeEvent::Certified { request_id, .. } => {
                             self.submit_to_sinks(*request_id).await
                         }
                         _ => {}

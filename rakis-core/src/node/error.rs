@@ -25,6 +25,9 @@ pub enum NodeError {
     /// Waiting timed out.
     #[error("timed out")]
     Timeout,
+    /// The request has no committee (an open network): its results cannot be certified.
+    #[error("the request has no committee (open network): its results cannot be certified")]
+    NoCommittee,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -41,6 +44,9 @@ pub enum ConfigError {
     /// No transport was given.
     #[error("a transport is required")]
     MissingTransport,
+    /// Neither a membership nor an open network was chosen.
+    #[error("choose who may answer: a membership (NodeBuilder::membership) or, for tests, NodeBuilder::open_network")]
+    NoMembership,
     /// The network id is empty.
     #[error("the network id is empty")]
     EmptyNetworkId,

@@ -11,7 +11,7 @@ use super::error::NodeError;
 use crate::clock::Clock;
 use crate::coordinator::{KnownPeer, Phase, QuorumStatus};
 use crate::events::NodeEvent;
-use crate::protocol::{ChatMessage, ConsensusResultMsg, InferenceRequest};
+use crate::protocol::{Certificate, ChatMessage, InferenceRequest};
 use crate::{ConsensusOutcome, NodeId, RequestId, SecurityFrame};
 
 /// What a handle asks of the driver.
@@ -21,6 +21,7 @@ pub(super) enum Command {
         oneshot::Sender<Result<RequestId, NodeError>>,
     ),
     Status(RequestId, oneshot::Sender<Option<QuorumStatus>>),
+    Certificate(RequestId, oneshot::Sender<Option<Certificate>>),
     Requests(oneshot::Sender<Vec<RequestId>>),
     Peers(oneshot::Sender<BTreeMap<NodeId, KnownPeer>>),
     Stats(oneshot::Sender<NodeStats>),
@@ -199,30 +200,63 @@ impl NodeHandle {
             .map_err(|_| NodeError::Timeout)?
     }
 
-    /// Waits for the first signed result of another node (for nodes that do not verify).
-    pub async fn wait_for_peer_result(
+    /// Waits until the request's committee certifies a result, and returns the certificate:
+    /// signed results of at least the committee's signature threshold of distinct members over
+    /// one digest, checked again here against the request's epoch. What a light client (a node
+    /// that does not verify) should trust: never the first signed result, whose signer chooses
+    /// what it says. Fails with [`NodeError::NoCommittee`] in an open network, and with
+    /// [`NodeError::RequestFailed`] when the request fails here.
+    pub async fn wait_for_certified_result(
         &self,
         id: RequestId,
         timeout: Duration,
-    ) -> Result<Arc<ConsensusResultMsg>, NodeError> {
+    ) -> Result<Certificate, NodeError> {
         let mut events = self.subscribe();
         let wait = async {
             loop {
-                match events.recv().await {
-                    Ok(NodeEvent::PeerResult { request_id, result }) if request_id == id => {
-                        return Ok(result)
+                if let Some(end) = self.certified(id).await? {
+                    return end;
+                }
+                loop {
+                    match events.recv().await {
+                        Ok(NodeEvent::Certified { request_id, .. }) if request_id == id => break,
+                        Ok(NodeEvent::Failed { request_id, reason }) if request_id == id => {
+                            return Err(NodeError::RequestFailed(reason))
+                        }
+                        Ok(_) => {}
+                        // Behind the stream: read the state again.
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            return Err(NodeError::ShutDown)
+                        }
                     }
-                    Ok(NodeEvent::Failed { request_id, reason }) if request_id == id => {
-                        return Err(NodeError::RequestFailed(reason))
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return Err(NodeError::ShutDown),
                 }
             }
         };
         tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| NodeError::Timeout)?
+    }
+
+    /// The certificate of `id` if there is one; `Some(Err)` when the request cannot have one
+    /// (no committee) or failed.
+    async fn certified(
+        &self,
+        id: RequestId,
+    ) -> Result<Option<Result<Certificate, NodeError>>, NodeError> {
+        let Some(status) = self.status(id).await? else {
+            return Ok(None);
+        };
+        if status.committee.is_none() {
+            return Ok(Some(Err(NodeError::NoCommittee)));
+        }
+        if let Some(c) = self.ask(|tx| Command::Certificate(id, tx)).await? {
+            return Ok(Some(Ok(c)));
+        }
+        if let Phase::Failed(f) = status.phase {
+            return Ok(Some(Err(NodeError::RequestFailed(f))));
+        }
+        Ok(None)
     }
 
     /// Stops the node gracefully: pending writes finish, then the driver returns.

@@ -42,7 +42,7 @@ impl Driver {
                 self.awaiting_signatures
                     .insert((request_id, sink), refusals);
                 let tx = self.jobs_tx.clone();
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     tokio::time::sleep(SIGNATURE_RETRY).await;
                     let _ = tx.send(DriverInput::RetrySubmission { request_id });
                 });
@@ -132,16 +132,36 @@ impl Driver {
                 BTreeMap::new()
             }
         };
-        let attestations: Vec<ConsensusResultMsg> = self
-            .peer_results
-            .get(&id)
-            .map(|v| {
-                v.iter()
-                    .filter(|r| r.result_digest == signed.result_digest)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        // With a committee, the certificate's signatures (only a certified result goes out,
+        // and only by a node that computed it); in an open network, whatever matching results
+        // other nodes sent.
+        let attestations: Vec<ConsensusResultMsg> = match self.coordinator.certificate(&id) {
+            Some(cert) => {
+                if cert.result().map(|r| r.result_digest) != Some(signed.result_digest) {
+                    debug!(request = %id.short(), "the committee certified another result than this node's: not submitting");
+                    return;
+                }
+                cert.signatures
+            }
+            None if self
+                .coordinator
+                .status(&id)
+                .is_some_and(|s| s.committee.is_some()) =>
+            {
+                debug!(request = %id.short(), "result not certified yet: not submitting");
+                return;
+            }
+            None => self
+                .peer_results
+                .get(&id)
+                .map(|v| {
+                    v.iter()
+                        .filter(|r| r.result_digest == signed.result_digest)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         let sinks: Vec<Arc<dyn ChainSink>> = self
             .sinks
             .iter()
@@ -164,7 +184,7 @@ impl Driver {
             let attestations = attestations.clone();
             let request = request.clone();
             let span = info_span!("submit", request = %id.short(), sink = %sink.name());
-            tokio::spawn(
+            self.tasks.spawn(
                 async move {
                     let name = sink.name();
                     let result = match sink.is_submitted(&id).await {

@@ -115,6 +115,7 @@ pub fn spawn_node(
     answer: &str,
 ) -> NodeHandle {
     let node = Node::builder()
+        .open_network()
         .config(NodeConfig {
             network_id: Some(network.into()),
             reveal_window: Duration::from_secs(2),
