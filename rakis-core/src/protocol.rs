@@ -674,6 +674,26 @@ pub enum Message {
         /// Wire bytes of the original messages.
         envelopes: Vec<Vec<u8>>,
     },
+    /// What the sender holds of a request when it is ready to decide: every committer's
+    /// commitments and whether it holds a valid reveal. Receivers fetch what they miss (a sync
+    /// with the sender) before deciding, so that honest nodes decide over the same inputs.
+    Inventory {
+        /// The request.
+        request_id: RequestId,
+        /// One entry per committer, sorted by node.
+        items: Vec<InventoryItem>,
+    },
+}
+
+/// One committer in an [`Message::Inventory`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryItem {
+    /// The committer.
+    pub node: NodeId,
+    /// Its commitments the sender holds (two: an equivocation).
+    pub commitments: Vec<crate::consensus::Commitment>,
+    /// Whether the sender holds a reveal of it that opens one of them.
+    pub revealed: bool,
 }
 
 impl Message {
@@ -689,6 +709,7 @@ impl Message {
             Message::KnownPeers(_) => "known_peers",
             Message::SyncRequest { .. } => "sync_request",
             Message::SyncResponse { .. } => "sync_response",
+            Message::Inventory { .. } => "inventory",
         }
     }
 
@@ -700,9 +721,9 @@ impl Message {
             Message::Reveal(r) => Some(r.reveal.request_id),
             Message::RevealRejected { request_id, .. } => Some(*request_id),
             Message::ConsensusResult(r) => Some(r.request_id),
-            Message::SyncRequest { request_id } | Message::SyncResponse { request_id, .. } => {
-                Some(*request_id)
-            }
+            Message::SyncRequest { request_id }
+            | Message::SyncResponse { request_id, .. }
+            | Message::Inventory { request_id, .. } => Some(*request_id),
             Message::PeerStatus(_) | Message::KnownPeers(_) => None,
         }
     }

@@ -45,7 +45,7 @@ impl TopicKind {
             "request" => TopicKind::Requests,
             "commit" => TopicKind::Commits,
             "reveal" | "reveal_rejected" => TopicKind::Reveals,
-            "consensus_result" => TopicKind::Results,
+            "consensus_result" | "inventory" => TopicKind::Results,
             _ => TopicKind::Presence,
         }
     }

@@ -15,6 +15,8 @@ use crate::{InferenceId, NodeId, RejectReason, Rejection};
 /// Events reported per request for messages of nodes outside its committee (the rest are only
 /// counted).
 const MAX_OUTSIDER_EVENTS: u32 = 16;
+/// Most committers an inventory may list (larger ones are ignored).
+const MAX_INVENTORY_ITEMS: usize = 4_096;
 
 impl Coordinator {
     pub(super) fn on_message(
@@ -46,6 +48,9 @@ impl Coordinator {
                 }
             }
             Message::ConsensusResult(r) => self.on_peer_result(now, from, r, out),
+            Message::Inventory { request_id, items } => {
+                self.on_inventory(now, from, request_id, items, out)
+            }
             Message::PeerStatus(s) => {
                 self.peers.insert(
                     from,
@@ -386,6 +391,49 @@ impl Coordinator {
             request_id: id,
             result: Arc::new(r),
         }));
+    }
+
+    /// Another node's inventory: kept (one per sender), and what it lists that this node lacks
+    /// is fetched from it; the decision may then be due.
+    pub(super) fn on_inventory(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        id: RequestId,
+        items: Vec<crate::protocol::InventoryItem>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
+        if !q.admits(&from) {
+            Self::ignore_outsider(q, from, out);
+            return;
+        }
+        if items.len() > MAX_INVENTORY_ITEMS {
+            return;
+        }
+        if q.outcome.is_some() {
+            // Decided already: the sender is still reconciling and may have lost this node's
+            // inventory; send it again (at most every RECONCILE_RETRY_MS).
+            if q.admits(&self.node)
+                && q.inventory_sent_at
+                    .is_none_or(|t| now >= t.saturating_add(RECONCILE_RETRY_MS))
+            {
+                q.inventory_sent_at = Some(now);
+                out.push(Action::Broadcast(Message::Inventory {
+                    request_id: id,
+                    items: q.inventory(),
+                }));
+            }
+            return;
+        }
+        // The latest inventory of each sender (it may have fetched more since its last one).
+        q.inventories.insert(from, items);
+        if q.missing() == Some(from) {
+            self.ask_sync(now, from, id, out);
+        }
+        self.try_finalize(id, false, out);
     }
 
     /// A message of a node outside the request's committee: ignored, and said so (for the first

@@ -44,6 +44,11 @@ use quorum::{OwnState, Quorum};
 pub const DEFAULT_REVEAL_WINDOW_MS: u64 = 5_000;
 /// Default time allowed for re-embeddings after the reveal window closes.
 pub const DEFAULT_VERIFY_GRACE_MS: u64 = 60_000;
+/// Default reconcile window.
+pub const DEFAULT_RECONCILE_WINDOW_MS: u64 = 3_000;
+/// While reconciling, how often the inventory is sent again and what is missing asked for
+/// again (and how often a node answers one peer's sync requests for one request).
+pub const RECONCILE_RETRY_MS: u64 = 500;
 /// Default most requests tracked at once.
 pub const DEFAULT_MAX_OPEN_REQUESTS: usize = 10_000;
 
@@ -65,6 +70,9 @@ pub struct CoordinatorConfig {
     pub initial_generation_estimate_ms: u64,
     /// Re-embedding tolerance override in bits (default: scaled 8 per 384 bits).
     pub reembed_tolerance_bits: Option<u32>,
+    /// How long a node that is ready to decide waits for the other committers' inventories and
+    /// for what they list (a decision over the same inputs on every honest node).
+    pub reconcile_window_ms: u64,
     /// Most requests tracked at once; further requests are refused. Closed requests are forgotten
     /// to make room once a relayed copy of them would no longer be taken (`reveal_window_ms +
     /// verify_grace_ms` after their deadline); their records stay in the store.
@@ -79,6 +87,7 @@ impl Default for CoordinatorConfig {
             embedding_model: None,
             reveal_window_ms: DEFAULT_REVEAL_WINDOW_MS,
             verify_grace_ms: DEFAULT_VERIFY_GRACE_MS,
+            reconcile_window_ms: DEFAULT_RECONCILE_WINDOW_MS,
             initial_generation_estimate_ms: 0,
             reembed_tolerance_bits: None,
             max_open_requests: DEFAULT_MAX_OPEN_REQUESTS,
@@ -278,6 +287,8 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     /// Who may answer (`None`: an open network, where every key counts).
     membership: Option<Arc<dyn Membership>>,
+    /// The time of the input being handled.
+    now: u64,
     rng: rand::rngs::StdRng,
     quorums: BTreeMap<RequestId, Quorum>,
     queue: BTreeSet<(u64, RequestId)>,
@@ -327,6 +338,7 @@ impl Coordinator {
             generation_estimate_ms: config.initial_generation_estimate_ms,
             config,
             membership: None,
+            now: 0,
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             quorums: BTreeMap::new(),
             queue: BTreeSet::new(),
@@ -379,6 +391,16 @@ impl Coordinator {
             .values()
             .filter_map(|q| match q.phase {
                 Phase::Open | Phase::Committing => Some(q.deadline.saturating_add(1)),
+                // Reconciling: at the window's end, and to ask again for what is missing.
+                Phase::Revealing | Phase::Verifying
+                    if can_verify && q.reconcile_deadline.is_some() =>
+                {
+                    let end = q.reconcile_deadline.unwrap_or(0).saturating_add(1);
+                    let resend = q
+                        .inventory_sent_at
+                        .map(|t| t.saturating_add(RECONCILE_RETRY_MS));
+                    Some(resend.map_or(end, |r| r.min(end)))
+                }
                 Phase::Revealing => Some(q.reveal_deadline.saturating_add(1)),
                 // A node that cannot verify waits for the results of others: no timer is due
                 // (it would fire again at once, for ever).
@@ -440,6 +462,7 @@ impl Coordinator {
 
     /// Feeds one input at time `now_ms` and returns the actions to execute, in order.
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
+        self.now = now_ms;
         let mut out = Vec::new();
         match input {
             Input::LocalRequest(request) => {
@@ -499,6 +522,9 @@ impl Coordinator {
             committee,
             certified: None,
             outsiders: 0,
+            reconcile_deadline: None,
+            inventory_sent_at: None,
+            inventories: BTreeMap::new(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::Phase;
 use crate::engine::Generation;
 use crate::membership::Committee;
-use crate::protocol::{CommitMsg, ConsensusResultMsg, InferenceRequest, RevealMsg};
+use crate::protocol::{CommitMsg, ConsensusResultMsg, InferenceRequest, InventoryItem, RevealMsg};
 use crate::store::OwnOutput;
 use crate::{BinaryEmbedding, ConsensusOutcome, Hash32, InferenceId, NodeId, RequestId};
 
@@ -60,11 +60,63 @@ pub(super) struct Quorum {
     pub(super) certified: Option<Hash32>,
     /// Messages of nodes outside the committee ignored so far (reported for the first few).
     pub(super) outsiders: u32,
+    /// When this node sent its inventory (it was ready to decide), and until when it waits for
+    /// the others' inventories and what they list.
+    pub(super) reconcile_deadline: Option<u64>,
+    /// When this node last broadcast its inventory.
+    pub(super) inventory_sent_at: Option<u64>,
+    /// The inventories received, by sender.
+    pub(super) inventories: BTreeMap<NodeId, Vec<InventoryItem>>,
 }
 
 impl Quorum {
     pub(super) fn committed(&self) -> u32 {
         self.commits.len() as u32
+    }
+
+    /// This node's inventory: every committer's commitments, and whether a reveal opening one
+    /// is held.
+    pub(super) fn inventory(&self) -> Vec<InventoryItem> {
+        self.commits
+            .iter()
+            .map(|(node, list)| InventoryItem {
+                node: *node,
+                commitments: list.iter().map(|c| c.commit.commitment).collect(),
+                revealed: self.reveals.contains_key(node),
+            })
+            .collect()
+    }
+
+    /// The first thing `inventories` list that this node lacks, and who listed it: a commitment,
+    /// or the reveal of a committer with one commitment.
+    pub(super) fn missing(&self) -> Option<NodeId> {
+        for (sender, items) in &self.inventories {
+            for item in items {
+                let mine = self.commits.get(&item.node);
+                let has = |c: &crate::consensus::Commitment| {
+                    mine.is_some_and(|l| l.iter().any(|m| m.commit.commitment == *c))
+                };
+                if !item.commitments.iter().all(has) {
+                    return Some(*sender);
+                }
+                let single = mine.is_some_and(|l| l.len() == 1);
+                if item.revealed && single && !self.reveals.contains_key(&item.node) {
+                    return Some(*sender);
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether every committer (but this node and equivocators) sent its inventory, and this
+    /// node holds everything the inventories list.
+    pub(super) fn reconciled(&self, me: &NodeId) -> bool {
+        let all_heard = self
+            .commits
+            .iter()
+            .filter(|(n, l)| *n != me && l.len() == 1)
+            .all(|(n, _)| self.inventories.contains_key(n));
+        all_heard && self.missing().is_none()
     }
 
     /// Whether `node` may take part (commit, reveal, sign the result): a committee member, or

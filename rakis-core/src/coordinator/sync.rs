@@ -17,11 +17,23 @@ impl Coordinator {
         id: RequestId,
         out: &mut Vec<Action>,
     ) {
+        self.ask_sync_every(now, peer, id, SYNC_RETRY_MS, out)
+    }
+
+    /// [`ask_sync`](Self::ask_sync) at most once per `gap` ms for the request.
+    pub(super) fn ask_sync_every(
+        &mut self,
+        now: u64,
+        peer: NodeId,
+        id: RequestId,
+        gap: u64,
+        out: &mut Vec<Action>,
+    ) {
         if peer == self.node {
             return;
         }
         if let Some(last) = self.sync_asked.get(&id) {
-            if now < last.saturating_add(SYNC_RETRY_MS) {
+            if now < last.saturating_add(gap) {
                 return;
             }
         }

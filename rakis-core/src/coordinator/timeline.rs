@@ -85,6 +85,10 @@ impl Coordinator {
                 q.phase = Phase::Verifying;
                 self.try_finalize(id, false, out);
             }
+            // Reconciling: decide once the window ended, or ask again for what is missing.
+            Phase::Revealing | Phase::Verifying if q.reconcile_deadline.is_some() => {
+                self.try_finalize(id, false, out);
+            }
             Phase::Verifying if now > q.reveal_deadline + self.config.verify_grace_ms => {
                 self.try_finalize(id, true, out);
             }
@@ -131,6 +135,45 @@ impl Coordinator {
         if !ready {
             return;
         }
+        // Before deciding, honest nodes make sure they decide over the same inputs: each sends
+        // what it holds (its inventory) and fetches what others list and it lacks, until every
+        // committer's inventory is in and nothing listed is missing, or the reconcile window
+        // ends. Only a node whose result would count sends one.
+        let now = self.now;
+        if q.reconcile_deadline.is_none() {
+            q.reconcile_deadline = Some(now.saturating_add(self.config.reconcile_window_ms));
+        }
+        let reconcile_over = q.reconcile_deadline.is_some_and(|d| now > d);
+        if !(force || reconcile_over || q.reconciled(&self.node)) {
+            // Waiting: the inventory goes out again every RECONCILE_RETRY_MS (a lost copy must
+            // not leave a peer deciding without it), and what is missing is asked for again.
+            if q.admits(&self.node)
+                && q.inventory_sent_at
+                    .is_none_or(|t| now >= t.saturating_add(RECONCILE_RETRY_MS))
+            {
+                q.inventory_sent_at = Some(now);
+                out.push(Action::Broadcast(Message::Inventory {
+                    request_id: id,
+                    items: q.inventory(),
+                }));
+            }
+            if let Some(peer) = q.missing() {
+                self.ask_sync_every(now, peer, id, RECONCILE_RETRY_MS, out);
+            }
+            return;
+        }
+        // Deciding at once (everything already reconciled): the others still need this node's
+        // inventory to decide over the same inputs.
+        if q.admits(&self.node) && q.inventory_sent_at.is_none() {
+            q.inventory_sent_at = Some(now);
+            out.push(Action::Broadcast(Message::Inventory {
+                request_id: id,
+                items: q.inventory(),
+            }));
+        }
+        let Some(q) = self.quorums.get_mut(&id) else {
+            return;
+        };
         let mut params = match ConsensusParams::from_frame(&q.request.frame) {
             Ok(p) => p,
             Err(e) => {

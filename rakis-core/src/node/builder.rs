@@ -243,6 +243,7 @@ impl NodeBuilder {
             embedding_model: self.embedder.as_ref().map(|e| e.model()),
             reveal_window_ms: ms(self.config.reveal_window),
             verify_grace_ms: ms(self.config.verify_grace),
+            reconcile_window_ms: ms(self.config.reconcile_window),
             initial_generation_estimate_ms: ms(self.config.initial_generation_estimate),
             reembed_tolerance_bits: self.config.reembed_tolerance_bits,
             max_open_requests: self.config.max_open_requests,

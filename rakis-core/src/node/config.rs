@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::coordinator::{DEFAULT_REVEAL_WINDOW_MS, DEFAULT_VERIFY_GRACE_MS};
+use crate::coordinator::{
+    DEFAULT_RECONCILE_WINDOW_MS, DEFAULT_REVEAL_WINDOW_MS, DEFAULT_VERIFY_GRACE_MS,
+};
 use crate::envelope::DEFAULT_MAX_CLOCK_SKEW_MS;
 
 /// The network id of [`NodeConfig::default`] when neither the configuration nor the transport
@@ -47,6 +49,10 @@ pub struct NodeConfig {
     /// Time allowed for re-embeddings after the reveal window.
     #[serde(with = "humantime_serde")]
     pub verify_grace: Duration,
+    /// How long a node ready to decide waits for the other committers' inventories and fetches
+    /// what they list (usually a round trip; the whole window only when a committer is silent).
+    #[serde(with = "humantime_serde")]
+    pub reconcile_window: Duration,
     /// Largest accepted difference between a message's timestamp and the local clock.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
@@ -99,6 +105,7 @@ impl Default for NodeConfig {
             network_id: None,
             reveal_window: Duration::from_millis(DEFAULT_REVEAL_WINDOW_MS),
             verify_grace: Duration::from_millis(DEFAULT_VERIFY_GRACE_MS),
+            reconcile_window: Duration::from_millis(DEFAULT_RECONCILE_WINDOW_MS),
             max_clock_skew: Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS),
             status_interval: Some(Duration::from_secs(30)),
             event_capacity: 1024,

@@ -28,6 +28,9 @@ use crate::store::{CommitStore, StoreError, StoreOp};
 use crate::transport::{Transport, TransportEvent};
 use crate::{NodeId, RequestId};
 
+/// Most closed-request ids remembered by `Driver::closed_before`.
+const MAX_CLOSED_CACHED: usize = 4_096;
+
 /// The parts and settings a [`NodeBuilder`](super::NodeBuilder) hands to the driver.
 pub(super) struct Parts {
     pub(super) key: NodeKey,
@@ -71,6 +74,8 @@ pub(super) struct Driver {
     /// Original wire bytes of the request, commits, reveals and results seen per request, to
     /// answer sync requests of peers that joined late or were cut off.
     pub(super) sync_log: SyncLog,
+    /// Requests found closed in the store though not tracked (see `closed_before`).
+    pub(super) closed: BTreeSet<RequestId>,
     /// Tasks beside the loop (jobs, submissions, request readers, pruning): aborted when the
     /// node stops.
     pub(super) tasks: tokio::task::JoinSet<()>,
@@ -138,6 +143,7 @@ impl Driver {
             sync_log: SyncLog::default(),
             sync_answered: BTreeMap::new(),
             tasks: tokio::task::JoinSet::new(),
+            closed: BTreeSet::new(),
         };
         (handle, driver)
     }
@@ -362,6 +368,12 @@ impl Driver {
                             .await
                     }
                     message => {
+                        if let Some(id) = message.request_id() {
+                            if self.closed_before(&id).await {
+                                debug!(request = %id.short(), "message about a request this node closed before it restarted");
+                                return;
+                            }
+                        }
                         if let (true, Some(id)) = (syncable(&message), message.request_id()) {
                             self.sync_log.record(id, bytes);
                         }
@@ -374,6 +386,26 @@ impl Driver {
                 warn!(error = %e, "dropped incoming message");
             }
         }
+    }
+
+    /// Whether `id` is a request this node does not track but closed earlier (before a restart:
+    /// closed requests are not reloaded). Its late messages are dropped rather than taken for
+    /// a new request, which would compute it again. Answers are cached.
+    async fn closed_before(&mut self, id: &RequestId) -> bool {
+        if self.coordinator.status(id).is_some() {
+            return false;
+        }
+        if self.closed.contains(id) {
+            return true;
+        }
+        let closed = matches!(self.store.quorum(id).await, Ok(Some(r)) if r.is_closed());
+        if closed {
+            if self.closed.len() >= MAX_CLOSED_CACHED {
+                self.closed.clear();
+            }
+            self.closed.insert(*id);
+        }
+        closed
     }
 
     async fn on_driver_input(&mut self, input: DriverInput) {

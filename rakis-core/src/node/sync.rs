@@ -6,7 +6,7 @@ use tracing::{debug, warn};
 
 use super::driver::Driver;
 use crate::coordinator::Input;
-use crate::coordinator::{SyncedMessage, SYNC_RETRY_MS};
+use crate::coordinator::{SyncedMessage, RECONCILE_RETRY_MS};
 use crate::envelope::{EnvelopeError, MAX_MESSAGE_SIZE};
 use crate::protocol::Message;
 use crate::{NodeId, RequestId};
@@ -63,11 +63,11 @@ pub(super) fn syncable(m: &Message) -> bool {
 
 impl Driver {
     /// Answers a peer's sync request with the wire messages logged for the request (at most
-    /// once per [`SYNC_RETRY_MS`](SYNC_RETRY_MS) per peer and request).
+    /// once per [`RECONCILE_RETRY_MS`] per peer and request).
     pub(super) async fn answer_sync(&mut self, peer: NodeId, id: RequestId, now: u64) {
         let key = (peer, id);
         if let Some(last) = self.sync_answered.get(&key) {
-            if now < last.saturating_add(SYNC_RETRY_MS) {
+            if now < last.saturating_add(RECONCILE_RETRY_MS) {
                 return;
             }
         }

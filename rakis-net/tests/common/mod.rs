@@ -10,7 +10,9 @@ use futures::StreamExt;
 use rakis_core::envelope::seal;
 use rakis_core::protocol::PeerStatus;
 use rakis_core::testing::{HashEmbedder, ScriptedEngine};
-use rakis_core::{Message, Node, NodeConfig, NodeHandle, NodeKey, Transport, TransportEvent};
+use rakis_core::{
+    Message, Node, NodeConfig, NodeHandle, NodeKey, StaticMembership, Transport, TransportEvent,
+};
 use rakis_net::{Libp2pTransport, NetConfig};
 
 pub const MODEL: &str = "smollm2-135m";
@@ -107,15 +109,36 @@ pub async fn receive_all(
     got
 }
 
-/// A node answering `answer`, on `transport`, with a short reveal window and frequent status.
+/// A node answering `answer`, on `transport`, with a short reveal window and frequent status,
+/// in an open network.
 pub fn spawn_node(
     network: &str,
     key: NodeKey,
     transport: Arc<Libp2pTransport>,
     answer: &str,
 ) -> NodeHandle {
-    let node = Node::builder()
-        .open_network()
+    build_node(network, key, transport, answer, None)
+}
+
+/// [`spawn_node`], with `members` deciding who may answer.
+pub fn spawn_member(
+    network: &str,
+    key: NodeKey,
+    transport: Arc<Libp2pTransport>,
+    answer: &str,
+    members: &StaticMembership,
+) -> NodeHandle {
+    build_node(network, key, transport, answer, Some(members))
+}
+
+fn build_node(
+    network: &str,
+    key: NodeKey,
+    transport: Arc<Libp2pTransport>,
+    answer: &str,
+    members: Option<&StaticMembership>,
+) -> NodeHandle {
+    let builder = Node::builder()
         .config(NodeConfig {
             network_id: Some(network.into()),
             reveal_window: Duration::from_secs(2),
@@ -125,10 +148,12 @@ pub fn spawn_node(
         .transport(transport)
         .key(key)
         .engine(ScriptedEngine::constant(MODEL, answer).with_delay(Duration::from_millis(20)))
-        .embedder(HashEmbedder::default_model())
-        .build()
-        .unwrap();
-    node.spawn().0
+        .embedder(HashEmbedder::default_model());
+    let builder = match members {
+        Some(m) => builder.membership(m.clone()),
+        None => builder.open_network(),
+    };
+    builder.build().unwrap().spawn().0
 }
 
 pub const ANSWERS: [&str; 5] = [
