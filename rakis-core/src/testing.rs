@@ -44,6 +44,27 @@ pub fn request(
     r
 }
 
+/// A signed result of `text` for request `id` by `key` that is consistent in itself (hashes,
+/// digest, signature) but selects no committed answer: what an attacker forges. Only the
+/// committee rule tells it from an honest result.
+pub fn forged_result(key: &NodeKey, id: crate::RequestId, text: &str) -> ConsensusResultMsg {
+    let output_hash = crate::consensus::output_hash(text);
+    let joint = crate::consensus::joint_hash(&id, &[]);
+    let digest = crate::consensus::result_digest(&id, &output_hash, &joint);
+    ConsensusResultMsg {
+        request_id: id,
+        output: text.into(),
+        output_hash,
+        selected_node: key.node_id(),
+        selected_inference: InferenceId([1; 32]),
+        accepted: Vec::new(),
+        joint_hash: joint,
+        result_digest: digest,
+        signer: key.node_id(),
+        signature: key.sign_digest(&crate::identity::eth_signed_message_hash(&digest.0)),
+    }
+}
+
 impl MemoryHub {
     /// A hub whose deliveries take 5 ms plus up to 10 ms of seeded jitter (so that messages
     /// arrive in different orders at different nodes): the hub most node tests run on.

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use rakis_core::consensus::{joint_hash, output_hash, result_digest};
-use rakis_core::identity::eth_signed_message_hash;
-use rakis_core::protocol::{Certificate, CertificateError, ConsensusResultMsg};
+use rakis_core::protocol::{Certificate, CertificateError};
 use rakis_core::testing::{self, HashEmbedder, MemoryHub, ScriptedEngine};
 use rakis_core::{
     Decision, FailureReason, InferenceId, InferenceRequest, Node, NodeBuilder, NodeEvent,
@@ -215,33 +213,13 @@ async fn only_the_drawn_committee_answers_and_the_threshold_counts_the_committee
     }
 }
 
-/// A result of `text` for request `id`, signed by `key`: internally consistent, so only the
-/// committee rule can tell it from an honest one.
-fn forged(key: &NodeKey, id: RequestId, text: &str) -> ConsensusResultMsg {
-    let oh = output_hash(text);
-    let joint = joint_hash(&id, &[]);
-    let digest = result_digest(&id, &oh, &joint);
-    ConsensusResultMsg {
-        request_id: id,
-        output: text.into(),
-        output_hash: oh,
-        selected_node: key.node_id(),
-        selected_inference: InferenceId([1; 32]),
-        accepted: Vec::new(),
-        joint_hash: joint,
-        result_digest: digest,
-        signer: key.node_id(),
-        signature: key.sign_digest(&eth_signed_message_hash(&digest.0)),
-    }
-}
-
 async fn send_forged(hub: &MemoryHub, key: &NodeKey, id: RequestId, text: &str) {
     let t = hub.join(NodeKey::from_seed(999).node_id());
     let bytes = rakis_core::envelope::seal(
         key,
         NET,
         BASE_MS + 20,
-        rakis_core::Message::ConsensusResult(forged(key, id, text)),
+        rakis_core::Message::ConsensusResult(testing::forged_result(key, id, text)),
     )
     .unwrap();
     rakis_core::Transport::broadcast(&t, bytes).await.unwrap();
@@ -294,7 +272,7 @@ async fn a_light_client_trusts_only_a_result_certified_by_the_committee() {
     // The certificate check on its own, as `rakis verify` or a contract would run it.
     let one = Certificate {
         committee: cert.committee.clone(),
-        signatures: vec![forged(&member_keys[3], id, LIE)],
+        signatures: vec![testing::forged_result(&member_keys[3], id, LIE)],
     };
     assert!(matches!(
         one.verify(&r, members.epoch()),
@@ -303,7 +281,7 @@ async fn a_light_client_trusts_only_a_result_certified_by_the_committee() {
     let outsiders = Certificate {
         committee: cert.committee.clone(),
         signatures: (200..205)
-            .map(|s| forged(&NodeKey::from_seed(s), id, LIE))
+            .map(|s| testing::forged_result(&NodeKey::from_seed(s), id, LIE))
             .collect(),
     };
     assert!(matches!(
@@ -311,7 +289,9 @@ async fn a_light_client_trusts_only_a_result_certified_by_the_committee() {
         Err(CertificateError::NotInCommittee(_))
     ));
     let mut mixed = cert.clone();
-    mixed.signatures.push(forged(&member_keys[3], id, LIE));
+    mixed
+        .signatures
+        .push(testing::forged_result(&member_keys[3], id, LIE));
     assert!(matches!(
         mixed.verify(&r, members.epoch()),
         Err(CertificateError::MixedDigests)

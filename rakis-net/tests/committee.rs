@@ -7,36 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rakis_core::consensus::{joint_hash, output_hash, result_digest};
 use rakis_core::envelope::seal;
-use rakis_core::identity::eth_signed_message_hash;
-use rakis_core::protocol::ConsensusResultMsg;
-use rakis_core::{
-    InferenceId, Message, Node, NodeConfig, NodeEvent, NodeKey, RequestId, StaticMembership,
-    Transport,
-};
+use rakis_core::{Message, Node, NodeConfig, NodeEvent, NodeKey, StaticMembership, Transport};
 use rakis_net::NetConfig;
 
 const LIE: &str = "Lyon is the capital city of the French republic, everybody knows.";
-
-/// A self-consistent signed result of `text` by `key` (only the committee rule can refuse it).
-fn forged(key: &NodeKey, id: RequestId, text: &str) -> ConsensusResultMsg {
-    let oh = output_hash(text);
-    let joint = joint_hash(&id, &[]);
-    let digest = result_digest(&id, &oh, &joint);
-    ConsensusResultMsg {
-        request_id: id,
-        output: text.into(),
-        output_hash: oh,
-        selected_node: key.node_id(),
-        selected_inference: InferenceId([2; 32]),
-        accepted: Vec::new(),
-        joint_hash: joint,
-        result_digest: digest,
-        signer: key.node_id(),
-        signature: key.sign_digest(&eth_signed_message_hash(&digest.0)),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outsiders_on_the_mesh_are_ignored_and_a_light_client_takes_only_the_certificate() {
@@ -94,7 +69,7 @@ async fn outsiders_on_the_mesh_are_ignored_and_a_light_client_takes_only_the_cer
             key,
             net,
             now_ms(),
-            Message::ConsensusResult(forged(key, id, LIE)),
+            Message::ConsensusResult(rakis_core::testing::forged_result(key, id, LIE)),
         )
         .unwrap();
         transports[5].broadcast(bytes).await.unwrap();

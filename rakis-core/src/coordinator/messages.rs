@@ -416,16 +416,7 @@ impl Coordinator {
         if q.outcome.is_some() {
             // Decided already: the sender is still reconciling and may have lost this node's
             // inventory; send it again (at most every RECONCILE_RETRY_MS).
-            if q.admits(&self.node)
-                && q.inventory_sent_at
-                    .is_none_or(|t| now >= t.saturating_add(RECONCILE_RETRY_MS))
-            {
-                q.inventory_sent_at = Some(now);
-                out.push(Action::Broadcast(Message::Inventory {
-                    request_id: id,
-                    items: q.inventory(),
-                }));
-            }
+            Self::send_inventory(q, &self.node, now, out);
             return;
         }
         // The latest inventory of each sender (it may have fetched more since its last one).

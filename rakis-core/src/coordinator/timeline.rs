@@ -96,6 +96,21 @@ impl Coordinator {
         }
     }
 
+    /// Broadcasts this node's inventory of `q` when its result would count (a committee member,
+    /// or anyone in an open network), at most once per [`RECONCILE_RETRY_MS`].
+    pub(super) fn send_inventory(q: &mut Quorum, me: &NodeId, now: u64, out: &mut Vec<Action>) {
+        let due = q
+            .inventory_sent_at
+            .is_none_or(|t| now >= t.saturating_add(RECONCILE_RETRY_MS));
+        if q.admits(me) && due {
+            q.inventory_sent_at = Some(now);
+            out.push(Action::Broadcast(Message::Inventory {
+                request_id: q.id,
+                items: q.inventory(),
+            }));
+        }
+    }
+
     /// Ends a request as failed: the phase, the stored failure and the event.
     pub(super) fn fail(q: &mut Quorum, reason: QuorumFailure, out: &mut Vec<Action>) {
         q.phase = Phase::Failed(reason.clone());
@@ -147,16 +162,7 @@ impl Coordinator {
         if !(force || reconcile_over || q.reconciled(&self.node)) {
             // Waiting: the inventory goes out again every RECONCILE_RETRY_MS (a lost copy must
             // not leave a peer deciding without it), and what is missing is asked for again.
-            if q.admits(&self.node)
-                && q.inventory_sent_at
-                    .is_none_or(|t| now >= t.saturating_add(RECONCILE_RETRY_MS))
-            {
-                q.inventory_sent_at = Some(now);
-                out.push(Action::Broadcast(Message::Inventory {
-                    request_id: id,
-                    items: q.inventory(),
-                }));
-            }
+            Self::send_inventory(q, &self.node, now, out);
             if let Some(peer) = q.missing() {
                 self.ask_sync_every(now, peer, id, RECONCILE_RETRY_MS, out);
             }
@@ -164,12 +170,8 @@ impl Coordinator {
         }
         // Deciding at once (everything already reconciled): the others still need this node's
         // inventory to decide over the same inputs.
-        if q.admits(&self.node) && q.inventory_sent_at.is_none() {
-            q.inventory_sent_at = Some(now);
-            out.push(Action::Broadcast(Message::Inventory {
-                request_id: id,
-                items: q.inventory(),
-            }));
+        if q.inventory_sent_at.is_none() {
+            Self::send_inventory(q, &self.node, now, out);
         }
         let Some(q) = self.quorums.get_mut(&id) else {
             return;
