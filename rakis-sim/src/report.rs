@@ -95,6 +95,9 @@ pub struct Report {
     pub failures: BTreeMap<String, usize>,
     /// Requests whose honest members ended differently.
     pub inconsistent: usize,
+    /// Of those, the requests where honest members that completed signed different result
+    /// digests (the rest: some completed, others did not).
+    pub split_digests: usize,
     /// Requests where some honest member selected an output no honest node generated.
     pub wrong_results: usize,
     /// Requests where an adversary's reveal was in some honest member's accepted set.
@@ -149,7 +152,7 @@ impl Report {
     /// A short human-readable summary.
     pub fn summary(&self) -> String {
         format!(
-            "requests {} completed {} failed {} {:?} inconsistent {} wrong {} adversary-accepted {} | \
+            "requests {} completed {} failed {} {:?} inconsistent {} (split digests {}) wrong {} adversary-accepted {} | \
              msgs/req {:.1} bytes/req {:.0} lost {} syncs {} | deadline→result mean {:.0} ms p99 {} ms | \
              events {} virtual {} ms",
             self.requests.len(),
@@ -157,6 +160,7 @@ impl Report {
             self.failed,
             self.failures,
             self.inconsistent,
+            self.split_digests,
             self.wrong_results,
             self.adversary_accepted,
             self.messages_per_request(),

@@ -11,6 +11,7 @@ impl Simulation {
         let mut requests = Vec::new();
         let mut failures: BTreeMap<String, usize> = BTreeMap::new();
         let (mut completed, mut failed, mut inconsistent, mut wrong, mut adv_acc) = (0, 0, 0, 0, 0);
+        let mut split_digests = 0;
         let mut latencies = Vec::new();
         let adversarial: BTreeSet<NodeId> = self
             .nodes
@@ -83,6 +84,7 @@ impl Simulation {
                 RequestStatus::Failed(reason)
             } else {
                 inconsistent += 1;
+                split_digests += usize::from(digests.len() > 1);
                 RequestStatus::Inconsistent {
                     results: digests.len(),
                     outputs: outputs.len(),
@@ -109,6 +111,7 @@ impl Simulation {
             failed,
             failures,
             inconsistent,
+            split_digests,
             wrong_results: wrong,
             adversary_accepted: adv_acc,
             messages: self.messages,
