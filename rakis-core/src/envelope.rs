@@ -54,18 +54,31 @@ fn envelope_digest(body: &[u8]) -> [u8; 32] {
     rakis_consensus::sha256(&pre).0
 }
 
-/// Signs and encodes a message for the wire.
+/// Signs and encodes a message for the wire, with a random nonce.
 pub fn seal(
     key: &NodeKey,
     network_id: &str,
     timestamp_ms: u64,
     message: Message,
 ) -> Result<Vec<u8>, EnvelopeError> {
+    seal_with_nonce(key, network_id, timestamp_ms, rand::random(), message)
+}
+
+/// [`seal`] with a given nonce: two envelopes with equal content and nonce are the same
+/// message (one id), so the caller keeps nonces unique (the simulator draws them from its
+/// seeded generator, to replay a run byte for byte).
+pub fn seal_with_nonce(
+    key: &NodeKey,
+    network_id: &str,
+    timestamp_ms: u64,
+    nonce: u64,
+    message: Message,
+) -> Result<Vec<u8>, EnvelopeError> {
     let env = Envelope {
         network_id: network_id.to_string(),
         sender: key.node_id(),
         timestamp_ms,
-        nonce: rand::random(),
+        nonce,
         message,
     };
     let body = postcard::to_allocvec(&env).map_err(EnvelopeError::malformed)?;
@@ -155,6 +168,52 @@ impl Inbox {
     /// Checks one incoming message at local time `now_ms`. On error nothing is remembered.
     pub fn accept(&mut self, bytes: &[u8], now_ms: u64) -> Result<Verified, EnvelopeError> {
         let v = open(bytes, &self.network_id)?;
+        self.admit_live(v, now_ms)
+    }
+
+    /// Checks a message relayed inside a [`Message::SyncResponse`]: like [`Inbox::accept`] but
+    /// without the clock-skew bound (relayed messages are old by nature; the coordinator
+    /// judges their timestamps against the request's deadlines), and a copy of a message
+    /// received before is returned again rather than refused: a commit that arrived live a
+    /// moment after the local deadline was ignored then, and its relayed copy, judged by its
+    /// signed time, is what repairs it (the coordinator ignores what it already holds).
+    pub fn accept_relayed(&mut self, bytes: &[u8], now_ms: u64) -> Result<Verified, EnvelopeError> {
+        let v = open(bytes, &self.network_id)?;
+        self.admit_relayed(v, now_ms)
+    }
+
+    /// [`Inbox::accept`] for an envelope that was opened (its signature checked) by the
+    /// caller already: the simulator opens each envelope once and delivers it to many
+    /// inboxes. Checks the network id, skew and duplicates.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn accept_opened(&mut self, v: Verified, now_ms: u64) -> Result<Verified, EnvelopeError> {
+        self.check_network(&v)?;
+        self.admit_live(v, now_ms)
+    }
+
+    /// [`Inbox::accept_relayed`] for an envelope that was opened by the caller already.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn accept_relayed_opened(
+        &mut self,
+        v: Verified,
+        now_ms: u64,
+    ) -> Result<Verified, EnvelopeError> {
+        self.check_network(&v)?;
+        self.admit_relayed(v, now_ms)
+    }
+
+    #[cfg(any(test, feature = "test-utils"))]
+    fn check_network(&self, v: &Verified) -> Result<(), EnvelopeError> {
+        if v.envelope.network_id != self.network_id {
+            return Err(EnvelopeError::WrongNetwork {
+                expected: self.network_id.clone(),
+                got: v.envelope.network_id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn admit_live(&mut self, v: Verified, now_ms: u64) -> Result<Verified, EnvelopeError> {
         let ts = v.envelope.timestamp_ms;
         let skew = ts.abs_diff(now_ms);
         if skew > self.max_skew_ms {
@@ -167,13 +226,12 @@ impl Inbox {
         self.admit(v, now_ms)
     }
 
-    /// Checks a message relayed inside a [`Message::SyncResponse`]: like [`Inbox::accept`] but
-    /// without the clock-skew bound (relayed messages are old by nature; the coordinator
-    /// judges their timestamps against the request's deadlines). Duplicates of messages
-    /// already received are refused.
-    pub fn accept_relayed(&mut self, bytes: &[u8], now_ms: u64) -> Result<Verified, EnvelopeError> {
-        let v = open(bytes, &self.network_id)?;
-        self.admit(v, now_ms)
+    fn admit_relayed(&mut self, v: Verified, now_ms: u64) -> Result<Verified, EnvelopeError> {
+        self.expire(now_ms);
+        if !self.seen.contains_key(&v.id) {
+            self.remember(v.id, now_ms);
+        }
+        Ok(v)
     }
 
     /// Remembers a message this node sent itself so that echoes are dropped.
@@ -387,6 +445,31 @@ mod tests {
         assert!(matches!(
             inbox.accept(&own, 20_001),
             Err(EnvelopeError::Duplicate)
+        ));
+    }
+
+    /// A message heard live is still returned when a peer relays it in a sync response (the
+    /// coordinator judges the relayed copy by its signed time: the repair of a commit that
+    /// arrived just after the local deadline), and a relayed message is remembered so that a
+    /// later live copy is dropped.
+    #[test]
+    fn relayed_copies_of_live_messages_reach_the_coordinator() {
+        let k = NodeKey::from_seed(1);
+        let mut inbox = Inbox::new("net", 1_000);
+        let live = seal(&k, "net", 10_000, status()).unwrap();
+        inbox.accept(&live, 10_100).unwrap();
+        let again = inbox.accept_relayed(&live, 10_900).unwrap();
+        assert_eq!(again.id, open(&live, "net").unwrap().id);
+        let relayed_first = seal(&k, "net", 10_200, status()).unwrap();
+        inbox.accept_relayed(&relayed_first, 10_300).unwrap();
+        assert!(matches!(
+            inbox.accept(&relayed_first, 10_400),
+            Err(EnvelopeError::Duplicate)
+        ));
+        let mut other = Inbox::new("other", 1_000);
+        assert!(matches!(
+            other.accept_opened(open(&live, "net").unwrap(), 10_100),
+            Err(EnvelopeError::WrongNetwork { .. })
         ));
     }
 }

@@ -1,6 +1,7 @@
-//! The simulator at scale: 1,000 nodes (900 answering, 100 verify-only), 100 requests, each
-//! served by a sampled committee of 7 answerers and 3 verifiers, quorum 5, default distance and
-//! share, 20–50 ms latency, 1 % loss, one off-topic node in ten. Run with
+//! The simulator at scale: 1,000 members, 100 requests, each served by the committee of 7 that
+//! every member draws from the membership (quorum 5 plus spares), default distance and share,
+//! signed envelopes through every receiver's inbox, 20–50 ms latency, 1 % loss, one off-topic
+//! node in ten. Run with
 //! `cargo bench -p rakis-sim --bench sim`; the report of one run is logged first.
 
 // `criterion_group!` defines public functions without documentation.
@@ -15,13 +16,9 @@ use rakis_sim::{Behaviour, Committee, NetworkConfig, Scenario};
 
 fn scenario() -> Scenario {
     Scenario::new(1_000)
-        .verifier_nodes(100)
         .security(5, 0.30, 0.6)
-        .committee(Committee::Sampled {
-            answerers: 7,
-            verifiers: 3,
-        })
-        .behaviours((0..900).step_by(10), Behaviour::OffTopic)
+        .committee(Committee::Drawn)
+        .behaviours((0..1_000).step_by(10), Behaviour::OffTopic)
         .network(NetworkConfig {
             loss: 0.01,
             ..NetworkConfig::default()

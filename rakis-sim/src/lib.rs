@@ -23,20 +23,24 @@
 //!
 //! * **Real:** every node's [`Coordinator`](rakis_core::coordinator::Coordinator) (commit-reveal, timing rules, verification,
 //!   clustering and selection by `rakis-consensus`, sync of missed messages, signed results).
-//! * **Messages without envelopes.** The coordinator takes verified
-//!   `Input::Message { from, message }`; the simulator hands messages over as they are, with no
-//!   signing, envelope checks or `Inbox` deduplication. Result messages are still signed and
-//!   verified by the coordinator. Bytes are counted as the postcard size of the message, per
-//!   recipient: a signed envelope adds a fixed overhead per message (version byte, network id,
-//!   sender, timestamp, nonce, 65-byte signature).
-//! * **Committees instead of a full broadcast.** With [`Committee::All`] every node gets every
-//!   message (a broadcast to `n − 1` nodes; for small `n`). With [`Committee::Sampled`] each
-//!   request is served by a seeded random committee: a number of answering nodes plus a number of
-//!   verify-only nodes; only they receive the request's messages, the other nodes never hear of
-//!   it. This models a network whose gossip layer scopes a request to the nodes that serve its
-//!   model (a topic per model or per shard), and keeps a 1,000-node run at
-//!   `O(requests × committee²)` deliveries instead of `O(requests × nodes²)`. It does not model
-//!   the relay cost of gossip inside the committee.
+//! * **Signed envelopes and inboxes.** Every message a node sends is a real signed envelope
+//!   ([`rakis_core::envelope`]), timestamped with the sender's clock; every receiver passes it
+//!   through its own [`Inbox`](rakis_core::envelope::Inbox) (network id, clock skew, duplicates)
+//!   and a sync response's envelopes through `accept_relayed`, as a node's driver does. Relayed
+//!   copies (replayers, sync) are the same envelopes, so duplicates and late copies behave as
+//!   in production. Each envelope's signature is checked once, when it is sealed, rather than
+//!   once per receiver (the check is a pure function of the bytes). Bytes are the wire size of
+//!   the envelope, per recipient.
+//! * **Committees.** With [`Committee::All`] the network is open and every node gets every
+//!   message (a broadcast to `n − 1` nodes; for small `n`). With [`Committee::Drawn`] every
+//!   node but the outsiders ([`Scenario::outsiders`]: free keys) is a member of one epoch, each
+//!   request is served by the committee every member's coordinator draws from it
+//!   ([`Epoch::committee`](rakis_core::membership::Epoch::committee)), and only the committee
+//!   and the requester receive the request's messages (outsiders hear the request and the
+//!   members' commits and reveals). This models a gossip layer that scopes a request to the
+//!   nodes that serve it, and keeps a 1,000-node run at `O(requests × committee²)` deliveries
+//!   instead of `O(requests × nodes²)`. It does not model the relay cost of gossip inside the
+//!   committee.
 //! * **Network:** per delivery, latency `latency_ms + U(0..=jitter_ms)`, independent loss, and
 //!   timed partitions. Each node may run its own clock offset ([`Scenario::clock_offset`]): it
 //!   stamps its requests and messages and judges every deadline with it.

@@ -111,6 +111,8 @@ pub struct Report {
     pub bytes: u64,
     /// Deliveries lost (loss or partition).
     pub lost: u64,
+    /// Deliveries a receiver's inbox dropped (duplicates of envelopes it had, replays, skew).
+    pub inbox_dropped: u64,
     /// Sync requests asked.
     pub sync_requests: u64,
     /// Deadline → last honest result, over completed requests.
@@ -153,7 +155,7 @@ impl Report {
     pub fn summary(&self) -> String {
         format!(
             "requests {} completed {} failed {} {:?} inconsistent {} (split digests {}) wrong {} adversary-accepted {} | \
-             msgs/req {:.1} bytes/req {:.0} lost {} syncs {} | deadline→result mean {:.0} ms p99 {} ms | \
+             msgs/req {:.1} bytes/req {:.0} lost {} inbox-dropped {} syncs {} | deadline→result mean {:.0} ms p99 {} ms | \
              events {} virtual {} ms",
             self.requests.len(),
             self.completed,
@@ -166,6 +168,7 @@ impl Report {
             self.messages_per_request(),
             self.bytes_per_request(),
             self.lost,
+            self.inbox_dropped,
             self.sync_requests,
             self.result_latency.mean_ms,
             self.result_latency.p99_ms,

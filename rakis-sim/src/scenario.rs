@@ -186,17 +186,19 @@ pub enum Lie {
 /// Which nodes take part in a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Committee {
-    /// Every node receives every message of every request (full broadcast; for small N).
+    /// An open network: every node receives every message of every request and may answer
+    /// (full broadcast; for small N).
     All,
-    /// Per request, a seeded random committee: `answerers` nodes that generate (drawn from the
-    /// answering nodes, adversaries included) plus `verifiers` verify-only nodes. Only committee
-    /// members receive the request's messages.
-    Sampled {
-        /// Answering members.
-        answerers: usize,
-        /// Verify-only members.
-        verifiers: usize,
-    },
+    /// Committees drawn from a membership, as nodes built with a
+    /// [`Membership`](rakis_core::membership::Membership) draw them: every node but the
+    /// [outsiders](Scenario::outsiders) is a member (weight 1 unless
+    /// [`Scenario::weight`] says otherwise), each request is served by
+    /// [`Epoch::committee`](rakis_core::membership::Epoch::committee) (quorum plus spares: 7 for
+    /// quorum 5, 10 for quorum 7), and every member's coordinator ignores whoever is not in it.
+    /// A request's messages reach its committee and its requester (a random honest member);
+    /// outsiders hear the request and the members' commits and reveals, and send what they
+    /// make to the committee.
+    Drawn,
 }
 
 /// A partition: while active, messages between nodes of different groups are lost (nodes in
@@ -271,6 +273,8 @@ pub struct Scenario {
     pub(crate) clock_offsets: BTreeMap<usize, i64>,
     pub(crate) max_open_requests: usize,
     pub(crate) embedder: Option<SimEmbedder>,
+    pub(crate) outsiders: std::collections::BTreeSet<usize>,
+    pub(crate) weights: BTreeMap<usize, u64>,
 }
 
 impl Scenario {
@@ -301,6 +305,8 @@ impl Scenario {
             max_open_requests: rakis_core::coordinator::CoordinatorConfig::default()
                 .max_open_requests,
             embedder: None,
+            outsiders: Default::default(),
+            weights: BTreeMap::new(),
         }
     }
 
@@ -406,6 +412,25 @@ impl Scenario {
     pub fn clock_offset(mut self, i: usize, offset_ms: i64) -> Self {
         self.clock_offsets.insert(i, offset_ms);
         self
+    }
+
+    /// Nodes outside the membership (free keys) under [`Committee::Drawn`]: they run an
+    /// open-network coordinator, hear every request and the members' commits and reveals, and
+    /// send their commits, reveals and signed results to each committee.
+    pub fn outsiders(mut self, nodes: impl IntoIterator<Item = usize>) -> Self {
+        self.outsiders.extend(nodes);
+        self
+    }
+
+    /// Node `i`'s weight (stake) in the membership (default 1; at least 1).
+    pub fn weight(mut self, i: usize, weight: u64) -> Self {
+        self.weights.insert(i, weight.max(1));
+        self
+    }
+
+    /// Node `i`'s weight in the membership.
+    pub fn weight_of(&self, i: usize) -> u64 {
+        self.weights.get(&i).copied().unwrap_or(1)
     }
 
     /// Every node's `max_open_requests` (default: the coordinator's default).

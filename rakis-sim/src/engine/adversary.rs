@@ -59,7 +59,7 @@ impl Simulation {
         let mut reveals: BTreeMap<NodeId, RevealMsg> = BTreeMap::new();
         for &i in &members {
             for m in self.nodes[i].log.get(&id).into_iter().flatten() {
-                match &m.message {
+                match m.message() {
                     Message::Commit(c) => {
                         commits.insert((c.commit.node, c.commit.commitment), c.commit.clone());
                     }
@@ -261,7 +261,7 @@ impl Simulation {
             .get(&id)
             .into_iter()
             .flatten()
-            .filter_map(|m| match &m.message {
+            .filter_map(|m| match m.message() {
                 Message::Commit(o) if o.commit.node != c.commit.node => Some(o.commit.commitment),
                 _ => None,
             })

@@ -118,6 +118,7 @@ impl Simulation {
             sends: self.sends,
             bytes: self.bytes,
             lost: self.lost,
+            inbox_dropped: self.dropped,
             sync_requests: self.sync_requests,
             result_latency: Latency::of(latencies),
             max_tracked_requests: self

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tracing::debug;
+use tracing::{debug, trace};
 
 use crate::report::Report;
 use crate::scenario::{Behaviour, Committee, Scenario};
@@ -15,7 +15,9 @@ use rakis_core::consensus::Salt;
 use rakis_core::coordinator::EmbedPurpose;
 use rakis_core::coordinator::{Action, Coordinator, CoordinatorConfig, Input, SyncedMessage};
 use rakis_core::engine::{FinishReason, Generation};
+use rakis_core::envelope::{open, seal_with_nonce, Inbox, Verified, DEFAULT_MAX_CLOCK_SKEW_MS};
 use rakis_core::events::NodeEvent;
+use rakis_core::membership::{Epoch, StaticMembership};
 use rakis_core::protocol::RevealMsg;
 use rakis_core::store::OwnOutput;
 use rakis_core::testing::HashEmbedder;
@@ -30,14 +32,32 @@ pub const MODEL: &str = "sim-model";
 pub const START_MS: u64 = 1_700_000_000_000;
 /// Time an embedding job takes.
 const EMBED_MS: u64 = 1;
+/// The simulated network's id.
+pub(crate) const NETWORK: &str = "rakis-sim";
+
+/// One signed message on the simulated wire: sealed once by its sender (a real signed
+/// envelope, timestamped with the sender's clock) and opened once (its signature checked); every
+/// receiver passes it through its own [`Inbox`] (network, skew, duplicates), as a node's driver
+/// does. Opening is a pure function of the bytes, so checking the signature once per envelope
+/// instead of once per receiver changes no outcome.
+pub(crate) struct Wire {
+    /// Length of the wire bytes.
+    len: usize,
+    /// The opened envelope.
+    v: Verified,
+}
+
+impl Wire {
+    fn message(&self) -> &Message {
+        &self.v.envelope.message
+    }
+}
 
 enum Ev {
     Submit(usize),
     Deliver {
         to: usize,
-        from: NodeId,
-        sent_at: u64,
-        msg: Arc<Message>,
+        wire: Arc<Wire>,
         replayed: bool,
     },
     Input {
@@ -52,12 +72,10 @@ enum Ev {
         from: usize,
         msg: Message,
     },
-    /// A replayer re-broadcasts a message it received, with its original signer.
+    /// A replayer re-broadcasts a message it received: the same signed envelope.
     Replay {
         by: usize,
-        from: NodeId,
-        sent_at: u64,
-        msg: Arc<Message>,
+        wire: Arc<Wire>,
     },
     SyncAsk {
         peer: usize,
@@ -66,7 +84,7 @@ enum Ev {
     },
     Synced {
         to: usize,
-        batch: Vec<SyncedMessage>,
+        batch: Vec<Arc<Wire>>,
     },
     /// A flooder sends its next request.
     Flood {
@@ -106,10 +124,17 @@ impl Ord for Scheduled {
 struct Node {
     coord: Coordinator,
     id: NodeId,
+    /// The key that signs the node's envelopes.
+    key: NodeKey,
+    /// Network, skew and duplicate checks of everything the node receives.
+    inbox: Inbox,
+    /// Whether the node is in the membership (always, in an open network).
+    member: bool,
     behaviour: Behaviour,
     tick_at: Option<u64>,
-    /// What a driver keeps to answer sync requests: messages sent or received, per request.
-    log: HashMap<RequestId, Vec<SyncedMessage>>,
+    /// What a driver keeps to answer sync requests: the signed envelopes sent or received, per
+    /// request.
+    log: HashMap<RequestId, Vec<Arc<Wire>>>,
     /// A freerider's reveal, waiting for someone else's to copy.
     held_reveal: HashMap<RequestId, RevealMsg>,
     /// Outputs this node saw revealed, per prompt (for `CopyPriorAnswer`).
@@ -140,6 +165,8 @@ struct Req {
     id: RequestId,
     deadline: u64,
     committee: Vec<usize>,
+    /// The node that made the request.
+    requester: usize,
     results: BTreeMap<usize, NodeResult>,
 }
 
@@ -164,6 +191,12 @@ pub(crate) struct Simulation {
     lost: u64,
     sync_requests: u64,
     events: u64,
+    /// Deliveries the receiver's inbox dropped (duplicates, skew).
+    dropped: u64,
+    /// The membership's epoch, when committees are drawn from one.
+    epoch: Option<Arc<Epoch>>,
+    /// Nodes outside the membership.
+    outsiders: Vec<usize>,
     /// Requests sent by flooders (routed to every node, not reported).
     flood_ids: HashSet<RequestId>,
     /// (request, group) decisions scheduled for steering groups.
@@ -186,9 +219,22 @@ mod judge;
 
 impl Simulation {
     pub(crate) fn new(sc: Scenario) -> Self {
+        let key_of = |i: usize| NodeKey::from_seed(mix(sc.seed, i as u64));
+        let membership = match sc.committee {
+            Committee::All => None,
+            Committee::Drawn => {
+                let members = (0..sc.nodes)
+                    .filter(|i| !sc.outsiders.contains(i))
+                    .map(|i| (key_of(i).node_id(), sc.weight_of(i)));
+                Some(Arc::new(
+                    StaticMembership::new(members).expect("a scenario has members"),
+                ))
+            }
+        };
         let nodes: Vec<Node> = (0..sc.nodes)
             .map(|i| {
-                let key = NodeKey::from_seed(mix(sc.seed, i as u64));
+                let key = key_of(i);
+                let member = !sc.outsiders.contains(&i);
                 let config = CoordinatorConfig {
                     served_models: if sc.answers(i) {
                         vec![MODEL.to_string()]
@@ -202,13 +248,20 @@ impl Simulation {
                     max_open_requests: sc.max_open_requests,
                     ..CoordinatorConfig::default()
                 };
+                let mut coord = Coordinator::with_rng_seed(
+                    key.clone(),
+                    config,
+                    mix(sc.seed ^ 0xC0FFEE, i as u64),
+                );
+                if let (Some(m), true) = (&membership, member) {
+                    coord = coord.with_membership(m.clone());
+                }
                 Node {
                     id: key.node_id(),
-                    coord: Coordinator::with_rng_seed(
-                        key,
-                        config,
-                        mix(sc.seed ^ 0xC0FFEE, i as u64),
-                    ),
+                    coord,
+                    key,
+                    inbox: Inbox::new(NETWORK, DEFAULT_MAX_CLOCK_SKEW_MS),
+                    member,
                     behaviour: sc.behaviour_of(i).clone(),
                     tick_at: None,
                     log: HashMap::new(),
@@ -222,7 +275,11 @@ impl Simulation {
             })
             .collect();
         let index = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+        let outsiders = sc.outsiders.iter().copied().collect();
         let mut sim = Simulation {
+            epoch: membership.map(|m| Arc::new(m.epoch().clone())),
+            outsiders,
+            dropped: 0,
             rng: StdRng::seed_from_u64(sc.seed),
             all: (0..sc.nodes).collect(),
             embedder: HashEmbedder::new(&sc.frame.embedding_model, 384),
@@ -303,13 +360,7 @@ impl Simulation {
     fn step(&mut self, at: u64, ev: Ev) {
         match ev {
             Ev::Submit(k) => self.submit(k),
-            Ev::Deliver {
-                to,
-                from,
-                sent_at,
-                msg,
-                replayed,
-            } => self.deliver(to, from, sent_at, msg, replayed),
+            Ev::Deliver { to, wire, replayed } => self.deliver(to, wire, replayed),
             Ev::Input { to, input } => self.feed(to, input, false),
             Ev::Tick { to } => {
                 if self.nodes[to].tick_at == Some(at) {
@@ -318,24 +369,17 @@ impl Simulation {
                 }
             }
             Ev::Send { from, msg } => self.broadcast(from, msg),
-            Ev::Replay {
-                by,
-                from,
-                sent_at,
-                msg,
-            } => {
-                let targets = self.targets(&msg);
+            Ev::Replay { by, wire } => {
+                let from = wire.v.envelope.sender;
+                let targets = self.targets(wire.message(), by);
                 self.sends += 1;
-                let size = encoded_len(&msg);
                 for to in targets {
                     if to == by || self.nodes[to].id == from {
                         continue;
                     }
-                    self.send_to(by, to, size, |_| Ev::Deliver {
+                    self.send_to(by, to, wire.len, |_| Ev::Deliver {
                         to,
-                        from,
-                        sent_at,
-                        msg: msg.clone(),
+                        wire: wire.clone(),
                         replayed: true,
                     });
                 }
@@ -353,11 +397,11 @@ impl Simulation {
                 if batch.is_empty() {
                     return;
                 }
-                let size = batch.iter().map(|m| encoded_len(&m.message)).sum();
+                let size = batch.iter().map(|w| w.len + 8).sum();
                 self.sends += 1;
                 self.send_to(peer, asker, size, |_| Ev::Synced { to: asker, batch });
             }
-            Ev::Synced { to, batch } => self.feed(to, Input::Synced(batch), false),
+            Ev::Synced { to, batch } => self.synced(to, batch),
             Ev::Flood { from } => self.flood(from),
             Ev::Steer { group, request_id } => self.steer(group, request_id),
         }
@@ -365,31 +409,25 @@ impl Simulation {
 
     fn submit(&mut self, k: usize) {
         let prompt = k % self.sc.corpus.len();
-        let committee = match self.sc.committee {
-            Committee::All => self.all.clone(),
-            Committee::Sampled {
-                answerers,
-                verifiers,
-            } => {
-                let n_ans = self.sc.nodes - self.sc.verifier_nodes;
-                let mut c: Vec<usize> =
-                    rand::seq::index::sample(&mut self.rng, n_ans, answerers.min(n_ans)).into_vec();
-                let v = verifiers.min(self.sc.verifier_nodes);
-                c.extend(
-                    rand::seq::index::sample(&mut self.rng, self.sc.verifier_nodes, v)
-                        .into_iter()
-                        .map(|j| n_ans + j),
-                );
-                c.sort_unstable();
-                c
+        // The requester: in an open network the first honest node of the (whole) committee; with
+        // a membership a random honest member (often not in the committee its request draws).
+        let requester = match &self.epoch {
+            None => self
+                .all
+                .iter()
+                .copied()
+                .find(|&i| self.nodes[i].behaviour.is_honest())
+                .unwrap_or(0),
+            Some(_) => {
+                let honest: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| self.nodes[i].member && self.nodes[i].behaviour.is_honest())
+                    .collect();
+                // Drawn apart from the network's generator: the same requesters whatever else
+                // the run sends.
+                let pick = mix(self.sc.seed ^ 0x5EED, k as u64) % honest.len().max(1) as u64;
+                honest.get(pick as usize).copied().unwrap_or(0)
             }
         };
-        let requester = committee
-            .iter()
-            .copied()
-            .find(|&i| self.nodes[i].behaviour.is_honest())
-            .or_else(|| committee.first().copied())
-            .unwrap_or(0);
         let mut request = InferenceRequest::new(
             self.sc.corpus.topic(prompt).prompt,
             vec![MODEL.to_string()],
@@ -399,6 +437,15 @@ impl Simulation {
         request.nonce = mix(self.sc.seed, k as u64);
         request.frame = self.sc.frame.clone();
         let id = request.id();
+        let committee = match &self.epoch {
+            None => self.all.clone(),
+            Some(epoch) => epoch
+                .committee(&request)
+                .members
+                .iter()
+                .filter_map(|n| self.index.get(n).copied())
+                .collect(),
+        };
         debug!(request = %id.short(), k, committee = committee.len(), "submit");
         self.by_id.insert(id, self.reqs.len());
         self.reqs.push(Req {
@@ -409,17 +456,36 @@ impl Simulation {
                 .deadline_ms()
                 .saturating_add_signed(-self.nodes[requester].offset),
             committee,
+            requester,
             results: BTreeMap::new(),
         });
         self.feed(requester, Input::LocalRequest(request), false);
     }
 
-    fn targets(&self, msg: &Message) -> Vec<usize> {
+    /// Who receives a message of node `from`: the request's committee (and its requester);
+    /// nodes outside the membership also hear the request and the members' commits and
+    /// reveals (they listen on the same topics), and send what they make to the committee.
+    fn targets(&self, msg: &Message, from: usize) -> Vec<usize> {
         let Some(id) = msg.request_id() else {
             return Vec::new();
         };
         match self.by_id.get(&id) {
-            Some(&k) => self.reqs[k].committee.clone(),
+            Some(&k) => {
+                let r = &self.reqs[k];
+                let mut t = r.committee.clone();
+                if !t.contains(&r.requester) {
+                    t.push(r.requester);
+                }
+                if self.nodes[from].member
+                    && matches!(
+                        msg,
+                        Message::Request(_) | Message::Commit(_) | Message::Reveal(_)
+                    )
+                {
+                    t.extend(self.outsiders.iter().copied());
+                }
+                t
+            }
             None if self.flood_ids.contains(&id) => self.all.clone(),
             None => Vec::new(),
         }
@@ -580,61 +646,77 @@ impl Simulation {
         self.broadcast_where(i, m, |_| true);
     }
 
-    /// Broadcasts to the request's committee members `to` for which `only(to)` holds.
+    /// Broadcasts to the request's committee members `to` for which `only(to)` holds: one
+    /// envelope, signed by node `i` with its clock.
     fn broadcast_where(&mut self, i: usize, m: Message, only: impl Fn(usize) -> bool) {
         let Some(id) = m.request_id() else {
             return;
         };
-        let me = self.nodes[i].id;
-        // Signed with the sender's clock.
-        let sent_at = self.local(i);
-        self.nodes[i]
-            .log
-            .entry(id)
-            .or_default()
-            .push(SyncedMessage {
-                from: me,
-                message: m.clone(),
-                sent_at_ms: sent_at,
-            });
-        let targets = self.targets(&m);
-        let size = encoded_len(&m);
-        let msg = Arc::new(m);
+        let targets = self.targets(&m, i);
+        let Some(wire) = self.seal(i, m) else {
+            return;
+        };
+        self.log(i, id, &wire);
         self.sends += 1;
         for to in targets {
             if to == i || !only(to) {
                 continue;
             }
-            self.send_to(i, to, size, |_| Ev::Deliver {
+            self.send_to(i, to, wire.len, |_| Ev::Deliver {
                 to,
-                from: me,
-                sent_at,
-                msg: msg.clone(),
+                wire: wire.clone(),
                 replayed: false,
             });
         }
     }
 
-    fn deliver(
-        &mut self,
-        to: usize,
-        from: NodeId,
-        sent_at: u64,
-        msg: Arc<Message>,
-        replayed: bool,
-    ) {
-        if let Some(id) = msg.request_id() {
-            self.nodes[to]
-                .log
-                .entry(id)
-                .or_default()
-                .push(SyncedMessage {
-                    from,
-                    message: (*msg).clone(),
-                    sent_at_ms: sent_at,
-                });
+    /// Node `i` signs `m` at its local time (and the inbox remembers its own envelope, so that
+    /// echoes are dropped).
+    fn seal(&mut self, i: usize, m: Message) -> Option<Arc<Wire>> {
+        let now = self.local(i);
+        // Nonces from a counter, not the network's generator: envelopes change no random draw.
+        let nonce = mix(self.sc.seed ^ 0xE7E1, self.sends);
+        let bytes = match seal_with_nonce(&self.nodes[i].key, NETWORK, now, nonce, m) {
+            Ok(b) => b,
+            Err(e) => {
+                debug!(node = i, error = %e, "message not sealed");
+                return None;
+            }
+        };
+        let v = open(&bytes, NETWORK).expect("an envelope sealed here opens");
+        self.nodes[i].inbox.remember_own(&bytes, now);
+        Some(Arc::new(Wire {
+            len: bytes.len(),
+            v,
+        }))
+    }
+
+    /// What node `i`'s driver logs for sync answers (each envelope once).
+    fn log(&mut self, i: usize, id: RequestId, wire: &Arc<Wire>) {
+        if !syncable(wire.message()) {
+            return;
         }
-        if let Message::Reveal(r) = &*msg {
+        let list = self.nodes[i].log.entry(id).or_default();
+        if !list.iter().any(|w| w.v.id == wire.v.id) {
+            list.push(wire.clone());
+        }
+    }
+
+    fn deliver(&mut self, to: usize, wire: Arc<Wire>, replayed: bool) {
+        let now = self.local(to);
+        let v = match self.nodes[to].inbox.accept_opened(wire.v.clone(), now) {
+            Ok(v) => v,
+            Err(e) => {
+                self.dropped += 1;
+                trace!(node = to, error = %e, "delivery dropped by the inbox");
+                return;
+            }
+        };
+        let from = v.envelope.sender;
+        if let Some(id) = v.envelope.message.request_id() {
+            self.log(to, id, &wire);
+        }
+        if let Message::Reveal(r) = &v.envelope.message {
             let rid = r.reveal.request_id;
             if let Some(&k) = self.by_id.get(&rid) {
                 let prompt = self.reqs[k].prompt;
@@ -651,18 +733,44 @@ impl Simulation {
         }
         if let (Behaviour::Replay { delay_ms }, false) = (&self.nodes[to].behaviour, replayed) {
             let at = self.now + delay_ms;
-            self.push(
-                at,
-                Ev::Replay {
-                    by: to,
-                    from,
-                    sent_at,
-                    msg: msg.clone(),
-                },
-            );
+            self.push(at, Ev::Replay { by: to, wire });
         }
-        let message = Arc::unwrap_or_clone(msg);
-        self.feed(to, Input::Message { from, message }, false);
+        self.feed(
+            to,
+            Input::Message {
+                from,
+                message: v.envelope.message,
+            },
+            false,
+        );
+    }
+
+    /// A sync response: each relayed envelope through the inbox (relayed copies of messages
+    /// heard before are kept: the coordinator judges them by their signed time), then one batch.
+    fn synced(&mut self, to: usize, batch: Vec<Arc<Wire>>) {
+        let now = self.local(to);
+        let mut input = Vec::new();
+        for wire in batch {
+            let Ok(v) = self.nodes[to]
+                .inbox
+                .accept_relayed_opened(wire.v.clone(), now)
+            else {
+                self.dropped += 1;
+                continue;
+            };
+            let Some(id) = v.envelope.message.request_id() else {
+                continue;
+            };
+            self.log(to, id, &wire);
+            input.push(SyncedMessage {
+                from: v.envelope.sender,
+                sent_at_ms: v.envelope.timestamp_ms,
+                message: v.envelope.message,
+            });
+        }
+        if !input.is_empty() {
+            self.feed(to, Input::Synced(input), false);
+        }
     }
 
     fn record(&mut self, i: usize, e: NodeEvent) {
@@ -696,6 +804,14 @@ impl Simulation {
             _ => {}
         }
     }
+}
+
+/// Whether a driver logs a message for sync answers (as `rakis_core`'s driver does).
+fn syncable(m: &Message) -> bool {
+    matches!(
+        m,
+        Message::Request(_) | Message::Commit(_) | Message::Reveal(_) | Message::ConsensusResult(_)
+    )
 }
 
 fn encoded_len(m: &Message) -> usize {
