@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ConsensusError;
+use crate::{ConsensusError, NodeId};
 
 /// Default `sec_distance` (see [`SecurityFrame::default`] for the measurement behind it).
 pub const DEFAULT_SEC_DISTANCE: f64 = 0.30;
@@ -119,6 +119,12 @@ pub struct ConsensusParams {
     /// `None` (an open network): over the distinct committers.
     #[serde(default)]
     pub committee_size: Option<u32>,
+    /// The committee in its draw order, when the request has one: the selected output is then
+    /// the accepted reveal whose node comes first in it (see [`evaluate`](crate::evaluate)).
+    /// The order is fixed before anyone commits, so nobody steers the selection by withholding
+    /// a reveal or grinding a salt. `None`: the salt-seeded selection.
+    #[serde(default)]
+    pub selection_order: Option<Vec<NodeId>>,
 }
 
 fn to_ppm(f: f64) -> u32 {
@@ -135,12 +141,19 @@ impl ConsensusParams {
             embedding_model: frame.embedding_model.clone(),
             reembed_tolerance_bits: None,
             committee_size: None,
+            selection_order: None,
         })
     }
 
     /// Computes the threshold over a committee of `size` members.
     pub fn with_committee_size(mut self, size: u32) -> Self {
         self.committee_size = Some(size);
+        self
+    }
+
+    /// Selects by the committee's draw order `order` instead of the salt-seeded selection.
+    pub fn with_selection_order(mut self, order: Vec<NodeId>) -> Self {
+        self.selection_order = Some(order);
         self
     }
 

@@ -118,6 +118,12 @@
 //! node from the accepted set (its commit still counts against the quorum), so it buys at most
 //! one re-draw per colluding committer and costs it its reward.
 //!
+//! **With a committee** ([`ConsensusParams::selection_order`], the committee in its draw order):
+//! the selected output is the accepted reveal whose node comes first in that order, and
+//! `index` its position in the accepted set. The order is fixed by the epoch, the request and
+//! its beacon before anyone commits, so neither salts nor withheld reveals move it: withholding
+//! only removes the withholder.
+//!
 //! ### Serialization
 //! All public types implement serde. Fixed-size values (ids, digests, salts) are lowercase hex
 //! in human-readable formats and raw bytes in binary ones; embeddings are `{dim, bits}` with

@@ -416,7 +416,20 @@ pub fn evaluate(
         .iter()
         .map(|&j| (verified[j].0, verified[j].1.reveal.salt))
         .collect();
-    let (_, index) = selection_index(request_id, &salted);
+    let index = match &params.selection_order {
+        // The accepted node drawn first into the committee (nodes outside the order last; ties
+        // cannot occur, one reveal per node).
+        Some(order) => {
+            let rank = |j: usize| {
+                let node = verified[members[j]].1.reveal.node;
+                order.iter().position(|n| *n == node).unwrap_or(usize::MAX)
+            };
+            (0..members.len())
+                .min_by_key(|&j| (rank(j), j))
+                .unwrap_or(0) as u32
+        }
+        None => selection_index(request_id, &salted).1,
+    };
     let chosen = verified[members[index as usize]].1;
     let output_hash = chosen.reveal.output_hash();
     outcome.decision = Decision::Agreed {

@@ -95,6 +95,7 @@ fn params(distance_ppm: u32, percentage_ppm: u32) -> ConsensusParams {
         embedding_model: DEFAULT_EMBEDDING_MODEL.to_string(),
         reembed_tolerance_bits: None,
         committee_size: None,
+        selection_order: None,
     }
 }
 
@@ -1034,6 +1035,7 @@ proptest! {
             embedding_model: model,
             reembed_tolerance_bits: tolerance,
             committee_size: None,
+        selection_order: None,
         };
         match evaluate(&REQ, &params, &commits, &subs) {
             Ok(o) => {
@@ -1056,6 +1058,64 @@ proptest! {
             }
             // A typed error is an acceptable answer to malformed input.
             Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// With a committee order, the selected output is the accepted node drawn first, and a
+    /// group that withholds any subset of its reveals gets one of its members selected only
+    /// when one of them is selected with every reveal published: withholding only removes the
+    /// withholders (with salt-seeded selection, the subset chooses the seed).
+    #[test]
+    fn withholding_never_steers_the_committee_order_selection(
+        seed in any::<u64>(),
+        n in 5usize..11,
+        group_mask in any::<u16>(),
+        withhold_mask in any::<u16>(),
+    ) {
+        let mut rng = Rng::new(seed);
+        let base = rng.bits(384);
+        let reveals: Vec<Reveal> = (0..n)
+            .map(|i| Reveal {
+                request_id: REQ,
+                node: NodeId([i as u8 + 1; 33]),
+                inference_id: InferenceId(rng.bytes32()),
+                output: format!("answer {i}"),
+                embedding: to_emb(&flip(&base, rng.below(3), &mut rng)),
+                salt: Salt(rng.bytes32()),
+                embedding_model: DEFAULT_EMBEDDING_MODEL.to_string(),
+            })
+            .collect();
+        let mut order: Vec<NodeId> = reveals.iter().map(|r| r.node).collect();
+        rng.shuffle(&mut order);
+        let p = params(300_000, 400_000)
+            .with_committee_size(n as u32)
+            .with_selection_order(order.clone());
+        let commits: Vec<Commit> = reveals.iter().map(commit_for).collect();
+        let in_group = |i: usize| group_mask & (1 << i) != 0;
+        let select = |withheld: &dyn Fn(usize) -> bool| {
+            let subs: Vec<Submission> = reveals
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !withheld(*i))
+                .map(|(_, r)| sub(r.clone()))
+                .collect();
+            let o = evaluate(&REQ, &p, &commits, &subs).unwrap();
+            o.selected().map(|s| s.node)
+        };
+        let all = select(&|_| false);
+        // The first in the order among the accepted (every reveal is accepted here).
+        prop_assert_eq!(all, Some(order[0]));
+        let steered = select(&|i| in_group(i) && withhold_mask & (1 << i) != 0);
+        if let Some(node) = steered {
+            let i = reveals.iter().position(|r| r.node == node).unwrap();
+            if in_group(i) {
+                let first = reveals.iter().position(|r| Some(r.node) == all).unwrap();
+                prop_assert!(in_group(first), "withholding got the group selected");
+            }
         }
     }
 }

@@ -506,6 +506,34 @@ fn equivocators_and_skewed_clocks_never_split_a_committee() {
     assert!(r.completed + r.inconsistent >= 90, "{}", r.summary());
 }
 
+/// docs/security.md, "late copies": commits sent in the last tens of milliseconds before a 2 s
+/// deadline reach some members in time and others just after it (20–50 ms latency). Each
+/// member's inventory lists what it holds; a member that ignored a commit on arrival fetches it
+/// again by sync, and its Inbox hands the relayed copy (a duplicate of the envelope it heard)
+/// to the coordinator, which judges it by its signed time. Every member ends with the same
+/// committed set: 27 of 60 complete, the rest fail alike (too few commits in time anywhere),
+/// none splits. (With an Inbox that drops relayed duplicates, the members that heard a commit
+/// late never take it: 0 of 60 complete and 3 end with honest members signing different
+/// digests.)
+#[test]
+fn commits_heard_late_by_some_members_are_repaired() {
+    let r = Scenario::new(7)
+        .security(5, 0.30, 0.6)
+        .committee(Committee::Drawn)
+        .corpus(Corpus::deterministic())
+        .generation(1_880, 120)
+        .requests(60, 3_000)
+        .seed(406)
+        .run();
+    assert_eq!(r.split_digests, 0, "{}", r.summary());
+    assert_eq!(r.inconsistent, 0, "{}", r.summary());
+    assert_eq!(r.wrong_results, 0, "{}", r.summary());
+    assert!(r.sync_requests > 0, "{}", r.summary());
+    // Generation ends 1.88–2.0 s into the 2 s deadline: in about half the requests fewer than 5
+    // commits are in time anywhere, and every member fails alike.
+    assert!(r.completed >= 20, "{}", r.summary());
+}
+
 /// docs/security.md, "free keys": 1,000 keys outside the membership hear every request and the
 /// members' commits and reveals, and send their own commits (one agreed lie), reveals,
 /// inventories and signed results to each committee. In an open network that many agreeing keys
@@ -689,6 +717,40 @@ fn withholding_reveals_steers_selection_for_a_group() {
     assert!(one <= 0.28, "a lone steerer selected {one}");
     let two = steer(vec![3, 4]);
     assert!(two >= 0.55, "two steerers selected {two} (fair 0.4)");
+}
+
+/// docs/security.md, "withholding": the same under committees, 2 of 7 members steering (fair
+/// share 2/7 = 0.286), 200 requests. A committee selects the accepted member drawn first into
+/// it, an order fixed before anyone commits, so withholding only removes the withholders:
+/// measured 0.29 against 0.275 for the same two members following the protocol. (With the
+/// salt-seeded selection under committees: 0.505.) Withheld reveals still cost time: the
+/// others fetch them by sync and results come later (mean 1.26 s after the deadline).
+#[test]
+fn withholding_gain_under_committees() {
+    let run = |steer: bool| {
+        let mut s = Scenario::new(7)
+            .security(5, 0.30, 0.6)
+            .committee(Committee::Drawn)
+            .corpus(Corpus::deterministic())
+            .requests(200, INTERVAL_MS)
+            .seed(303);
+        if steer {
+            s = s.behaviours([2, 5], Behaviour::SteerSelection { group: 1 });
+        }
+        let r = s.run();
+        assert_eq!(r.split_digests, 0, "{}", r.summary());
+        assert_eq!(r.wrong_results, 0, "{}", r.summary());
+        (selected_share(&r, &[2, 5]), r)
+    };
+    let (fair, _) = run(false);
+    let (steered, r) = run(true);
+    assert_eq!(r.completed, 200, "{}", r.summary());
+    // Binomial(200, 2/7): standard deviation 0.032.
+    assert!((0.2..=0.37).contains(&fair), "fair {fair}");
+    assert!(
+        steered <= 0.37 && steered - fair <= 0.07,
+        "steering selected {steered} (fair {fair})"
+    );
 }
 
 /// Flood: one node sends valid requests of its own to every node. Bounds that hold: no node

@@ -186,9 +186,12 @@ impl Coordinator {
         if let Some(t) = self.config.reembed_tolerance_bits {
             params = params.with_reembed_tolerance(t);
         }
-        // The threshold counts the committee, never whoever showed up.
+        // The threshold counts the committee, never whoever showed up; the selection follows
+        // the committee's draw order, which nobody can steer by withholding a reveal.
         if let Some(c) = &q.committee {
-            params = params.with_committee_size(c.len() as u32);
+            params = params
+                .with_committee_size(c.len() as u32)
+                .with_selection_order(c.members.clone());
         }
         let commits: Vec<Commit> = q
             .commits
