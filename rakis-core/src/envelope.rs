@@ -130,16 +130,22 @@ pub fn open(bytes: &[u8], network_id: &str) -> Result<Verified, EnvelopeError> {
     if signer != envelope.sender {
         return Err(EnvelopeError::BadSignature(envelope.sender.short()));
     }
-    if envelope.network_id != network_id {
-        return Err(EnvelopeError::WrongNetwork {
-            expected: network_id.to_string(),
-            got: envelope.network_id,
-        });
-    }
+    check_network(&envelope, network_id)?;
     Ok(Verified {
         id: rakis_consensus::sha256(signed.body),
         envelope,
     })
+}
+
+/// Refuses an envelope of another network.
+fn check_network(envelope: &Envelope, network_id: &str) -> Result<(), EnvelopeError> {
+    if envelope.network_id != network_id {
+        return Err(EnvelopeError::WrongNetwork {
+            expected: network_id.to_string(),
+            got: envelope.network_id.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// The receiving side: [`open`] plus clock-skew bounds and replay/duplicate suppression.
@@ -187,7 +193,7 @@ impl Inbox {
     /// inboxes. Checks the network id, skew and duplicates.
     #[cfg(any(test, feature = "test-utils"))]
     pub fn accept_opened(&mut self, v: Verified, now_ms: u64) -> Result<Verified, EnvelopeError> {
-        self.check_network(&v)?;
+        check_network(&v.envelope, &self.network_id)?;
         self.admit_live(v, now_ms)
     }
 
@@ -198,19 +204,8 @@ impl Inbox {
         v: Verified,
         now_ms: u64,
     ) -> Result<Verified, EnvelopeError> {
-        self.check_network(&v)?;
+        check_network(&v.envelope, &self.network_id)?;
         self.admit_relayed(v, now_ms)
-    }
-
-    #[cfg(any(test, feature = "test-utils"))]
-    fn check_network(&self, v: &Verified) -> Result<(), EnvelopeError> {
-        if v.envelope.network_id != self.network_id {
-            return Err(EnvelopeError::WrongNetwork {
-                expected: self.network_id.clone(),
-                got: v.envelope.network_id.clone(),
-            });
-        }
-        Ok(())
     }
 
     fn admit_live(&mut self, v: Verified, now_ms: u64) -> Result<Verified, EnvelopeError> {

@@ -713,6 +713,18 @@ impl Message {
         }
     }
 
+    /// Whether nodes log this message to relay it in sync answers (the request, commits,
+    /// reveals and signed results: what another node needs to reach the same decision).
+    pub fn is_syncable(&self) -> bool {
+        matches!(
+            self,
+            Message::Request(_)
+                | Message::Commit(_)
+                | Message::Reveal(_)
+                | Message::ConsensusResult(_)
+        )
+    }
+
     /// The request this message is about, if any.
     pub fn request_id(&self) -> Option<RequestId> {
         match self {

@@ -14,7 +14,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use super::config::NodeConfig;
 use super::error::NodeError;
 use super::handle::{Command, NodeHandle, NodeStats};
-use super::sync::{syncable, SyncLog};
+use super::sync::SyncLog;
 use crate::chain::{ChainError, ChainSink, RequestSource};
 use crate::clock::Clock;
 use crate::coordinator::{Action, Coordinator, Input};
@@ -374,7 +374,7 @@ impl Driver {
                                 return;
                             }
                         }
-                        if let (true, Some(id)) = (syncable(&message), message.request_id()) {
+                        if let (true, Some(id)) = (message.is_syncable(), message.request_id()) {
                             self.sync_log.record(id, bytes);
                         }
                         self.feed(Input::Message { from, message }).await;
@@ -461,7 +461,7 @@ impl Driver {
     fn seal_own(&mut self, message: Message) -> Option<Vec<u8>> {
         let now = self.clock.now_ms();
         let kind = message.kind();
-        let log_id = if syncable(&message) {
+        let log_id = if message.is_syncable() {
             message.request_id()
         } else {
             None

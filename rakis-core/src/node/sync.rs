@@ -53,14 +53,6 @@ impl SyncLog {
     }
 }
 
-/// Whether a message kind belongs in the sync log.
-pub(super) fn syncable(m: &Message) -> bool {
-    matches!(
-        m,
-        Message::Request(_) | Message::Commit(_) | Message::Reveal(_) | Message::ConsensusResult(_)
-    )
-}
-
 impl Driver {
     /// Answers a peer's sync request with the wire messages logged for the request (at most
     /// once per [`RECONCILE_RETRY_MS`] per peer and request).
@@ -103,7 +95,7 @@ impl Driver {
             match self.inbox.accept_relayed(bytes, now) {
                 Ok(v)
                     if v.envelope.message.request_id() == Some(id)
-                        && syncable(&v.envelope.message) =>
+                        && v.envelope.message.is_syncable() =>
                 {
                     self.sync_log.record(id, bytes);
                     batch.push(SyncedMessage {

@@ -693,7 +693,7 @@ impl Simulation {
 
     /// What node `i`'s driver logs for sync answers (each envelope once).
     fn log(&mut self, i: usize, id: RequestId, wire: &Arc<Wire>) {
-        if !syncable(wire.message()) {
+        if !wire.message().is_syncable() {
             return;
         }
         let list = self.nodes[i].log.entry(id).or_default();
@@ -804,14 +804,6 @@ impl Simulation {
             _ => {}
         }
     }
-}
-
-/// Whether a driver logs a message for sync answers (as `rakis_core`'s driver does).
-fn syncable(m: &Message) -> bool {
-    matches!(
-        m,
-        Message::Request(_) | Message::Commit(_) | Message::Reveal(_) | Message::ConsensusResult(_)
-    )
 }
 
 fn encoded_len(m: &Message) -> usize {
