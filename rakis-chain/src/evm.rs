@@ -646,16 +646,33 @@ impl EvmChain {
         let log_index = log
             .log_index
             .ok_or_else(|| EvmError::BadEvent("log without an index".into()))?;
+        let block_hash = log
+            .block_hash
+            .ok_or_else(|| EvmError::BadEvent("log without a block hash".into()))?;
         let request = request_from_event(
             self.inner.chain_id,
             log.address(),
             &decoded.inner.data,
-            Hash32(tx_hash.0),
-            log_index,
+            EventLocation {
+                tx_hash: Hash32(tx_hash.0),
+                log_index,
+                block_hash: Hash32(block_hash.0),
+            },
         )?;
         info!(request = %request.id().short(), tx = %tx_hash, "request read from the chain");
         Ok(request)
     }
+}
+
+/// Where an event sits on the chain, as this node read it (see [`Origin::Chain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventLocation {
+    /// Hash of the emitting transaction.
+    pub tx_hash: Hash32,
+    /// Index of the log in its block.
+    pub log_index: u64,
+    /// Hash of the block that holds it (the committee's beacon).
+    pub block_hash: Hash32,
 }
 
 /// Turns an `InferenceRequested` event into the request the nodes run, and checks that the id
@@ -664,8 +681,7 @@ pub fn request_from_event(
     chain_id: u64,
     contract: EvmAddress,
     event: &RakisOracle::InferenceRequested,
-    tx_hash: Hash32,
-    log_index: u64,
+    at: EventLocation,
 ) -> Result<InferenceRequest, EvmError> {
     let p = &event.params;
     let request = InferenceRequest {
@@ -684,8 +700,9 @@ pub fn request_from_event(
         origin: Origin::Chain {
             chain_id,
             contract: Address(contract.0 .0),
-            tx_hash,
-            log_index,
+            tx_hash: at.tx_hash,
+            log_index: at.log_index,
+            block_hash: at.block_hash,
         },
         created_at_ms: event.createdAtMs,
         requester: None,

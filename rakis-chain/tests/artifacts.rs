@@ -8,7 +8,7 @@ use std::process::Command;
 use alloy::primitives::Address as EvmAddress;
 use alloy::providers::Provider;
 use rakis_chain::dev::{AnvilOptions, LocalChain};
-use rakis_chain::evm::{request_from_event, request_params};
+use rakis_chain::evm::{request_from_event, request_params, EventLocation};
 use rakis_core::{
     ChatMessage, Hash32, InferenceRequest, NodeKey, Origin, RequestError, SecurityFrame,
 };
@@ -104,6 +104,7 @@ async fn the_contract_and_the_node_compute_the_same_request_ids() {
             contract: rakis_core::Address(chain.oracle.0 .0),
             tx_hash: Hash32([0; 32]),
             log_index: 0,
+            block_hash: Hash32([0; 32]),
         };
         assert_eq!(on_chain.0, chain_req.chain_params_digest().0, "{params:?}");
         // The whole id, through a real request and its event.
@@ -130,8 +131,11 @@ async fn the_contract_and_the_node_compute_the_same_request_ids() {
             31_337,
             chain.oracle,
             &ev.inner.data,
-            Hash32(logs[0].transaction_hash.unwrap().0),
-            logs[0].log_index.unwrap(),
+            EventLocation {
+                tx_hash: Hash32(logs[0].transaction_hash.unwrap().0),
+                log_index: logs[0].log_index.unwrap(),
+                block_hash: Hash32(logs[0].block_hash.unwrap().0),
+            },
         )
         .unwrap();
         assert_eq!(req.id(), id);
@@ -153,6 +157,7 @@ fn chain_requests_with_inexact_fields_are_invalid() {
         contract: rakis_core::Address([1; 20]),
         tx_hash: Hash32([0; 32]),
         log_index: 0,
+        block_hash: Hash32([0; 32]),
     };
     assert!(r.validate().is_ok());
     let mut t = r.clone();

@@ -531,11 +531,21 @@ async fn request_source_reports_outages_and_resumes() {
             chain_id,
             contract,
             log_index,
-            ..
+            tx_hash,
+            block_hash,
         } => {
             assert_eq!(*chain_id, 31_337);
             assert_eq!(evm_address(contract), chain.oracle);
             assert_eq!(*log_index, 0);
+            // The committee's beacon is the hash of the block that holds the request.
+            let receipt = evm
+                .provider()
+                .get_transaction_receipt(alloy::primitives::B256::from(tx_hash.0))
+                .await
+                .unwrap()
+                .expect("the request's receipt");
+            assert_eq!(block_hash.0, receipt.block_hash.expect("mined").0);
+            assert_eq!(first.committee_beacon(), Some(*block_hash));
         }
         other => panic!("origin {other:?}"),
     }

@@ -197,4 +197,9 @@ pub enum IgnoreReason {
     /// This node's membership does not know the epoch of the request.
     #[error("the request's epoch is unknown to this node")]
     UnknownEpoch,
+    /// A peer sent a chain request: in a network with a membership a node takes chain requests
+    /// only from its own reading of the chain, since the block hash that seeds their committee
+    /// is not covered by the request id.
+    #[error("chain requests are taken from this node's own chain reading, not from peers")]
+    ChainRequestFromPeer,
 }

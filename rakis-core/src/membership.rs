@@ -26,11 +26,13 @@
 //! ```
 //!
 //! Integers only, so every node on every platform draws the same committee. `beacon` is
-//! randomness fixed after the request was made when its origin provides one (see
-//! [`InferenceRequest::committee_beacon`]); for requests between peers it is empty, so a requester
-//! can grind its request id to choose its committee. That only lets it fool itself: a peer's
-//! request is answered to that peer, and light clients trust only results of their own requests
-//! certified by the committee (docs/security.md measures the grinding cost).
+//! randomness fixed after the request was made when its origin provides one
+//! ([`InferenceRequest::committee_beacon`]): for a chain request, the hash of the block that holds
+//! it, which its requester cannot know when it picks the request's content, and which a node
+//! takes only from its own reading of the chain. For requests between peers it is empty, so a
+//! requester can grind its request id to choose its committee. That only lets it fool itself: a
+//! peer's request is answered to that peer, and light clients trust only results of their own
+//! requests certified by the committee (docs/security.md, "Grinding the committee").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -68,6 +68,11 @@ pub enum Origin {
         tx_hash: Hash32,
         /// Index of the log in the block.
         log_index: u64,
+        /// Hash of the block that holds the event: randomness fixed after the request was made,
+        /// which seeds its committee ([`InferenceRequest::committee_beacon`]). Like the
+        /// transaction hash and log index it is not part of the request id, so a node takes it
+        /// only from its own reading of the chain, never from a peer's copy.
+        block_hash: Hash32,
     },
 }
 
@@ -200,11 +205,15 @@ impl InferenceRequest {
     }
 
     /// Randomness fixed after the request was made, mixed into its committee's seed (see
-    /// [`membership`](crate::membership)), when its origin provides one. None yet: chain
-    /// requests will carry the hash of the block that holds them (an id chosen by the requester
-    /// is otherwise all the seed has).
+    /// [`membership`](crate::membership)), when its origin provides one: for a chain request the
+    /// hash of the block that holds it, which its requester cannot know when it picks the
+    /// request's parameters. None for a peer request, whose id (chosen by the requester) is all
+    /// the seed has.
     pub fn committee_beacon(&self) -> Option<Hash32> {
-        None
+        match &self.origin {
+            Origin::Chain { block_hash, .. } => Some(*block_hash),
+            Origin::Peer => None,
+        }
     }
 
     /// Checks every field's range.
@@ -334,8 +343,8 @@ pub enum RequestError {
 /// ```
 ///
 /// `nonce` is the contract's request counter, `created_at_ms` the block time in milliseconds and
-/// `params_digest` [`InferenceRequest::chain_params_digest`]. The transaction hash and log index
-/// of [`Origin::Chain`] locate the event and are not covered.
+/// `params_digest` [`InferenceRequest::chain_params_digest`]. The transaction hash, log index and
+/// block hash of [`Origin::Chain`] locate the event and are not covered.
 pub fn chain_request_id(
     chain_id: u64,
     contract: &Address,

@@ -315,3 +315,187 @@ async fn an_open_network_has_no_certificate_to_give() {
         Err(NodeError::NoCommittee)
     ));
 }
+
+/// A chain request as an oracle contract on chain 31337 emits it, in the block `block_hash`.
+fn chain_request(now_ms: u64, quorum: u32, prompt: &str, block_hash: [u8; 32]) -> InferenceRequest {
+    let mut r = testing::request(
+        MODEL,
+        NodeKey::from_seed(0).node_id(),
+        now_ms,
+        quorum,
+        1_000,
+    );
+    r.messages = vec![rakis_core::ChatMessage::user(prompt)];
+    r.requester = None;
+    r.nonce = 1;
+    r.origin = rakis_core::Origin::Chain {
+        chain_id: 31_337,
+        contract: rakis_core::Address([9; 20]),
+        tx_hash: rakis_core::Hash32([1; 32]),
+        log_index: 0,
+        block_hash: rakis_core::Hash32(block_hash),
+    };
+    r.validate().unwrap();
+    r
+}
+
+/// The node's own reading of the chain: `request` after `delay` (its polling interval).
+struct OwnReading(InferenceRequest, Duration);
+
+impl rakis_core::RequestSource for OwnReading {
+    fn requests(
+        &self,
+    ) -> futures::stream::BoxStream<'static, Result<InferenceRequest, rakis_core::ChainError>> {
+        use futures::StreamExt;
+        let (r, delay) = (self.0.clone(), self.1);
+        futures::stream::once(async move {
+            tokio::time::sleep(delay).await;
+            Ok(r)
+        })
+        .boxed()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_cannot_choose_a_chain_requests_committee_by_relaying_it_first() {
+    // 12 members, quorum 3: committees of 5. Every member reads the chain 300-520 ms after the
+    // block; an attacker relays the same request (same id: the origin's location fields are not
+    // covered) at once, with a block hash ground so that its committee is another one. Taking
+    // the first copy heard, members would answer for the attacker's committee.
+    let hub = MemoryHub::jittery(8);
+    let all = keys(0..12);
+    let members = membership_of(&all);
+    let truth = chain_request(BASE_MS, 3, "Name the capital of France.", [0xB1; 32]);
+    let true_committee = members.epoch().committee(&truth);
+    let mut forged = truth.clone();
+    let forged_committee = (0u8..=255)
+        .find_map(|b| {
+            if let rakis_core::Origin::Chain { block_hash, .. } = &mut forged.origin {
+                *block_hash = rakis_core::Hash32([b; 32]);
+            }
+            let c = members.epoch().committee(&forged);
+            let overlap = c
+                .members
+                .iter()
+                .filter(|n| true_committee.contains(n))
+                .count();
+            (overlap <= 1).then_some(c)
+        })
+        .expect("a block hash whose committee barely overlaps the true one");
+    assert_eq!(
+        forged.id(),
+        truth.id(),
+        "the id does not cover the block hash"
+    );
+    let nodes: Vec<NodeHandle> = (0..12u64)
+        .map(|i| {
+            let key = NodeKey::from_seed(i);
+            builder(&hub, &key)
+                .engine(
+                    ScriptedEngine::constant(MODEL, HONEST).with_delay(Duration::from_millis(50)),
+                )
+                .embedder(HashEmbedder::default_model())
+                .rng_seed(i)
+                .membership(members.clone())
+                .request_source(OwnReading(
+                    truth.clone(),
+                    Duration::from_millis(300 + 20 * i),
+                ))
+                .build()
+                .unwrap()
+                .spawn()
+                .0
+        })
+        .collect();
+    let mut events = nodes[0].subscribe();
+    // The attacker (a member, so that nothing else refuses it) relays its copy first.
+    let t = hub.join(NodeKey::from_seed(999).node_id());
+    let bytes = rakis_core::envelope::seal(
+        &all[11],
+        NET,
+        BASE_MS + 5,
+        rakis_core::Message::Request(forged.clone()),
+    )
+    .unwrap();
+    rakis_core::Transport::broadcast(&t, bytes).await.unwrap();
+
+    let id = truth.id();
+    let answering_node = nodes
+        .iter()
+        .position(|h| true_committee.contains(&h.node_id()))
+        .unwrap();
+    let o = nodes[answering_node]
+        .wait_for_outcome(id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(o.committed, 5);
+    assert!(o.accepted.iter().all(|a| true_committee.contains(&a.node)));
+    for (i, h) in nodes.iter().enumerate() {
+        let s = h.status(id).await.unwrap().unwrap();
+        assert_eq!(
+            s.own_committed,
+            true_committee.contains(&all[i].node_id()),
+            "node {i} answers as the block it read says, not as the relayed copy says"
+        );
+    }
+    assert_ne!(forged_committee, true_committee);
+    let mut refused = false;
+    while let Ok(e) = events.try_recv() {
+        if let NodeEvent::Ignored {
+            request_id,
+            node,
+            reason: IgnoreReason::ChainRequestFromPeer,
+        } = e
+        {
+            assert_eq!(request_id, id);
+            refused |= node == all[11].node_id();
+        }
+    }
+    assert!(refused, "the attacker's copy is refused with its reason");
+}
+
+#[test]
+fn a_chain_requests_committee_cannot_be_ground_before_its_block() {
+    // 30 members of which 6 collude; quorum 5, committees of 7, signatures needed 5 of 7. A
+    // colluding requester varies its prompt until the committee is captured (5 or more
+    // colluders, about 1 draw in 1,200).
+    let all = keys(0..30);
+    let members = membership_of(&all);
+    let colluders: Vec<_> = all[..6].iter().map(|k| k.node_id()).collect();
+    let captured = |r: &InferenceRequest| {
+        let c = members.epoch().committee(r);
+        c.members.iter().filter(|n| colluders.contains(n)).count() >= 5
+    };
+    // A peer request: the id is all the seed has, and grinding it finds a captured committee
+    // (this fools only the requester: docs/security.md).
+    let requester = NodeKey::from_seed(0).node_id();
+    let peer_hit = (0..20_000u64).find(|n| {
+        let mut r = testing::request(MODEL, requester, BASE_MS, 5, 1_000);
+        r.nonce = *n;
+        captured(&r)
+    });
+    assert!(
+        peer_hit.is_some(),
+        "grinding a peer request's id captures its committee"
+    );
+    // A chain request: the requester grinds against the block hash it expects (here, the
+    // parent's), finds a prompt whose committee it would capture, and submits it...
+    let guess = [0x42; 32];
+    let prompt = (0..20_000)
+        .map(|n| format!("Name the capital of France ({n})."))
+        .find(|p| captured(&chain_request(BASE_MS, 5, p, guess)))
+        .expect("a prompt captured under the guessed block hash");
+    // ...but the committee is drawn with the hash of the block that holds the request, which
+    // the requester does not know: over 4,000 such blocks the ground prompt is captured no
+    // more often than any prompt (1 in 1,200: about 3).
+    let blocks = 4_000u32;
+    let hits = (0..blocks)
+        .filter(|b| {
+            let mut hash = [0u8; 32];
+            hash[..4].copy_from_slice(&b.to_be_bytes());
+            hash[31] = 0x77;
+            captured(&chain_request(BASE_MS, 5, &prompt, hash))
+        })
+        .count();
+    assert!(hits <= 12, "captured under {hits} of {blocks} block hashes");
+}

@@ -46,6 +46,20 @@ impl Coordinator {
                 return false;
             }
         }
+        // A chain request's origin (its block hash seeds the committee) is not covered by its
+        // id: with a membership, a node takes chain requests only from its own chain reading,
+        // so that a peer's copy with a chosen block hash cannot choose the committee.
+        if let (Some(from), Origin::Chain { .. }, Some(_)) =
+            (from, &request.origin, &self.membership)
+        {
+            debug!(request = %id.short(), from = %from.short(), "ignoring a chain request relayed by a peer");
+            out.push(Action::Emit(NodeEvent::Ignored {
+                request_id: id,
+                node: from,
+                reason: IgnoreReason::ChainRequestFromPeer,
+            }));
+            return false;
+        }
         // A relayed request is still useful to verify until its reveal window closes.
         let last_useful = if relayed {
             request
