@@ -30,6 +30,12 @@ use crate::{NodeId, RequestId};
 
 /// Most closed-request ids remembered by `Driver::closed_before`.
 const MAX_CLOSED_CACHED: usize = 4_096;
+/// Most direct sends awaiting their acknowledgement at once, in all and per peer. A send waits
+/// beside the loop (up to the transport's request timeout); beyond these bounds further sends
+/// are dropped, so a peer that never acknowledges holds a few tasks, never the node.
+pub(super) const MAX_SENDS_IN_FLIGHT: usize = 64;
+/// See [`MAX_SENDS_IN_FLIGHT`].
+pub(super) const MAX_SENDS_PER_PEER: usize = 4;
 
 /// The parts and settings a [`NodeBuilder`](super::NodeBuilder) hands to the driver.
 pub(super) struct Parts {
@@ -81,6 +87,11 @@ pub(super) struct Driver {
     pub(super) tasks: tokio::task::JoinSet<()>,
     /// When this node last answered a sync request, per (peer, request).
     pub(super) sync_answered: BTreeMap<(NodeId, RequestId), u64>,
+    /// Sync requests this node sent and not yet answered, per (peer, request): when asked. A
+    /// sync response is taken only from a peer asked for that request.
+    pub(super) sync_expected: BTreeMap<(NodeId, RequestId), u64>,
+    /// Direct sends awaiting acknowledgement, per peer (see [`MAX_SENDS_IN_FLIGHT`]).
+    pub(super) sending: BTreeMap<NodeId, usize>,
 }
 
 /// What the tasks beside the loop send back to it.
@@ -94,6 +105,10 @@ pub(super) enum DriverInput {
     },
     RetrySubmission {
         request_id: RequestId,
+    },
+    /// A direct send to `peer` ended (acknowledged, refused or timed out).
+    Sent {
+        peer: NodeId,
     },
 }
 
@@ -142,6 +157,8 @@ impl Driver {
             dropped: 0,
             sync_log: SyncLog::default(),
             sync_answered: BTreeMap::new(),
+            sync_expected: BTreeMap::new(),
+            sending: BTreeMap::new(),
             tasks: tokio::task::JoinSet::new(),
             closed: BTreeSet::new(),
         };
@@ -344,6 +361,8 @@ impl Driver {
                 let _ = reply.send(NodeStats {
                     requests: self.coordinator.request_ids().len(),
                     dropped_messages: self.dropped,
+                    sync_log_bytes: self.sync_log.bytes(),
+                    sends_in_flight: self.sending.values().sum(),
                 });
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
@@ -357,9 +376,7 @@ impl Driver {
                 let from = v.envelope.sender;
                 debug!(kind = v.envelope.message.kind(), from = %from.short(), "message");
                 match v.envelope.message {
-                    Message::SyncRequest { request_id } => {
-                        self.answer_sync(from, request_id, now).await
-                    }
+                    Message::SyncRequest { request_id } => self.answer_sync(from, request_id, now),
                     Message::SyncResponse {
                         request_id,
                         envelopes,
@@ -374,10 +391,15 @@ impl Driver {
                                 return;
                             }
                         }
-                        if let (true, Some(id)) = (message.is_syncable(), message.request_id()) {
-                            self.sync_log.record(id, bytes);
-                        }
+                        let log_id = message.request_id().filter(|_| message.is_syncable());
                         self.feed(Input::Message { from, message }).await;
+                        // Logged for sync answers once the node tracks the request: messages
+                        // about requests nobody made (orphans) fill no log.
+                        if let Some(id) = log_id {
+                            if self.coordinator.status(&id).is_some() {
+                                self.sync_log.record(id, bytes);
+                            }
+                        }
                     }
                 }
             }
@@ -412,6 +434,14 @@ impl Driver {
         match input {
             DriverInput::Coordinator(i) => self.feed(i).await,
             DriverInput::ChainRequest(r) => self.feed(Input::LocalRequest(r)).await,
+            DriverInput::Sent { peer } => {
+                if let Some(n) = self.sending.get_mut(&peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.sending.remove(&peer);
+                    }
+                }
+            }
             DriverInput::RetrySubmission { request_id } => {
                 if self.awaits_signatures(&request_id) {
                     self.submit_to_sinks(request_id).await;
@@ -431,19 +461,36 @@ impl Driver {
         self.execute(actions).await;
     }
 
-    /// Signs and sends a message to one peer; falls back to a broadcast when the peer is not
-    /// directly reachable.
-    pub(super) async fn send(&mut self, peer: NodeId, message: Message) {
+    /// Signs a message and sends it to one peer over the direct channel, in a task beside the
+    /// loop: the loop never waits for a peer's acknowledgement. Returns whether the send was
+    /// started; it is not when the peer (or all peers together) already have
+    /// [`MAX_SENDS_PER_PEER`] ([`MAX_SENDS_IN_FLIGHT`]) sends unacknowledged. Nothing falls
+    /// back to a broadcast: what is sent directly concerns the peer alone.
+    pub(super) fn send(&mut self, peer: NodeId, message: Message) -> bool {
         let kind = message.kind();
-        let Some(bytes) = self.seal_own(message) else {
-            return;
-        };
-        if let Err(e) = self.transport.send(&peer, bytes.clone()).await {
-            debug!(kind, peer = %peer.short(), error = %e, "direct send failed; broadcasting");
-            if let Err(e) = self.transport.broadcast(bytes).await {
-                warn!(kind, error = %e, "broadcast failed");
-            }
+        let in_flight: usize = self.sending.values().sum();
+        if self.sending.get(&peer).copied().unwrap_or(0) >= MAX_SENDS_PER_PEER
+            || in_flight >= MAX_SENDS_IN_FLIGHT
+        {
+            debug!(kind, peer = %peer.short(), in_flight, "earlier direct sends still unacknowledged; not sending");
+            return false;
         }
+        let Some(bytes) = self.seal_own(message) else {
+            return false;
+        };
+        *self.sending.entry(peer).or_default() += 1;
+        let transport = self.transport.clone();
+        let tx = self.jobs_tx.clone();
+        self.tasks.spawn(
+            async move {
+                if let Err(e) = transport.send(&peer, bytes).await {
+                    debug!(kind, peer = %peer.short(), error = %e, "direct send failed");
+                }
+                let _ = tx.send(DriverInput::Sent { peer });
+            }
+            .in_current_span(),
+        );
+        true
     }
 
     pub(super) async fn broadcast(&mut self, message: Message) {
@@ -573,9 +620,7 @@ impl Driver {
                         .instrument(span),
                     );
                 }
-                Action::RequestSync { peer, request_id } => {
-                    self.send(peer, Message::SyncRequest { request_id }).await
-                }
+                Action::RequestSync { peer, request_id } => self.ask_sync(peer, request_id),
                 Action::Emit(ev) => {
                     match &ev {
                         NodeEvent::PeerResult { request_id, result } => {

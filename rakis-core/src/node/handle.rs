@@ -34,8 +34,13 @@ pub(super) enum Command {
 pub struct NodeStats {
     /// Requests tracked.
     pub requests: usize,
-    /// Incoming messages dropped before use (bad signature, network, size, replay...).
+    /// Incoming messages dropped before use (bad signature, network, size, replay, a sync
+    /// response nobody asked for...).
     pub dropped_messages: u64,
+    /// Bytes of wire messages kept to answer peers' sync requests (at most 64 MiB).
+    pub sync_log_bytes: usize,
+    /// Direct sends awaiting a peer's acknowledgement (at most 64, 4 per peer).
+    pub sends_in_flight: usize,
 }
 
 /// A cloneable handle to a running node.

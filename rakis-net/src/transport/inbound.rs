@@ -140,6 +140,17 @@ impl Task {
             Err(e) => return Verdict::Reject(e.to_string()),
         };
         let env = verified.envelope;
+        if matches!(
+            env.message,
+            Message::SyncRequest { .. } | Message::SyncResponse { .. }
+        ) {
+            // Sync is answered to its asker alone, over the direct channel: on gossip it would
+            // make every node answer, or relay up to 512 KiB to every node.
+            return Verdict::Reject(format!(
+                "{} travels on the direct channel only",
+                env.message.kind()
+            ));
+        }
         let expected = TopicKind::for_message_kind(env.message.kind());
         if expected != kind {
             return Verdict::Reject(format!(
@@ -170,6 +181,11 @@ impl Task {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    #[cfg(feature = "test-utils")]
+                    if let Some(withheld) = &mut self.withheld {
+                        withheld.push(channel);
+                        return;
+                    }
                     let now = Instant::now();
                     let ack = if !self.within_rate(peer, now) {
                         Ack::RateLimited

@@ -79,6 +79,8 @@ enum Command {
     PeerBook(Reply<Vec<PeerEntry>>),
     Stats(Reply<NetStats>),
     TopicPeers(Reply<Vec<NodeId>>),
+    #[cfg(feature = "test-utils")]
+    WithholdAcknowledgements,
     Shutdown(Reply<()>),
 }
 
@@ -265,6 +267,8 @@ impl Libp2pTransport {
             foreign: HashSet::new(),
             stats: NetStats::default(),
             bootstrapped_dht: false,
+            #[cfg(feature = "test-utils")]
+            withheld: None,
         };
         {
             let _enter = span.enter();
@@ -395,6 +399,17 @@ impl Libp2pTransport {
         bytes: Vec<u8>,
     ) -> Result<(), TransportError> {
         self.publish(topic, bytes).await
+    }
+
+    /// From now on, takes direct messages and never acknowledges them (holds their response
+    /// channels open): lets tests play a peer that stalls whoever sends to it until the
+    /// sender's request timeout. Feature `test-utils` only.
+    #[cfg(feature = "test-utils")]
+    pub async fn withhold_acknowledgements(&self) -> Result<(), TransportError> {
+        self.commands
+            .send(Command::WithholdAcknowledgements)
+            .await
+            .map_err(|_| TransportError::Closed)
     }
 
     /// Sends `bytes` to `peer` without checking them. Feature `test-utils` only.

@@ -48,6 +48,10 @@ pub(super) struct Task {
     pub(super) foreign: HashSet<PeerId>,
     pub(super) stats: NetStats,
     pub(super) bootstrapped_dht: bool,
+    /// Test hook (feature `test-utils`): direct messages are taken and never acknowledged, their
+    /// response channels held open, as a peer that stalls its senders would.
+    #[cfg(feature = "test-utils")]
+    pub(super) withheld: Option<Vec<libp2p::request_response::ResponseChannel<crate::codec::Ack>>>,
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -198,6 +202,8 @@ impl Task {
                 out.sort();
                 let _ = reply.send(out);
             }
+            #[cfg(feature = "test-utils")]
+            Command::WithholdAcknowledgements => self.withheld = Some(Vec::new()),
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
     }

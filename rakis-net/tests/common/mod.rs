@@ -200,3 +200,36 @@ pub fn peers_of(t: &dyn Transport) -> Vec<rakis_core::NodeId> {
     p.sort();
     p
 }
+
+/// The honest side of a network with a rogue peer.
+pub struct Honest {
+    pub transports: Vec<Arc<Libp2pTransport>>,
+    pub nodes: Vec<NodeHandle>,
+}
+
+/// Five honest nodes plus a rogue transport connected to all of them, every gossip mesh formed.
+pub async fn network(
+    net: &str,
+    base: u64,
+    config: impl Fn() -> NetConfig,
+) -> (Honest, Libp2pTransport, NodeKey) {
+    let keys = keys(base, 5);
+    let transports = start_mesh(&keys, |_| config()).await;
+    let rogue_key = NodeKey::from_seed(base + 99);
+    let mut rc = NetConfig::local_test(net);
+    for t in &transports {
+        rc.bootstrap_peers.extend(t.listen_addrs());
+    }
+    let rogue = Libp2pTransport::start(rogue_key.clone(), rc).await.unwrap();
+    rogue.wait_for_topic_peers(5, PATIENCE).await.unwrap();
+    for t in &transports {
+        t.wait_for_topic_peers(5, PATIENCE).await.unwrap();
+    }
+    let nodes = keys
+        .iter()
+        .zip(&transports)
+        .zip(ANSWERS)
+        .map(|((k, t), a)| spawn_node(net, k.clone(), t.clone(), a))
+        .collect();
+    (Honest { transports, nodes }, rogue, rogue_key)
+}

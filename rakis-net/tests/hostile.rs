@@ -1,0 +1,216 @@
+//! Hostile peers on real libp2p (127.0.0.1) that try to stall or load honest nodes rather than
+//! fool them: a peer that never acknowledges direct messages while luring nodes into asking it
+//! for sync, and a peer that sends sync requests on gossip and sync responses nobody asked for.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rakis_core::consensus::{Commit, Commitment};
+use rakis_core::envelope::{open, seal};
+use rakis_core::protocol::CommitMsg;
+use rakis_core::{InferenceId, Message, NodeHandle, NodeKey, RequestId, Transport};
+use rakis_net::{NetConfig, TopicKind};
+
+/// Runs `n` requests one after another from node 0 (quorum 3, `deadline`) and returns, for
+/// every node and request, how many ms after the request's deadline the node had its outcome.
+async fn finality_after_deadline(nodes: &[NodeHandle], n: u64, deadline: Duration) -> Vec<i64> {
+    let mut late = Vec::new();
+    for k in 0..n {
+        let mut r = rakis_core::testing::request(
+            MODEL,
+            nodes[0].node_id(),
+            nodes[0].now_ms(),
+            3,
+            deadline.as_millis() as u64,
+        );
+        r.nonce = k;
+        let due = r.deadline_ms() as i64;
+        let id = nodes[0].submit(r).await.unwrap();
+        let waits = nodes.iter().map(|h| async move {
+            h.wait_for_outcome(id, deadline + Duration::from_secs(20))
+                .await
+                .map(|_| now_ms() as i64)
+        });
+        for (i, done) in futures::future::join_all(waits)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let at = done.unwrap_or_else(|e| panic!("request {k} at node {i}: {e}"));
+            late.push(at - due);
+        }
+    }
+    late.sort_unstable();
+    late
+}
+
+/// A commit of `key` for a request nobody made: each one makes a node ask its signer for sync.
+fn orphan_commit(key: &NodeKey, net: &str, i: u64) -> Vec<u8> {
+    let mut id = [0x0Fu8; 32];
+    id[..8].copy_from_slice(&i.to_be_bytes());
+    let commit = CommitMsg {
+        commit: Commit {
+            request_id: RequestId(id),
+            node: key.node_id(),
+            inference_id: InferenceId([7; 32]),
+            commitment: Commitment([i as u8; 32]),
+        },
+        model: MODEL.into(),
+    };
+    seal(key, net, now_ms(), Message::Commit(commit)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_acknowledges_stalls_no_node() {
+    let net = "hostile-silent";
+    let (honest, rogue, rogue_key) = network(net, 5_000, || NetConfig::local_test(net)).await;
+    let rogue = Arc::new(rogue);
+    // The rogue takes every direct message and never acknowledges it (the honest side waits
+    // up to its 5 s request timeout), and gossips three commits a second for requests nobody
+    // made, each of which makes every node ask the rogue for that request's messages.
+    rogue.withhold_acknowledgements().await.unwrap();
+    let lure = {
+        let (rogue, key) = (rogue.clone(), rogue_key.clone());
+        tokio::spawn(async move {
+            for i in 0.. {
+                let _ = rogue.broadcast(orphan_commit(&key, net, i)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let late = finality_after_deadline(&honest.nodes, 5, Duration::from_secs(2)).await;
+    lure.abort();
+    let p99 = late[(late.len() * 99).div_ceil(100) - 1];
+    assert!(
+        p99 <= 1_000,
+        "finality after the deadline (ms, every node and request): {late:?}"
+    );
+    // The rogue was asked (the lure works) and holds a bounded number of sends per node.
+    for n in &honest.nodes {
+        let s = n.stats().await.unwrap();
+        assert!(
+            (1..=4).contains(&s.sends_in_flight),
+            "sends awaiting the rogue: {}",
+            s.sends_in_flight
+        );
+    }
+    for n in &honest.nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_travels_only_on_the_direct_channel_and_only_when_asked() {
+    let net = "hostile-sync";
+    let (honest, rogue, rogue_key) = network(net, 6_000, || NetConfig::local_test(net)).await;
+    let mut rogue_events = rogue.events();
+    let request = rakis_core::testing::request(
+        MODEL,
+        honest.nodes[0].node_id(),
+        honest.nodes[0].now_ms(),
+        3,
+        1_500,
+    );
+    let id = honest.nodes[0].submit(request).await.unwrap();
+    for n in &honest.nodes {
+        n.wait_for_outcome(id, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+    let sync_request = || {
+        seal(
+            &rogue_key,
+            net,
+            now_ms(),
+            Message::SyncRequest { request_id: id },
+        )
+        .unwrap()
+    };
+    let responses_to_rogue = |bytes: &[Vec<u8>]| {
+        bytes
+            .iter()
+            .filter(|b| {
+                matches!(
+                    open(b, net).map(|v| v.envelope.message),
+                    Ok(Message::SyncResponse { .. })
+                )
+            })
+            .count()
+    };
+
+    // On gossip, a sync request would make every node answer (up to 512 KiB each): the
+    // transports reject it and nobody answers.
+    rogue
+        .publish_unchecked(TopicKind::Presence, sync_request())
+        .await
+        .unwrap();
+    let got = collect_messages(&mut rogue_events, Duration::from_secs(2)).await;
+    assert_eq!(
+        responses_to_rogue(&got),
+        0,
+        "a gossiped sync request was answered"
+    );
+    for t in &honest.transports {
+        let rogue_entry = t
+            .peer_book()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.node == rogue_key.node_id())
+            .expect("the rogue is known");
+        assert_eq!(rogue_entry.invalid_messages, 1, "{rogue_entry:?}");
+    }
+
+    // Asked over the direct channel, a node answers the asker, and only it.
+    rogue
+        .send(&honest.nodes[1].node_id(), sync_request())
+        .await
+        .unwrap();
+    let got = collect_messages(&mut rogue_events, Duration::from_secs(2)).await;
+    assert_eq!(responses_to_rogue(&got), 1);
+
+    // A sync response nobody asked for is dropped whole, before the signatures of the 400
+    // messages it relays are checked (each used to be opened and counted as dropped).
+    let relayed: Vec<Vec<u8>> = (0..400)
+        .map(|i| status_message(&rogue_key, net, i))
+        .collect();
+    let unsolicited = seal(
+        &rogue_key,
+        net,
+        now_ms(),
+        Message::SyncResponse {
+            request_id: id,
+            envelopes: relayed,
+        },
+    )
+    .unwrap();
+    for n in &honest.nodes {
+        let before = n.stats().await.unwrap().dropped_messages;
+        rogue.send(&n.node_id(), unsolicited.clone()).await.unwrap();
+        tokio::time::timeout(PATIENCE, async {
+            while n.stats().await.unwrap().dropped_messages == before {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the unsolicited response was not seen");
+        assert_eq!(n.stats().await.unwrap().dropped_messages, before + 1);
+    }
+    // No honest peer was harmed, and the network still agrees.
+    for (i, t) in honest.transports.iter().enumerate() {
+        for e in t.peer_book().await.unwrap() {
+            if e.node != rogue_key.node_id() {
+                assert!(!e.blocked && e.invalid_messages == 0, "node {i}: {e:?}");
+            }
+        }
+    }
+    agree_on_one_request(&honest.nodes, 3, Duration::from_secs(2)).await;
+    for n in &honest.nodes {
+        n.shutdown().await.unwrap();
+    }
+}
