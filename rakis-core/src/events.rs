@@ -202,4 +202,11 @@ pub enum IgnoreReason {
     /// is not covered by the request id.
     #[error("chain requests are taken from this node's own chain reading, not from peers")]
     ChainRequestFromPeer,
+    /// The request's requester already has as many open requests at this node as it allows
+    /// one requester (`max_open_per_requester`).
+    #[error("the requester has too many open requests")]
+    RequesterOverLimit,
+    /// The request's deadline lies further ahead than this node takes (`max_request_time`).
+    #[error("the request's deadline is too far ahead")]
+    DeadlineTooFar,
 }

@@ -1201,3 +1201,142 @@ fn closed_requests_make_room_open_ones_do_not() {
     ));
     assert_eq!(c.request_ids().len(), 2);
 }
+
+#[test]
+fn one_requester_cannot_fill_the_node_nor_set_far_deadlines() {
+    let key = NodeKey::from_seed(1);
+    let (flooder, other) = (
+        NodeKey::from_seed(2).node_id(),
+        NodeKey::from_seed(3).node_id(),
+    );
+    let config = CoordinatorConfig {
+        embedding_model: Some(rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.to_string()),
+        max_open_per_requester: 4,
+        max_request_time_ms: 60_000,
+        ..CoordinatorConfig::default()
+    };
+    let mut c = Coordinator::with_rng_seed(key, config, 1);
+    let t0 = 1_700_000_000_000;
+    let request = |from: rakis_core::NodeId, nonce: u64, max_time_ms: u64| {
+        let mut r = InferenceRequest::new("Why is the sky blue?", vec![MODEL.into()], from, t0);
+        r.nonce = nonce;
+        r.frame.max_time_ms = max_time_ms;
+        r
+    };
+    let deliver = |c: &mut Coordinator, r: &InferenceRequest| {
+        let from = r.requester.unwrap();
+        let actions = c.handle(
+            t0,
+            Input::Message {
+                from,
+                message: Message::Request(r.clone()),
+            },
+        );
+        let refused = actions.iter().find_map(|a| match a {
+            Action::Emit(NodeEvent::Ignored { reason, node, .. }) => {
+                assert_eq!(*node, from);
+                Some(*reason)
+            }
+            _ => None,
+        });
+        (c.status(&r.id()).is_some(), refused)
+    };
+    // Four open requests of one requester are taken, the fifth is refused with its reason.
+    for n in 0..4 {
+        assert_eq!(deliver(&mut c, &request(flooder, n, 30_000)), (true, None));
+    }
+    assert_eq!(
+        deliver(&mut c, &request(flooder, 4, 30_000)),
+        (false, Some(rakis_core::IgnoreReason::RequesterOverLimit))
+    );
+    // Another requester is not held back by it.
+    assert_eq!(deliver(&mut c, &request(other, 0, 30_000)), (true, None));
+    // A deadline beyond the bound is refused whoever asks.
+    assert_eq!(
+        deliver(&mut c, &request(other, 1, 60_001)),
+        (false, Some(rakis_core::IgnoreReason::DeadlineTooFar))
+    );
+    // Once the flooder's requests close (no commits by their deadline), it may ask again.
+    c.handle(t0 + 30_001, Input::Tick);
+    let mut later = request(flooder, 5, 30_000);
+    later.created_at_ms = t0 + 30_001;
+    let actions = c.handle(
+        t0 + 30_001,
+        Input::Message {
+            from: flooder,
+            message: Message::Request(later.clone()),
+        },
+    );
+    assert!(c.status(&later.id()).is_some(), "{actions:?}");
+    // The host's own requests are not limited.
+    let mut own = request(flooder, 6, 3_600_000);
+    own.requester = Some(c.node_id());
+    c.handle(t0, Input::LocalRequest(own.clone()));
+    assert!(c.status(&own.id()).is_some());
+}
+
+#[test]
+fn the_least_served_requester_is_answered_first() {
+    let key = NodeKey::from_seed(1);
+    let (flooder, other) = (
+        NodeKey::from_seed(2).node_id(),
+        NodeKey::from_seed(3).node_id(),
+    );
+    let config = CoordinatorConfig {
+        served_models: vec![MODEL.into()],
+        workers: 1,
+        embedding_model: Some(rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.to_string()),
+        ..CoordinatorConfig::default()
+    };
+    let mut c = Coordinator::with_rng_seed(key, config, 1);
+    let t0 = 1_700_000_000_000;
+    let request = |from: rakis_core::NodeId, nonce: u64, max_time_ms: u64| {
+        let mut r = InferenceRequest::new("Why is the sky blue?", vec![MODEL.into()], from, t0);
+        r.nonce = nonce;
+        r.frame.max_time_ms = max_time_ms;
+        r
+    };
+    let started = |actions: &[Action]| {
+        actions.iter().find_map(|a| match a {
+            Action::Generate(job) => Some(job.request_id),
+            _ => None,
+        })
+    };
+    // The flooder's first request takes the worker; five more queue, with the earliest
+    // deadlines; then another requester's request with a later deadline.
+    let first = request(flooder, 0, 10_000);
+    let actions = c.handle(
+        t0,
+        Input::Message {
+            from: flooder,
+            message: Message::Request(first.clone()),
+        },
+    );
+    assert_eq!(started(&actions), Some(first.id()));
+    for n in 1..6 {
+        c.handle(
+            t0,
+            Input::Message {
+                from: flooder,
+                message: Message::Request(request(flooder, n, 10_000)),
+            },
+        );
+    }
+    let honest = request(other, 0, 20_000);
+    c.handle(
+        t0,
+        Input::Message {
+            from: other,
+            message: Message::Request(honest.clone()),
+        },
+    );
+    // When the worker frees, the requester served least goes first, deadline notwithstanding.
+    let actions = c.handle(
+        t0 + 100,
+        Input::Generated {
+            request_id: first.id(),
+            result: Err(rakis_core::EngineError::DeadlineExceeded),
+        },
+    );
+    assert_eq!(started(&actions), Some(honest.id()));
+}

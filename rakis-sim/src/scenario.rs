@@ -272,6 +272,7 @@ pub struct Scenario {
     pub(crate) sync: bool,
     pub(crate) clock_offsets: BTreeMap<usize, i64>,
     pub(crate) max_open_requests: usize,
+    pub(crate) max_open_per_requester: usize,
     pub(crate) embedder: Option<SimEmbedder>,
     pub(crate) outsiders: std::collections::BTreeSet<usize>,
     pub(crate) weights: BTreeMap<usize, u64>,
@@ -304,6 +305,8 @@ impl Scenario {
             clock_offsets: BTreeMap::new(),
             max_open_requests: rakis_core::coordinator::CoordinatorConfig::default()
                 .max_open_requests,
+            max_open_per_requester: rakis_core::coordinator::CoordinatorConfig::default()
+                .max_open_per_requester,
             embedder: None,
             outsiders: Default::default(),
             weights: BTreeMap::new(),
@@ -436,6 +439,12 @@ impl Scenario {
     /// Every node's `max_open_requests` (default: the coordinator's default).
     pub fn max_open_requests(mut self, n: usize) -> Self {
         self.max_open_requests = n;
+        self
+    }
+
+    /// Every node's `max_open_per_requester` (default: the coordinator's default).
+    pub fn max_open_per_requester(mut self, n: usize) -> Self {
+        self.max_open_per_requester = n;
         self
     }
 

@@ -60,6 +60,17 @@ impl Coordinator {
             }));
             return false;
         }
+        if let Some(from) = from {
+            if let Some(reason) = self.over_requester_limits(now, &request) {
+                warn!(request = %id.short(), from = %from.short(), %reason, "refusing a peer's request");
+                out.push(Action::Emit(NodeEvent::Ignored {
+                    request_id: id,
+                    node: request.requester.unwrap_or(from),
+                    reason,
+                }));
+                return false;
+            }
+        }
         // A relayed request is still useful to verify until its reveal window closes.
         let last_useful = if relayed {
             request
@@ -119,6 +130,47 @@ impl Coordinator {
         true
     }
 
+    /// Why a request from a peer exceeds what this node takes of one requester, if it does: a
+    /// deadline too far ahead, or too many open requests of the same requester.
+    fn over_requester_limits(&self, now: u64, request: &InferenceRequest) -> Option<IgnoreReason> {
+        if request.deadline_ms() > now.saturating_add(self.config.max_request_time_ms) {
+            return Some(IgnoreReason::DeadlineTooFar);
+        }
+        let requester = Requester::of(request);
+        let open = self
+            .quorums
+            .values()
+            .filter(|q| !matches!(q.phase, Phase::Completed | Phase::Failed(_)))
+            .filter(|q| Requester::of(&q.request) == requester)
+            .count();
+        (open >= self.config.max_open_per_requester).then_some(IgnoreReason::RequesterOverLimit)
+    }
+
+    /// The queued request to answer next: the one of the requester served least in the current
+    /// fairness window, earliest deadline first among equals. A requester that floods the node
+    /// gets its turn after every other requester's, never instead of them.
+    fn next_queued(&mut self, now: u64) -> Option<(u64, RequestId)> {
+        if now >= self.served_since.saturating_add(FAIRNESS_WINDOW_MS) {
+            self.served.clear();
+            self.served_since = now;
+        }
+        let pick = self
+            .queue
+            .iter()
+            .min_by_key(|(deadline, id)| {
+                let served = self
+                    .quorums
+                    .get(id)
+                    .and_then(|q| self.served.get(&Requester::of(&q.request)))
+                    .copied()
+                    .unwrap_or(0);
+                (served, *deadline)
+            })
+            .copied()?;
+        self.queue.remove(&pick);
+        Some(pick)
+    }
+
     /// Forgets closed (completed or failed) requests that nothing can bring back any more: past
     /// the time until which a relayed copy of the request is still taken (see `on_request_at`),
     /// and not holding a generation worker. Their records stay in the store. Without this,
@@ -142,7 +194,7 @@ impl Coordinator {
 
     pub(super) fn schedule(&mut self, now: u64, out: &mut Vec<Action>) {
         while self.busy < self.config.workers {
-            let Some((deadline, id)) = self.queue.pop_first() else {
+            let Some((deadline, id)) = self.next_queued(now) else {
                 break;
             };
             let Some(model) = self
@@ -172,6 +224,7 @@ impl Coordinator {
             }
             q.own = OwnState::Generating;
             self.busy += 1;
+            *self.served.entry(Requester::of(&q.request)).or_default() += 1;
             let seed = self.rng.gen();
             out.push(Action::Generate(GenerationJob::for_request(
                 &q.request, &model, seed,

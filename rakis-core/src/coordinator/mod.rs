@@ -51,6 +51,12 @@ pub const DEFAULT_RECONCILE_WINDOW_MS: u64 = 3_000;
 pub const RECONCILE_RETRY_MS: u64 = 500;
 /// Default most requests tracked at once.
 pub const DEFAULT_MAX_OPEN_REQUESTS: usize = 10_000;
+/// Default most open (not yet closed) requests of one requester taken from peers.
+pub const DEFAULT_MAX_OPEN_PER_REQUESTER: usize = 64;
+/// Default longest time from now to the deadline of a request taken from peers (10 minutes).
+pub const DEFAULT_MAX_REQUEST_TIME_MS: u64 = 600_000;
+/// The window over which generations started per requester are counted for fair scheduling.
+pub const FAIRNESS_WINDOW_MS: u64 = 60_000;
 
 /// Static configuration of a coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +83,13 @@ pub struct CoordinatorConfig {
     /// to make room once a relayed copy of them would no longer be taken (`reveal_window_ms +
     /// verify_grace_ms` after their deadline); their records stay in the store.
     pub max_open_requests: usize,
+    /// Most open (not yet completed or failed) requests of one requester that the node takes
+    /// from peers; further ones are refused ([`IgnoreReason::RequesterOverLimit`]). Requests
+    /// of the node's host and of its chain readers are not counted against it.
+    pub max_open_per_requester: usize,
+    /// Longest time from now to the deadline of a request taken from peers; a request with a
+    /// later deadline is refused ([`IgnoreReason::DeadlineTooFar`]).
+    pub max_request_time_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -91,6 +104,8 @@ impl Default for CoordinatorConfig {
             initial_generation_estimate_ms: 0,
             reembed_tolerance_bits: None,
             max_open_requests: DEFAULT_MAX_OPEN_REQUESTS,
+            max_open_per_requester: DEFAULT_MAX_OPEN_PER_REQUESTER,
+            max_request_time_ms: DEFAULT_MAX_REQUEST_TIME_MS,
         }
     }
 }
@@ -307,6 +322,34 @@ pub struct Coordinator {
     orphans: BTreeMap<RequestId, Vec<SyncedMessage>>,
     /// Orphans released inside a batch, fed after the batch.
     released: Vec<SyncedMessage>,
+    /// Generations started per requester since `served_since` (fair scheduling: the queued
+    /// request of the least-served requester goes first).
+    served: BTreeMap<Requester, u32>,
+    served_since: u64,
+}
+
+/// Who asked for a request, for fairness: the requesting node, or the contract that emitted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Requester {
+    Node(NodeId),
+    Contract(u64, crate::Address),
+    /// A peer request without a requester (validation refuses them).
+    Unknown,
+}
+
+impl Requester {
+    pub(crate) fn of(request: &InferenceRequest) -> Self {
+        match (&request.origin, request.requester) {
+            (
+                crate::protocol::Origin::Chain {
+                    chain_id, contract, ..
+                },
+                _,
+            ) => Requester::Contract(*chain_id, *contract),
+            (_, Some(node)) => Requester::Node(node),
+            (_, None) => Requester::Unknown,
+        }
+    }
 }
 
 /// Most requests with orphan messages kept.
@@ -351,6 +394,8 @@ impl Coordinator {
             deferred: None,
             orphans: BTreeMap::new(),
             released: Vec::new(),
+            served: BTreeMap::new(),
+            served_since: 0,
         }
     }
 

@@ -209,6 +209,20 @@ impl NodeBuilder {
             }
             .into());
         }
+        if self.config.max_open_per_requester == 0 {
+            return Err(ConfigError::Invalid {
+                field: "max_open_per_requester",
+                reason: "must be at least 1",
+            }
+            .into());
+        }
+        if self.config.max_request_time.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "max_request_time",
+                reason: "must not be zero",
+            }
+            .into());
+        }
         if self.config.max_open_requests == 0 {
             return Err(ConfigError::Invalid {
                 field: "max_open_requests",
@@ -247,6 +261,8 @@ impl NodeBuilder {
             initial_generation_estimate_ms: ms(self.config.initial_generation_estimate),
             reembed_tolerance_bits: self.config.reembed_tolerance_bits,
             max_open_requests: self.config.max_open_requests,
+            max_open_per_requester: self.config.max_open_per_requester,
+            max_request_time_ms: ms(self.config.max_request_time),
         };
         let mut coordinator = match self.rng_seed {
             Some(seed) => Coordinator::with_rng_seed(key.clone(), cconfig, seed),

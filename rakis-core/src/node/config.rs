@@ -70,6 +70,12 @@ pub struct NodeConfig {
     /// Most requests tracked at once; further requests are refused (closed ones are forgotten
     /// first, their records stay in the store).
     pub max_open_requests: usize,
+    /// Most open requests of one requester taken from peers (fairness: one requester cannot
+    /// fill the node); the host's own and its chain readers' requests are not limited.
+    pub max_open_per_requester: usize,
+    /// Longest time from now to the deadline of a request taken from peers.
+    #[serde(with = "humantime_serde")]
+    pub max_request_time: Duration,
     /// How long closed requests are kept in the store (`None`: for ever).
     pub retention: Option<Retention>,
 }
@@ -99,7 +105,8 @@ impl Default for Retention {
 
 impl Default for NodeConfig {
     /// Production defaults: a 5 s reveal window, 60 s for re-embeddings, 30 s of clock skew,
-    /// status every 30 s, 10,000 open requests, closed requests kept 7 days.
+    /// status every 30 s, 10,000 open requests (64 per requester, deadlines at most 10 minutes
+    /// ahead), closed requests kept 7 days.
     fn default() -> Self {
         NodeConfig {
             network_id: None,
@@ -112,6 +119,10 @@ impl Default for NodeConfig {
             reembed_tolerance_bits: None,
             initial_generation_estimate: Duration::ZERO,
             max_open_requests: crate::coordinator::DEFAULT_MAX_OPEN_REQUESTS,
+            max_open_per_requester: crate::coordinator::DEFAULT_MAX_OPEN_PER_REQUESTER,
+            max_request_time: Duration::from_millis(
+                crate::coordinator::DEFAULT_MAX_REQUEST_TIME_MS,
+            ),
             retention: Some(Retention::default()),
         }
     }

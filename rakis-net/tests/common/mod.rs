@@ -109,6 +109,9 @@ pub async fn receive_all(
     got
 }
 
+/// How long the scripted engine of the test nodes takes per request.
+pub const GENERATION: Duration = Duration::from_millis(20);
+
 /// A node answering `answer`, on `transport`, with a short reveal window and frequent status,
 /// in an open network.
 pub fn spawn_node(
@@ -117,7 +120,7 @@ pub fn spawn_node(
     transport: Arc<Libp2pTransport>,
     answer: &str,
 ) -> NodeHandle {
-    build_node(network, key, transport, answer, None)
+    build_node(network, key, transport, answer, None, GENERATION)
 }
 
 /// [`spawn_node`], with `members` deciding who may answer.
@@ -128,7 +131,7 @@ pub fn spawn_member(
     answer: &str,
     members: &StaticMembership,
 ) -> NodeHandle {
-    build_node(network, key, transport, answer, Some(members))
+    build_node(network, key, transport, answer, Some(members), GENERATION)
 }
 
 fn build_node(
@@ -137,6 +140,7 @@ fn build_node(
     transport: Arc<Libp2pTransport>,
     answer: &str,
     members: Option<&StaticMembership>,
+    generation: Duration,
 ) -> NodeHandle {
     let builder = Node::builder()
         .config(NodeConfig {
@@ -147,7 +151,7 @@ fn build_node(
         })
         .transport(transport)
         .key(key)
-        .engine(ScriptedEngine::constant(MODEL, answer).with_delay(Duration::from_millis(20)))
+        .engine(ScriptedEngine::constant(MODEL, answer).with_delay(generation))
         .embedder(HashEmbedder::default_model());
     let builder = match members {
         Some(m) => builder.membership(m.clone()),
@@ -207,11 +211,22 @@ pub struct Honest {
     pub nodes: Vec<NodeHandle>,
 }
 
-/// Five honest nodes plus a rogue transport connected to all of them, every gossip mesh formed.
+/// Five honest nodes (open network, [`GENERATION`] per request) plus a rogue transport
+/// connected to all of them, every gossip mesh formed.
 pub async fn network(
     net: &str,
     base: u64,
     config: impl Fn() -> NetConfig,
+) -> (Honest, Libp2pTransport, NodeKey) {
+    network_generating(net, base, config, GENERATION).await
+}
+
+/// [`network`] with nodes that take `generation` per request.
+pub async fn network_generating(
+    net: &str,
+    base: u64,
+    config: impl Fn() -> NetConfig,
+    generation: Duration,
 ) -> (Honest, Libp2pTransport, NodeKey) {
     let keys = keys(base, 5);
     let transports = start_mesh(&keys, |_| config()).await;
@@ -229,7 +244,7 @@ pub async fn network(
         .iter()
         .zip(&transports)
         .zip(ANSWERS)
-        .map(|((k, t), a)| spawn_node(net, k.clone(), t.clone(), a))
+        .map(|((k, t), a)| build_node(net, k.clone(), t.clone(), a, None, generation))
         .collect();
     (Honest { transports, nodes }, rogue, rogue_key)
 }

@@ -246,6 +246,7 @@ impl Simulation {
                     reveal_window_ms: sc.reveal_window_ms,
                     verify_grace_ms: sc.verify_grace_ms,
                     max_open_requests: sc.max_open_requests,
+                    max_open_per_requester: sc.max_open_per_requester,
                     ..CoordinatorConfig::default()
                 };
                 let mut coord = Coordinator::with_rng_seed(
