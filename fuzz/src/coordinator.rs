@@ -4,7 +4,8 @@
 //! virtual clock. After every input the invariants below are checked.
 //!
 //! Invariants:
-//! * every action about a request (jobs, writes, broadcasts, events) is about a tracked request;
+//! * every action about a request (jobs, writes, broadcasts, events other than refusals) is
+//!   about a tracked request;
 //! * the coordinator tracks at most `max_open_requests` requests;
 //! * per request, this node broadcasts at most one commit (before the deadline), one reveal
 //!   (which opens that commit), one signed result (which verifies), and runs at most one
@@ -18,7 +19,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use rakis_core::coordinator::EmbedPurpose;
 use rakis_core::protocol::{CommitMsg, PeerStatus};
 use rakis_core::testing::{HashEmbedder, QuorumFixture};
-use rakis_core::{FinishReason, Generation, GenerationJob};
+use rakis_core::{FinishReason, Generation, GenerationJob, NodeEvent};
 use rakis_core::{EmbedError, EngineError, Hash32, InferenceRequest, Message, NodeId, NodeKey, Phase, RejectReason, RequestId};
 use rakis_core::coordinator::{Action, Coordinator, CoordinatorConfig, Input, SyncedMessage};
 use rakis_core::store::{OwnOutput};
@@ -520,6 +521,8 @@ impl Harness {
                     assert_eq!(opened, own.commitment, "own output does not open");
                     self.persists.push(own.clone());
                 }
+                // A refusal (`Ignored`) may name a request the node did not take.
+                Action::Emit(NodeEvent::Ignored { .. }) => {}
                 Action::Emit(e) => {
                     if let Some(id) = e.request_id() {
                         known(&id, "event");

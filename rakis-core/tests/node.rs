@@ -576,3 +576,51 @@ async fn a_partitioned_node_rejoins_and_agrees() {
         .unwrap();
     assert_eq!(outcome.joint_hash(), theirs.joint_hash());
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_an_outcome_reports_every_failure_even_behind_the_event_stream() {
+    // A light client (no engine) with the smallest event buffer; 40 requests of quorum 3 that
+    // nobody answers all fail at the same instant: 40 failure events in one burst overrun the
+    // waiters' 16-event buffers.
+    let hub = hub();
+    let key = NodeKey::from_seed(77);
+    let node = Node::builder()
+        .open_network()
+        .network_id(NET)
+        .transport(hub.join(key.node_id()))
+        .key(key)
+        .config(rakis_core::NodeConfig {
+            event_capacity: 16,
+            ..rakis_core::NodeConfig::local_test()
+        })
+        .clock(TokioClock::starting_at(BASE_MS))
+        .build()
+        .unwrap()
+        .spawn()
+        .0;
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let mut r = request(&node, 3);
+        r.nonce = n;
+        ids.push(node.submit(r).await.unwrap());
+    }
+    let mut lagged = node.subscribe();
+    let waits = ids
+        .iter()
+        .map(|id| node.wait_for_outcome(*id, Duration::from_secs(30)));
+    let results = futures::future::join_all(waits).await;
+    assert!(
+        matches!(
+            lagged.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ),
+        "the burst overran the event buffer"
+    );
+    for (id, r) in ids.iter().zip(results) {
+        assert!(
+            matches!(r, Err(NodeError::RequestFailed(_))),
+            "request {}: {r:?}",
+            id.short()
+        );
+    }
+}

@@ -87,6 +87,10 @@ pub struct NetConfig {
     pub idle_connection_timeout: Duration,
     /// Capacity of the event channel to the node; events beyond it are dropped and counted.
     pub event_buffer: usize,
+    /// Most bytes of messages waiting in the event channel for the node to read them; messages
+    /// beyond it are dropped and counted, so that a node that falls behind holds a bounded
+    /// amount of memory whatever its peers send.
+    pub event_buffer_bytes: usize,
 }
 
 impl Default for NetConfig {
@@ -118,6 +122,7 @@ impl Default for NetConfig {
             request_timeout: Duration::from_secs(10),
             idle_connection_timeout: Duration::from_secs(60),
             event_buffer: 16_384,
+            event_buffer_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -185,6 +190,9 @@ impl NetConfig {
         }
         if self.event_buffer == 0 {
             return bad("event_buffer must be at least 1".into());
+        }
+        if self.event_buffer_bytes < rakis_core::envelope::MAX_MESSAGE_SIZE {
+            return bad("event_buffer_bytes must hold at least one message (512 KiB)".into());
         }
         Ok(())
     }

@@ -255,3 +255,54 @@ async fn a_flood_of_valid_requests_from_one_requester_gets_only_its_share() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// Resident memory of this process, in bytes (Linux).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_about_unknown_requests_fill_no_memory() {
+    let net = "hostile-fill";
+    let (honest, rogue, rogue_key) = network(net, 8_000, || NetConfig::local_test(net)).await;
+    // Signed results of 400 KiB for requests nobody made, 40 a second for 6 s (240 distinct
+    // requests, 96 MiB): each is valid and kept, at every node, until its request arrives.
+    let text = "x".repeat(400 * 1024);
+    let before = rss_bytes();
+    let mut peak = before;
+    for i in 0..240u64 {
+        let mut id = [0xF1u8; 32];
+        id[..8].copy_from_slice(&i.to_be_bytes());
+        let result = rakis_core::testing::forged_result(&rogue_key, RequestId(id), &text);
+        let bytes = seal(&rogue_key, net, now_ms(), Message::ConsensusResult(result)).unwrap();
+        rogue.broadcast(bytes).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        peak = peak.max(rss_bytes());
+    }
+    // Every node has read them by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    peak = peak.max(rss_bytes());
+    let grown = peak.saturating_sub(before);
+    // Five nodes, each keeping at most 1 MiB of orphans from one sender.
+    assert!(
+        grown < 200 * 1024 * 1024,
+        "resident memory grew by {} MiB",
+        grown / (1024 * 1024)
+    );
+    for (i, t) in honest.transports.iter().enumerate() {
+        for e in t.peer_book().await.unwrap() {
+            if e.node != rogue_key.node_id() {
+                assert!(!e.blocked, "node {i} blocked an honest relay: {e:?}");
+            }
+        }
+    }
+    agree_on_one_request(&honest.nodes, 3, Duration::from_secs(2)).await;
+    for n in &honest.nodes {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -118,7 +118,7 @@ impl Coordinator {
             request_id: id,
             will_answer: answer,
         }));
-        if let Some(orphans) = self.orphans.remove(&id) {
+        if let Some(orphans) = self.orphans.take(&id) {
             debug!(request = %id.short(), messages = orphans.len(), "replaying messages that came before the request");
             if self.deferred.is_some() {
                 // Inside a batch: after the batch's own commits.

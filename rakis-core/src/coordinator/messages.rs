@@ -85,7 +85,7 @@ impl Coordinator {
         let Some(q) = self.quorums.get_mut(&id) else {
             debug!(request = %id.short(), "commit for unknown request");
             if sent_at.is_none() {
-                self.keep_orphan(now, from, id, Message::Commit(c));
+                self.keep_orphan(now, from, id, Message::Commit(c), out);
                 self.ask_sync(now, from, id, out);
             }
             return;
@@ -148,7 +148,7 @@ impl Coordinator {
         }));
         if reopened {
             // Reveals parked while the quorum looked failed.
-            if let Some(parked) = self.orphans.remove(&id) {
+            if let Some(parked) = self.orphans.take(&id) {
                 if self.deferred.is_some() {
                     self.released.extend(parked);
                 } else {
@@ -170,7 +170,7 @@ impl Coordinator {
         let id = r.reveal.request_id;
         if !self.quorums.contains_key(&id) {
             if sent_at.is_none() && r.reveal.node == from {
-                self.keep_orphan(now, from, id, Message::Reveal(r));
+                self.keep_orphan(now, from, id, Message::Reveal(r), out);
                 self.ask_sync(now, from, id, out);
             }
             return;
@@ -218,7 +218,7 @@ impl Coordinator {
                     Phase::Failed(QuorumFailure::QuorumNotReached { .. })
                 );
             if park {
-                self.keep_orphan(now, from, id, Message::Reveal(r));
+                self.keep_orphan(now, from, id, Message::Reveal(r), out);
                 self.ask_sync(now, from, id, out);
                 return;
             }
@@ -359,7 +359,7 @@ impl Coordinator {
             self.ask_sync(now, from, id, out);
         }
         let Some(q) = self.quorums.get_mut(&id) else {
-            self.keep_orphan(now, from, id, Message::ConsensusResult(r));
+            self.keep_orphan(now, from, id, Message::ConsensusResult(r), out);
             return;
         };
         if !q.admits(&from) {

@@ -33,11 +33,13 @@ use crate::{BinaryEmbedding, ConsensusOutcome, FailureReason, Hash32, NodeId, Re
 
 mod answer;
 mod messages;
+mod orphans;
 mod quorum;
 mod restore;
 mod sync;
 mod timeline;
 
+pub use orphans::{MAX_ORPHAN_BYTES, MAX_ORPHAN_BYTES_PER_SENDER};
 use quorum::{OwnState, Quorum};
 
 /// Default length of the reveal window after the deadline.
@@ -317,9 +319,8 @@ pub struct Coordinator {
     sync_asked: BTreeMap<RequestId, u64>,
     /// While a synced batch is processed: requests whose consensus waits for the batch's end.
     deferred: Option<BTreeSet<RequestId>>,
-    /// Messages about requests not known yet (gossip gives no order; a late joiner hears
-    /// reveals first), replayed when the request arrives. Bounded.
-    orphans: BTreeMap<RequestId, Vec<SyncedMessage>>,
+    /// Messages about requests not known yet, replayed when the request arrives. Bounded.
+    orphans: orphans::Orphans,
     /// Orphans released inside a batch, fed after the batch.
     released: Vec<SyncedMessage>,
     /// Generations started per requester since `served_since` (fair scheduling: the queued
@@ -351,13 +352,6 @@ impl Requester {
         }
     }
 }
-
-/// Most requests with orphan messages kept.
-const MAX_ORPHAN_REQUESTS: usize = 256;
-/// Most orphan messages kept per request.
-const MAX_ORPHANS_PER_REQUEST: usize = 64;
-/// How long orphan messages are kept.
-const ORPHAN_TTL_MS: u64 = 120_000;
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -392,7 +386,7 @@ impl Coordinator {
             peers: BTreeMap::new(),
             sync_asked: BTreeMap::new(),
             deferred: None,
-            orphans: BTreeMap::new(),
+            orphans: orphans::Orphans::default(),
             released: Vec::new(),
             served: BTreeMap::new(),
             served_since: 0,
@@ -501,6 +495,11 @@ impl Coordinator {
             committee: q.committee.clone()?,
             signatures: q.attestations.get(&digest)?.values().cloned().collect(),
         })
+    }
+
+    /// Whether the coordinator tracks `id` (open, or closed and not forgotten yet).
+    pub fn tracks(&self, id: &RequestId) -> bool {
+        self.quorums.contains_key(id)
     }
 
     /// The own signed result of a completed request.

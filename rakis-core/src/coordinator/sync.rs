@@ -101,18 +101,35 @@ impl Coordinator {
         }
     }
 
-    /// Keeps a live message about an unknown request until the request arrives.
-    pub(super) fn keep_orphan(&mut self, now: u64, from: NodeId, id: RequestId, message: Message) {
-        if !self.orphans.contains_key(&id) && self.orphans.len() >= MAX_ORPHAN_REQUESTS {
-            return;
+    /// Keeps a live message about an unknown request until the request arrives (bounded: see
+    /// [`orphans`](super::orphans)). With a membership, only members' messages are kept: an
+    /// outsider's would be ignored once the request is known.
+    pub(super) fn keep_orphan(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        id: RequestId,
+        message: Message,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(m) = &self.membership {
+            if !m.epoch_at(now).is_some_and(|e| e.is_member(&from)) {
+                debug!(request = %id.short(), from = %from.short(), "not keeping an outsider's message about an unknown request");
+                out.push(Action::Emit(NodeEvent::Ignored {
+                    request_id: id,
+                    node: from,
+                    reason: IgnoreReason::NotInCommittee,
+                }));
+                return;
+            }
         }
-        let list = self.orphans.entry(id).or_default();
-        if list.len() < MAX_ORPHANS_PER_REQUEST {
-            list.push(SyncedMessage {
-                from,
-                message,
-                sent_at_ms: now,
-            });
+        if !self.orphans.keep(now, from, id, message) {
+            debug!(request = %id.short(), from = %from.short(), "orphan store full for this sender or in all; message dropped");
         }
+    }
+
+    /// Bytes of messages kept about requests not known yet.
+    pub fn orphan_bytes(&self) -> usize {
+        self.orphans.bytes()
     }
 }

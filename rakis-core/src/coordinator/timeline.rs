@@ -13,10 +13,7 @@ use crate::{evaluate, Commit, ConsensusParams, Decision, RequestId, Reveal, Subm
 
 impl Coordinator {
     pub(super) fn on_tick(&mut self, now: u64, out: &mut Vec<Action>) {
-        self.orphans.retain(|_, list| {
-            list.first()
-                .is_some_and(|m| m.sent_at_ms.saturating_add(ORPHAN_TTL_MS) > now)
-        });
+        self.orphans.expire(now);
         let ids: Vec<RequestId> = self.quorums.keys().copied().collect();
         for id in ids {
             self.advance(now, id, out);

@@ -30,6 +30,8 @@ use crate::{NodeId, RequestId};
 
 /// Most closed-request ids remembered by `Driver::closed_before`.
 const MAX_CLOSED_CACHED: usize = 4_096;
+/// How often the driver forgets what it keeps for requests the coordinator no longer tracks.
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
 /// Most direct sends awaiting their acknowledgement at once, in all and per peer. A send waits
 /// beside the loop (up to the transport's request timeout); beyond these bounds further sends
 /// are dropped, so a peer that never acknowledges holds a few tasks, never the node.
@@ -198,6 +200,8 @@ impl Driver {
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 t
             });
+            let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+            housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut retention_timer = self.config.retention.map(|r| {
                 let mut t = tokio::time::interval(r.interval);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -236,6 +240,7 @@ impl Driver {
                     _ = async { retention_timer.as_mut().expect("guarded").tick().await }, if retention_timer.is_some() => {
                         self.prune();
                     }
+                    _ = housekeeping.tick() => self.forget_settled(),
                     // Finished tasks are reaped as they end.
                     Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 }
@@ -288,6 +293,25 @@ impl Driver {
             self.submit_to_sinks(id).await;
         }
         self.feed(Input::Tick).await;
+    }
+
+    /// Forgets the signed results of others kept for requests that the coordinator no longer
+    /// tracks and that no sink still waits on (they attest this node's result to its sinks).
+    fn forget_settled(&mut self) {
+        let before = self.peer_results.len();
+        let waiting: BTreeSet<RequestId> = self
+            .submitting
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(self.awaiting_signatures.keys().map(|(id, _)| *id))
+            .collect();
+        let coordinator = &self.coordinator;
+        self.peer_results
+            .retain(|id, _| waiting.contains(id) || coordinator.tracks(id));
+        let forgotten = before - self.peer_results.len();
+        if forgotten > 0 {
+            debug!(forgotten, "signed results of closed requests forgotten");
+        }
     }
 
     /// Applies the retention policy in the background (the store may take a while).
@@ -396,7 +420,7 @@ impl Driver {
                         // Logged for sync answers once the node tracks the request: messages
                         // about requests nobody made (orphans) fill no log.
                         if let Some(id) = log_id {
-                            if self.coordinator.status(&id).is_some() {
+                            if self.coordinator.tracks(&id) {
                                 self.sync_log.record(id, bytes);
                             }
                         }
@@ -414,7 +438,7 @@ impl Driver {
     /// closed requests are not reloaded). Its late messages are dropped rather than taken for
     /// a new request, which would compute it again. Answers are cached.
     async fn closed_before(&mut self, id: &RequestId) -> bool {
-        if self.coordinator.status(id).is_some() {
+        if self.coordinator.tracks(id) {
             return false;
         }
         if self.closed.contains(id) {

@@ -91,6 +91,8 @@ struct Shared {
     peers: RwLock<BTreeSet<NodeId>>,
     /// Bound listen addresses (without the `/p2p/` suffix).
     listen: RwLock<Vec<Multiaddr>>,
+    /// Bytes of messages in the event channel, not yet read by the node.
+    queued_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// The default [`Transport`] of Rakis: libp2p with gossipsub for broadcasts and
@@ -439,7 +441,21 @@ impl Transport for Libp2pTransport {
 
     fn events(&self) -> BoxStream<'static, TransportEvent> {
         match self.events.lock().expect("events lock").take() {
-            Some(mut rx) => futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed(),
+            Some(mut rx) => {
+                let shared = self.shared.clone();
+                futures::stream::poll_fn(move |cx| {
+                    let polled = rx.poll_recv(cx);
+                    if let std::task::Poll::Ready(Some(TransportEvent::Message { bytes, .. })) =
+                        &polled
+                    {
+                        shared
+                            .queued_bytes
+                            .fetch_sub(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                    polled
+                })
+                .boxed()
+            }
             None => {
                 warn!("Libp2pTransport::events called twice: the second stream is empty");
                 futures::stream::empty().boxed()

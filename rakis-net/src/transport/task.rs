@@ -90,11 +90,31 @@ impl Task {
         info!("network stopped");
     }
 
-    /// Hands an event to the node; `false` when the node's queue is full and it was dropped.
+    /// Hands an event to the node; `false` when the node's queue is full (in events or in
+    /// bytes) and it was dropped.
     pub(super) fn emit(&mut self, ev: TransportEvent) -> bool {
+        use std::sync::atomic::Ordering;
+        let size = match &ev {
+            TransportEvent::Message { bytes, .. } => bytes.len(),
+            _ => 0,
+        };
+        let queued = self.shared.queued_bytes.load(Ordering::Relaxed);
+        if size > 0 && queued.saturating_add(size) > self.config.event_buffer_bytes {
+            self.stats.dropped_events += 1;
+            if self.stats.dropped_events.is_power_of_two() {
+                warn!(
+                    dropped = self.stats.dropped_events,
+                    queued_bytes = queued,
+                    "the node is behind on transport events (bytes bound): dropping"
+                );
+            }
+            return false;
+        }
+        self.shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
         match self.events.try_send(ev) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.queued_bytes.fetch_sub(size, Ordering::Relaxed);
                 self.stats.dropped_events += 1;
                 if self.stats.dropped_events.is_power_of_two() {
                     warn!(
@@ -105,7 +125,10 @@ impl Task {
                 false
             }
             // Nobody listens (the node stopped): nothing to deliver to.
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.shared.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                true
+            }
         }
     }
 

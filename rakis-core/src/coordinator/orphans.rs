@@ -1,0 +1,112 @@
+//! Messages about requests not known yet (gossip gives no order; a late joiner hears reveals
+//! first), kept until the request arrives, and reveals parked while a quorum looks failed.
+//!
+//! Anyone can send messages about requests that do not exist, so the store is bounded in
+//! requests, in messages per request, in time, and in bytes: per sender (so that one key cannot
+//! take the room of the others) and in all.
+
+use std::collections::BTreeMap;
+
+use super::SyncedMessage;
+use crate::protocol::Message;
+use crate::{NodeId, RequestId};
+
+/// Most requests with orphan messages kept.
+pub(super) const MAX_REQUESTS: usize = 256;
+/// Most orphan messages kept per request.
+pub(super) const MAX_PER_REQUEST: usize = 64;
+/// How long orphan messages are kept.
+pub(super) const TTL_MS: u64 = 120_000;
+/// Most bytes (encoded) of orphan messages kept from one sender.
+pub const MAX_ORPHAN_BYTES_PER_SENDER: usize = 1024 * 1024;
+/// Most bytes (encoded) of orphan messages kept in all.
+pub const MAX_ORPHAN_BYTES: usize = 16 * 1024 * 1024;
+
+/// The bounded store of orphan messages.
+#[derive(Debug, Default)]
+pub(super) struct Orphans {
+    by_request: BTreeMap<RequestId, Vec<(SyncedMessage, usize)>>,
+    by_sender: BTreeMap<NodeId, usize>,
+    bytes: usize,
+}
+
+impl Orphans {
+    /// Keeps `message` of `from` about `id`; returns whether it was kept (it is not when a
+    /// bound is reached).
+    pub(super) fn keep(&mut self, now: u64, from: NodeId, id: RequestId, message: Message) -> bool {
+        if !self.by_request.contains_key(&id) && self.by_request.len() >= MAX_REQUESTS {
+            return false;
+        }
+        if self
+            .by_request
+            .get(&id)
+            .is_some_and(|l| l.len() >= MAX_PER_REQUEST)
+        {
+            return false;
+        }
+        let size =
+            postcard::serialize_with_flavor(&message, postcard::ser_flavors::Size::default())
+                .unwrap_or(usize::MAX);
+        let sender = self.by_sender.get(&from).copied().unwrap_or(0);
+        if sender.saturating_add(size) > MAX_ORPHAN_BYTES_PER_SENDER
+            || self.bytes.saturating_add(size) > MAX_ORPHAN_BYTES
+        {
+            return false;
+        }
+        *self.by_sender.entry(from).or_default() += size;
+        self.bytes += size;
+        self.by_request.entry(id).or_default().push((
+            SyncedMessage {
+                from,
+                message,
+                sent_at_ms: now,
+            },
+            size,
+        ));
+        true
+    }
+
+    /// Takes the messages kept about `id`.
+    pub(super) fn take(&mut self, id: &RequestId) -> Option<Vec<SyncedMessage>> {
+        let list = self.by_request.remove(id)?;
+        Some(
+            list.into_iter()
+                .map(|(m, size)| {
+                    self.release(&m.from, size);
+                    m
+                })
+                .collect(),
+        )
+    }
+
+    /// Forgets the requests whose first message is older than [`TTL_MS`].
+    pub(super) fn expire(&mut self, now: u64) {
+        let old: Vec<RequestId> = self
+            .by_request
+            .iter()
+            .filter(|(_, list)| {
+                list.first()
+                    .is_none_or(|(m, _)| m.sent_at_ms.saturating_add(TTL_MS) <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in old {
+            self.take(&id);
+        }
+    }
+
+    fn release(&mut self, from: &NodeId, size: usize) {
+        self.bytes -= size;
+        if let Some(b) = self.by_sender.get_mut(from) {
+            *b -= size;
+            if *b == 0 {
+                self.by_sender.remove(from);
+            }
+        }
+    }
+
+    /// Bytes kept in all.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
