@@ -51,9 +51,16 @@ pub struct NetConfig {
     pub max_connections_per_peer: u32,
     /// Most connections being set up at once (incoming and outgoing each).
     pub max_pending_connections: u32,
-    /// Per-peer limit on received gossip and direct messages. A message over the limit is
-    /// ignored (not forwarded, not delivered, not penalised by gossipsub) and counted.
+    /// Per-signer limit on received messages: gossip counts against the node that signed the
+    /// message (whoever relayed it), direct messages against the sender. A message over the
+    /// limit is ignored (not forwarded, not delivered, not penalised by gossipsub) and counted;
+    /// repeated violations block the signer. Relays are never blocked for what they forward.
     pub rate_limit: RateLimit,
+    /// Per-relay limit on gossip received from one connected peer, whoever signed it: a bound
+    /// on the signature checks one connection can cause (many signers' messages arrive through
+    /// one relay, so it is set well above `rate_limit`). Over it, messages are ignored; the
+    /// relay is not penalised.
+    pub relay_rate_limit: RateLimit,
     /// Messages over the rate limit that one peer may cause within
     /// [`violation_window`](Self::violation_window) before it is disconnected and blocked.
     pub max_rate_violations: u32,
@@ -111,6 +118,10 @@ impl Default for NetConfig {
             rate_limit: RateLimit {
                 per_second: 200.0,
                 burst: 400,
+            },
+            relay_rate_limit: RateLimit {
+                per_second: 2_000.0,
+                burst: 4_000,
             },
             max_rate_violations: 500,
             violation_window: Duration::from_secs(10),
@@ -175,6 +186,11 @@ impl NetConfig {
         }
         if self.rate_limit.burst == 0 {
             return bad("rate_limit.burst must be at least 1".into());
+        }
+        if !(self.relay_rate_limit.per_second > 0.0 && self.relay_rate_limit.per_second.is_finite())
+            || self.relay_rate_limit.burst == 0
+        {
+            return bad("relay_rate_limit must be positive".into());
         }
         if self.max_connections == 0 || self.max_connections_per_peer == 0 {
             return bad("connection limits must be at least 1".into());

@@ -21,8 +21,10 @@
 //!   once the peer accepted the bytes.
 //! * **Discovery**: identify (peers announcing another network are disconnected), Kademlia
 //!   with bootstrap peers (identify-reported listen addresses feed it), optional mDNS.
-//! * **Protection**: connection limits, a per-peer token bucket on received messages,
-//!   disconnection and blocking of peers that send invalid messages or keep flooding, periodic
+//! * **Protection**: connection limits, a token bucket per signer on received messages (and a
+//!   forwarding bound per relay, never penalised), at most `event_buffer_bytes` of unread
+//!   messages, sync messages refused on gossip, disconnection and blocking of peers that send
+//!   invalid messages or keep flooding, periodic
 //!   redial of lost bootstrap peers; a peer book ([`Libp2pTransport::peer_book`]) records what
 //!   is known of each peer, including the models and capacity of its `PeerStatus`.
 //!

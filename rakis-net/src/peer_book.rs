@@ -67,7 +67,10 @@ pub(crate) struct PeerRecord {
     pub(crate) rate_limited: u64,
     pub(crate) blocked_until: Option<Instant>,
     pub(crate) status: Option<PeerStatus>,
+    /// Messages signed by this peer (whoever relayed them).
     pub(crate) bucket: TokenBucket,
+    /// Gossip relayed by this peer (whoever signed it).
+    pub(crate) relay_bucket: TokenBucket,
     pub(crate) violations: WindowCounter,
 }
 
@@ -87,6 +90,7 @@ impl PeerRecord {
             blocked_until: None,
             status: None,
             bucket: TokenBucket::new(config.rate_limit, now),
+            relay_bucket: TokenBucket::new(config.relay_rate_limit, now),
             violations: WindowCounter::new(config.violation_window, now),
         }
     }

@@ -306,3 +306,78 @@ async fn large_messages_about_unknown_requests_fill_no_memory() {
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_relay_between_flooders_and_the_others_is_not_blocked() {
+    // Honest nodes limit every signer to 50 messages/s and block after 100 violations in 10 s.
+    // Three flooders keep a single connection each, to node 4, and flood through it: node 4
+    // takes 50 messages a second of each and, as gossip does, forwards them to the others:
+    // 150 a second arrive from node 4. Counted against the relay (as before), that blocked
+    // node 4 everywhere; counted against each signer, nobody honest is blamed.
+    let net = "hostile-relay";
+    let limited = || NetConfig {
+        rate_limit: rakis_net::RateLimit {
+            per_second: 50.0,
+            burst: 100,
+        },
+        max_rate_violations: 100,
+        ..NetConfig::local_test(net)
+    };
+    let keys = keys(9_000, 5);
+    let transports = start_mesh(&keys, |_| limited()).await;
+    let nodes: Vec<NodeHandle> = keys
+        .iter()
+        .zip(&transports)
+        .zip(ANSWERS)
+        .map(|((k, t), a)| spawn_node(net, k.clone(), t.clone(), a))
+        .collect();
+    let relay = transports[4].clone();
+    let mut floods = Vec::new();
+    let mut flooders = Vec::new();
+    for f in 0..3u64 {
+        let key = NodeKey::from_seed(9_090 + f);
+        let rogue = rakis_net::Libp2pTransport::start(
+            key.clone(),
+            NetConfig {
+                max_connections: 1,
+                ..NetConfig::local_test(net).with_bootstrap(relay.listen_addrs())
+            },
+        )
+        .await
+        .unwrap();
+        rogue.wait_for_topic_peers(1, PATIENCE).await.unwrap();
+        flooders.push(key.node_id());
+        floods.push(tokio::spawn(async move {
+            for i in 0..3_000u32 {
+                if rogue.broadcast(status_message(&key, net, i)).await.is_err() {
+                    break; // the relay blocked this flooder
+                }
+                if i % 20 == 19 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            rogue
+        }));
+    }
+    let _rogues = futures::future::join_all(floods).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    for (i, t) in transports.iter().enumerate() {
+        for e in t.peer_book().await.unwrap() {
+            if !flooders.contains(&e.node) {
+                assert!(!e.blocked, "node {i} blocked honest {e:?}");
+            }
+        }
+        let peers = t.peers();
+        for (j, k) in keys.iter().enumerate() {
+            assert!(
+                j == i || peers.contains(&k.node_id()),
+                "node {i} lost node {j}"
+            );
+        }
+    }
+    agree_on_one_request(&nodes, 3, Duration::from_secs(3)).await;
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -23,6 +23,20 @@ use crate::identity::peer_id_of;
 use crate::topics::TopicKind;
 
 impl Task {
+    /// Counts one gossip message against the forwarding limit of `relay`, the connected peer it
+    /// came from; `false` when over it. Never penalises the relay.
+    fn within_relay_rate(&mut self, relay: PeerId, now: Instant) -> bool {
+        let Some(record) = self.book.entry(relay, &self.config, now) else {
+            return false;
+        };
+        record.last_seen = Some(now);
+        if record.relay_bucket.try_take(now) {
+            return true;
+        }
+        self.stats.rate_limited += 1;
+        false
+    }
+
     /// Counts one message against `peer`'s rate limit; `false` when it is over the limit (and
     /// blocks the peer after repeated violations).
     pub(super) fn within_rate(&mut self, peer: PeerId, now: Instant) -> bool {
@@ -129,8 +143,8 @@ impl Task {
 
     pub(super) fn check_gossip(&mut self, source: PeerId, message: gossipsub::Message) -> Verdict {
         let now = Instant::now();
-        if !self.within_rate(source, now) {
-            return Verdict::Ignore("rate limited");
+        if !self.within_relay_rate(source, now) {
+            return Verdict::Ignore("relay over its forwarding limit");
         }
         let Some(kind) = self.topics.kind_of(&message.topic) else {
             return Verdict::Reject(format!("unknown topic {}", message.topic));
@@ -140,6 +154,18 @@ impl Task {
             Err(e) => return Verdict::Reject(e.to_string()),
         };
         let env = verified.envelope;
+        // The rate limit belongs to the signer, wherever the message entered: a flood stops at
+        // the first honest hop, and the relays that carried some of it are not blamed.
+        if let Ok(signer) = peer_id_of(&env.sender) {
+            if signer != self.local {
+                if self.book.get(&signer).is_some_and(|r| r.is_blocked(now)) {
+                    return Verdict::Ignore("signer blocked");
+                }
+                if !self.within_rate(signer, now) {
+                    return Verdict::Ignore("signer over its rate limit");
+                }
+            }
+        }
         if matches!(
             env.message,
             Message::SyncRequest { .. } | Message::SyncResponse { .. }
