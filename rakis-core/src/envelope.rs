@@ -9,6 +9,8 @@
 //! identified (for duplicate detection) by `SHA-256(body)`.
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +54,20 @@ fn envelope_digest(body: &[u8]) -> [u8; 32] {
     pre.extend_from_slice(ENVELOPE_TAG);
     pre.extend_from_slice(body);
     rakis_consensus::sha256(&pre).0
+}
+
+/// [`seal`], remembering the signature in `verified` (the node's own messages: its transport,
+/// which checks what it sends, finds it checked already).
+pub fn seal_remembered(
+    key: &NodeKey,
+    network_id: &str,
+    timestamp_ms: u64,
+    message: Message,
+    verified: &VerifiedSignatures,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let bytes = seal(key, network_id, timestamp_ms, message)?;
+    verified.remember_own(&bytes, key.node_id());
+    Ok(bytes)
 }
 
 /// Signs and encodes a message for the wire, with a random nonce.
@@ -109,9 +125,97 @@ pub struct Verified {
     pub id: Hash32,
 }
 
+/// Signatures one node has checked already, so that each message's signature is recovered once
+/// per node: the transport checks it before forwarding, and the node's [`Inbox`] (and a relayed
+/// copy in a sync response) find it here. A hit needs the same body and the same signature
+/// bytes, so it gives exactly the signer a recovery would. Bounded (least recently used first
+/// out); shared by a node's transport and inbox through
+/// [`Transport::verified_signatures`](crate::Transport::verified_signatures).
+pub struct VerifiedSignatures {
+    checked: Mutex<lru::LruCache<Hash32, (Signature, NodeId)>>,
+}
+
+impl std::fmt::Debug for VerifiedSignatures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedSignatures").finish_non_exhaustive()
+    }
+}
+
+impl Default for VerifiedSignatures {
+    /// Room for 16,384 signatures (about 3 MiB).
+    fn default() -> Self {
+        Self::with_capacity(16_384)
+    }
+}
+
+impl VerifiedSignatures {
+    /// Room for `capacity` signatures (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        VerifiedSignatures {
+            checked: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    fn signer(&self, id: &Hash32, signature: &Signature) -> Option<NodeId> {
+        let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        match checked.get(id) {
+            Some((sig, signer)) if sig == signature => Some(*signer),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, id: Hash32, signature: Signature, signer: NodeId) {
+        self.checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(id, (signature, signer));
+    }
+
+    /// Remembers a message this node sealed itself (its signature is this node's). Only for
+    /// bytes just sealed with that node's key: see [`seal_remembered`].
+    fn remember_own(&self, bytes: &[u8], own: NodeId) {
+        if let Some(Ok(signed)) = bytes
+            .split_first()
+            .map(|(_, rest)| postcard::from_bytes::<SignedEnvelope<'_>>(rest))
+        {
+            self.remember(rakis_consensus::sha256(signed.body), signed.signature, own);
+        }
+    }
+
+    /// Signatures held.
+    pub fn len(&self) -> usize {
+        self.checked.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Decodes wire bytes and checks size, version, encoding, signature and network id. Stateless:
 /// transports call it to validate before forwarding. Replays and skew are checked by [`Inbox`].
 pub fn open(bytes: &[u8], network_id: &str) -> Result<Verified, EnvelopeError> {
+    open_with(bytes, network_id, None)
+}
+
+/// [`open`], recovering the signature only when `verified` does not hold it already (and
+/// remembering it there).
+pub fn open_cached(
+    bytes: &[u8],
+    network_id: &str,
+    verified: &VerifiedSignatures,
+) -> Result<Verified, EnvelopeError> {
+    open_with(bytes, network_id, Some(verified))
+}
+
+fn open_with(
+    bytes: &[u8],
+    network_id: &str,
+    verified: Option<&VerifiedSignatures>,
+) -> Result<Verified, EnvelopeError> {
     if bytes.len() > MAX_MESSAGE_SIZE {
         return Err(EnvelopeError::TooLarge {
             size: bytes.len(),
@@ -125,16 +229,23 @@ pub fn open(bytes: &[u8], network_id: &str) -> Result<Verified, EnvelopeError> {
     let signed: SignedEnvelope<'_> =
         postcard::from_bytes(rest).map_err(EnvelopeError::malformed)?;
     let envelope: Envelope = postcard::from_bytes(signed.body).map_err(EnvelopeError::malformed)?;
-    let signer = recover_signer(&envelope_digest(signed.body), &signed.signature)
-        .map_err(|_| EnvelopeError::BadSignature(envelope.sender.short()))?;
+    let id = rakis_consensus::sha256(signed.body);
+    let signer = match verified.and_then(|v| v.signer(&id, &signed.signature)) {
+        Some(signer) => signer,
+        None => {
+            let signer = recover_signer(&envelope_digest(signed.body), &signed.signature)
+                .map_err(|_| EnvelopeError::BadSignature(envelope.sender.short()))?;
+            if let Some(v) = verified {
+                v.remember(id, signed.signature, signer);
+            }
+            signer
+        }
+    };
     if signer != envelope.sender {
         return Err(EnvelopeError::BadSignature(envelope.sender.short()));
     }
     check_network(&envelope, network_id)?;
-    Ok(Verified {
-        id: rakis_consensus::sha256(signed.body),
-        envelope,
-    })
+    Ok(Verified { id, envelope })
 }
 
 /// Refuses an envelope of another network.
@@ -158,6 +269,7 @@ pub struct Inbox {
     max_skew_ms: u64,
     seen: HashMap<Hash32, u64>,
     order: VecDeque<(u64, Hash32)>,
+    verified: std::sync::Arc<VerifiedSignatures>,
 }
 
 impl Inbox {
@@ -168,12 +280,28 @@ impl Inbox {
             max_skew_ms,
             seen: HashMap::new(),
             order: VecDeque::new(),
+            verified: Default::default(),
         }
+    }
+
+    /// Takes signatures already checked from `verified` (typically the transport's: see
+    /// [`VerifiedSignatures`]), and remembers there the ones it checks.
+    pub fn with_verified_signatures(
+        mut self,
+        verified: std::sync::Arc<VerifiedSignatures>,
+    ) -> Self {
+        self.verified = verified;
+        self
+    }
+
+    /// The signatures this inbox checked or took.
+    pub fn verified_signatures(&self) -> &std::sync::Arc<VerifiedSignatures> {
+        &self.verified
     }
 
     /// Checks one incoming message at local time `now_ms`. On error nothing is remembered.
     pub fn accept(&mut self, bytes: &[u8], now_ms: u64) -> Result<Verified, EnvelopeError> {
-        let v = open(bytes, &self.network_id)?;
+        let v = open_cached(bytes, &self.network_id, &self.verified)?;
         self.admit_live(v, now_ms)
     }
 
@@ -184,7 +312,7 @@ impl Inbox {
     /// moment after the local deadline was ignored then, and its relayed copy, judged by its
     /// signed time, is what repairs it (the coordinator ignores what it already holds).
     pub fn accept_relayed(&mut self, bytes: &[u8], now_ms: u64) -> Result<Verified, EnvelopeError> {
-        let v = open(bytes, &self.network_id)?;
+        let v = open_cached(bytes, &self.network_id, &self.verified)?;
         self.admit_relayed(v, now_ms)
     }
 
@@ -409,6 +537,43 @@ mod tests {
             open(&bytes, "net"),
             Err(EnvelopeError::BadSignature(_))
         ));
+    }
+
+    #[test]
+    fn a_checked_signature_is_taken_only_for_the_same_body_and_signature() {
+        let a = NodeKey::from_seed(1);
+        let b = NodeKey::from_seed(2);
+        let verified = VerifiedSignatures::with_capacity(8);
+        let bytes = seal(&a, "net", 1, status()).unwrap();
+        let first = open_cached(&bytes, "net", &verified).unwrap();
+        assert_eq!(verified.len(), 1);
+        assert_eq!(open_cached(&bytes, "net", &verified).unwrap(), first);
+        assert_eq!(verified.len(), 1, "the second open found it");
+        // The same body under another signature (B's, claiming A) is recovered, and refused.
+        let signed: SignedEnvelope<'_> = postcard::from_bytes(&bytes[1..]).unwrap();
+        let forged_sig = b.sign_digest(&envelope_digest(signed.body));
+        let mut forged = vec![WIRE_VERSION];
+        forged.extend(
+            postcard::to_allocvec(&SignedEnvelope {
+                body: signed.body,
+                signature: forged_sig,
+            })
+            .unwrap(),
+        );
+        assert!(matches!(
+            open_cached(&forged, "net", &verified),
+            Err(EnvelopeError::BadSignature(_))
+        ));
+        // The network is checked on every open, cached or not.
+        assert!(matches!(
+            open_cached(&bytes, "other", &verified),
+            Err(EnvelopeError::WrongNetwork { .. })
+        ));
+        // Own messages are remembered as sealed; bounded.
+        for t in 0..20 {
+            seal_remembered(&a, "net", t, status(), &verified).unwrap();
+        }
+        assert_eq!(verified.len(), 8);
     }
 
     #[test]

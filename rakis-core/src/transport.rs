@@ -50,6 +50,12 @@ pub trait Transport: Send + Sync {
     fn network_id(&self) -> Option<String> {
         None
     }
+    /// The signatures this transport checked when it validated incoming messages, when it
+    /// shares them: the node's [`Inbox`](crate::envelope::Inbox) then recovers each message's
+    /// signature once, not twice (see [`VerifiedSignatures`](crate::envelope::VerifiedSignatures)).
+    fn verified_signatures(&self) -> Option<std::sync::Arc<crate::envelope::VerifiedSignatures>> {
+        None
+    }
 }
 
 /// Errors of a [`Transport`].

@@ -1,10 +1,16 @@
 //! Broadcast throughput and latency among five local libp2p nodes (TCP on 127.0.0.1).
 //!
-//! * `broadcast/5_nodes`: one node broadcasts signed messages back to back (at most 1 000 in
-//!   flight); the time runs until each of the four others has received every one. Criterion
-//!   reports it as messages per second.
-//! * `envelope_open`: what each receiver spends validating one message (signature recovery),
-//!   the main CPU cost per message and node.
+//! * `broadcast/one_check` and `broadcast/two_checks`: one node broadcasts signed messages back
+//!   to back (at most 1 000 in flight); each of the four others takes every message through a
+//!   node's `Inbox`, as a node does; the time runs until all four have taken every one.
+//!   Criterion reports it as messages per second. `one_check`: the inbox shares the
+//!   transport's checked signatures (`Transport::verified_signatures`) and the sender seals
+//!   with `seal_remembered`, as the node does now: one signature recovery per message and node.
+//!   `two_checks`: the inbox checks every signature again, as before.
+//! * CPU per message: process CPU time (user + system, all five nodes) over a burst of 3 000
+//!   messages, divided by 3 000, for each variant.
+//! * `envelope_open` / `envelope_open_checked`: one message's validation with a signature
+//!   recovery, and with the signature found checked.
 //! * Latency: 2 000 messages, one every 2 ms; for each message, the time from the `broadcast`
 //!   call to its arrival at a receiver. Printed as p50/p99 over every arrival, and over the
 //!   last arrival of each message (the time to reach all four).
@@ -21,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use futures::StreamExt;
-use rakis_core::envelope::seal;
+use rakis_core::envelope::{open_cached, seal, seal_remembered, Inbox, VerifiedSignatures};
 use rakis_core::protocol::PeerStatus;
 use rakis_core::{Message, NodeKey, Transport, TransportEvent};
 use rakis_net::{Libp2pTransport, NetConfig, RateLimit};
@@ -37,6 +43,9 @@ type Arrival = (usize, [u8; 32], Instant);
 
 struct Bench {
     key: NodeKey,
+    /// Whether receivers share the transport's checked signatures (and the sender remembers
+    /// its own).
+    shared: bool,
     sender: Arc<Libp2pTransport>,
     _others: Vec<Arc<Libp2pTransport>>,
     arrivals: mpsc::UnboundedReceiver<Arrival>,
@@ -54,9 +63,9 @@ fn config() -> NetConfig {
     }
 }
 
-async fn setup() -> Bench {
+async fn setup(shared: bool, seed: u64) -> Bench {
     let keys: Vec<NodeKey> = (0..NODES as u64)
-        .map(|i| NodeKey::from_seed(9_000 + i))
+        .map(|i| NodeKey::from_seed(seed + i))
         .collect();
     let mut nodes: Vec<Arc<Libp2pTransport>> = Vec::new();
     for k in &keys {
@@ -77,9 +86,18 @@ async fn setup() -> Bench {
     for (i, n) in nodes.iter().enumerate().skip(1) {
         let mut events = n.events();
         let tx = tx.clone();
+        let mut inbox = Inbox::new(NET, 60_000);
+        if shared {
+            inbox = inbox.with_verified_signatures(n.verified_signatures().unwrap());
+        }
         tokio::spawn(async move {
             while let Some(ev) = events.next().await {
                 if let TransportEvent::Message { bytes, .. } = ev {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as u64;
+                    inbox.accept(&bytes, now).expect("a valid message");
                     let at = Instant::now();
                     let _ = tx.send((i, Sha256::digest(&bytes).into(), at));
                 }
@@ -89,6 +107,7 @@ async fn setup() -> Bench {
     let sender = nodes.remove(0);
     Bench {
         key: keys[0].clone(),
+        shared,
         sender,
         _others: nodes,
         arrivals: rx,
@@ -105,18 +124,18 @@ impl Bench {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()
                     .as_millis() as u64;
-                let bytes = seal(
-                    &self.key,
-                    NET,
-                    ts,
-                    Message::PeerStatus(PeerStatus {
-                        models: vec!["smollm2-135m".into()],
-                        embedding_model: None,
-                        workers: 1,
-                        load: self.counter,
-                    }),
-                )
-                .unwrap();
+                let message = Message::PeerStatus(PeerStatus {
+                    models: vec!["smollm2-135m".into()],
+                    embedding_model: None,
+                    workers: 1,
+                    load: self.counter,
+                });
+                let bytes = if self.shared {
+                    let verified = self.sender.verified_signatures().unwrap();
+                    seal_remembered(&self.key, NET, ts, message, &verified).unwrap()
+                } else {
+                    seal(&self.key, NET, ts, message).unwrap()
+                };
                 let h = Sha256::digest(&bytes).into();
                 (bytes, h)
             })
@@ -215,24 +234,69 @@ fn report(label: &str, mut v: Vec<Duration>) {
     );
 }
 
+/// CPU time (user + system) of this process so far (Linux `/proc/self/stat`, clock ticks of
+/// 10 ms).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After the name: state (0), ppid (1) … utime (11), stime (12).
+    let ticks = field(11) + field(12);
+    Duration::from_millis(ticks * 10)
+}
+
 fn main() {
     let rt = Runtime::new().unwrap();
-    let mut bench = rt.block_on(setup());
+    let mut one = rt.block_on(setup(true, 9_000));
+    let mut two = rt.block_on(setup(false, 9_100));
     let mut c = Criterion::default().sample_size(10).configure_from_args();
-    // The per-message CPU cost every receiver pays before forwarding (signature recovery).
-    let sample = rt.block_on(async { bench.messages(1).remove(0).0 });
+    // The per-message CPU cost every receiver pays before forwarding (signature recovery), and
+    // the cost when the signature was checked already.
+    let sample = rt.block_on(async { two.messages(1).remove(0).0 });
     c.bench_function("envelope_open", |b| {
         b.iter(|| rakis_core::envelope::open(std::hint::black_box(&sample), NET).unwrap())
     });
+    let checked = VerifiedSignatures::default();
+    open_cached(&sample, NET, &checked).unwrap();
+    c.bench_function("envelope_open_checked", |b| {
+        b.iter(|| open_cached(std::hint::black_box(&sample), NET, &checked).unwrap())
+    });
     let mut group = c.benchmark_group("broadcast");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("5_nodes", |b| {
-        b.iter_custom(|iters| rt.block_on(bench.burst(iters as usize)))
+    group.bench_function("one_check", |b| {
+        b.iter_custom(|iters| rt.block_on(one.burst(iters as usize)))
+    });
+    group.bench_function("two_checks", |b| {
+        b.iter_custom(|iters| rt.block_on(two.burst(iters as usize)))
     });
     group.finish();
 
-    let (each, all) = rt.block_on(bench.latencies(2_000, Duration::from_millis(2)));
-    report("broadcast latency, each arrival (4 receivers)", each);
-    report("broadcast latency, reaching all 4 receivers", all);
+    for (label, bench) in [("one_check", &mut one), ("two_checks", &mut two)] {
+        let n = 3_000;
+        let cpu = cpu_time();
+        let wall = rt.block_on(bench.burst(n));
+        let used = cpu_time().saturating_sub(cpu);
+        println!(
+            "{label}: {n} messages in {:.2} s, CPU {:.2} s: {:.0} µs of CPU per message (5 nodes)",
+            wall.as_secs_f64(),
+            used.as_secs_f64(),
+            used.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+    let (each, all) = rt.block_on(one.latencies(2_000, Duration::from_millis(2)));
+    report(
+        "broadcast latency (one_check), each arrival (4 receivers)",
+        each,
+    );
+    report(
+        "broadcast latency (one_check), reaching all 4 receivers",
+        all,
+    );
     c.final_summary();
 }

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::coordinator::{Action, Coordinator, Input};
 use crate::embedder::{EmbedError, Embedder};
 use crate::engine::{EngineError, InferenceEngine};
-use crate::envelope::{seal, Inbox};
+use crate::envelope::{seal_remembered, Inbox};
 use crate::events::NodeEvent;
 use crate::identity::NodeKey;
 use crate::protocol::{ConsensusResultMsg, InferenceRequest, Message, RequestError};
@@ -137,7 +137,10 @@ impl Driver {
         );
         let skew = u64::try_from(parts.config.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
         let driver = Driver {
-            inbox: Inbox::new(parts.network_id.clone(), skew),
+            inbox: match parts.transport.verified_signatures() {
+                Some(v) => Inbox::new(parts.network_id.clone(), skew).with_verified_signatures(v),
+                None => Inbox::new(parts.network_id.clone(), skew),
+            },
             key: parts.key,
             network_id: parts.network_id,
             config: parts.config,
@@ -537,7 +540,14 @@ impl Driver {
         } else {
             None
         };
-        match seal(&self.key, &self.network_id, now, message) {
+        // Remembered as checked: the transport, which checks what it sends, finds it there.
+        match seal_remembered(
+            &self.key,
+            &self.network_id,
+            now,
+            message,
+            self.inbox.verified_signatures(),
+        ) {
             Ok(bytes) => {
                 self.inbox.remember_own(&bytes, now);
                 if let Some(id) = log_id {

@@ -7,7 +7,7 @@ use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::request_response::{self};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{identify, kad, mdns, ping, PeerId};
-use rakis_core::envelope::open;
+use rakis_core::envelope::open_cached;
 use rakis_core::error::SharedError;
 use rakis_core::protocol::Message;
 use rakis_core::transport::Refusal;
@@ -149,7 +149,7 @@ impl Task {
         let Some(kind) = self.topics.kind_of(&message.topic) else {
             return Verdict::Reject(format!("unknown topic {}", message.topic));
         };
-        let verified = match open(&message.data, &self.config.network_id) {
+        let verified = match open_cached(&message.data, &self.config.network_id, &self.verified) {
             Ok(v) => v,
             Err(e) => return Verdict::Reject(e.to_string()),
         };
@@ -216,7 +216,7 @@ impl Task {
                     let ack = if !self.within_rate(peer, now) {
                         Ack::RateLimited
                     } else {
-                        match open(&request, &self.config.network_id) {
+                        match open_cached(&request, &self.config.network_id, &self.verified) {
                             Ok(_) => {
                                 let from = node_id_of(&peer);
                                 if self.emit(TransportEvent::Message {

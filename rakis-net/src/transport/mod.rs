@@ -12,7 +12,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, Multiaddr, PeerId};
-use rakis_core::envelope::open;
+use rakis_core::envelope::{open_cached, VerifiedSignatures};
 use rakis_core::error::SharedError;
 use rakis_core::{NodeId, NodeKey, Transport, TransportError, TransportEvent};
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,8 @@ pub struct Libp2pTransport {
     commands: mpsc::Sender<Command>,
     events: Mutex<Option<mpsc::Receiver<TransportEvent>>>,
     shared: Arc<Shared>,
+    /// Signatures checked by this transport (shared with its task and the node's inbox).
+    verified: Arc<VerifiedSignatures>,
 }
 
 impl std::fmt::Debug for Libp2pTransport {
@@ -189,6 +191,7 @@ impl Libp2pTransport {
         }
 
         let shared = Arc::new(Shared::default());
+        let verified = Arc::new(VerifiedSignatures::default());
         let mut listeners: HashMap<ListenerId, Multiaddr> = HashMap::new();
         for addr in &config.listen_addresses {
             let id = swarm
@@ -269,6 +272,7 @@ impl Libp2pTransport {
             foreign: HashSet::new(),
             stats: NetStats::default(),
             bootstrapped_dht: false,
+            verified: verified.clone(),
             #[cfg(feature = "test-utils")]
             withheld: None,
         };
@@ -286,6 +290,7 @@ impl Libp2pTransport {
             commands: commands_tx,
             events: Mutex::new(Some(events_rx)),
             shared,
+            verified,
         })
     }
 
@@ -429,13 +434,15 @@ impl Libp2pTransport {
 impl Transport for Libp2pTransport {
     async fn broadcast(&self, bytes: Vec<u8>) -> Result<(), TransportError> {
         // Peers would reject (and penalise us for) anything that does not open.
-        let v = open(&bytes, &self.network_id).map_err(TransportError::InvalidMessage)?;
+        let v = open_cached(&bytes, &self.network_id, &self.verified)
+            .map_err(TransportError::InvalidMessage)?;
         let topic = TopicKind::for_message_kind(v.envelope.message.kind());
         self.publish(topic, bytes).await
     }
 
     async fn send(&self, peer: &NodeId, bytes: Vec<u8>) -> Result<(), TransportError> {
-        open(&bytes, &self.network_id).map_err(TransportError::InvalidMessage)?;
+        open_cached(&bytes, &self.network_id, &self.verified)
+            .map_err(TransportError::InvalidMessage)?;
         self.send_bytes(peer, bytes).await
     }
 
@@ -461,6 +468,10 @@ impl Transport for Libp2pTransport {
                 futures::stream::empty().boxed()
             }
         }
+    }
+
+    fn verified_signatures(&self) -> Option<Arc<VerifiedSignatures>> {
+        Some(self.verified.clone())
     }
 
     fn peers(&self) -> Vec<NodeId> {

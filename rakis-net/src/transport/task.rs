@@ -48,6 +48,8 @@ pub(super) struct Task {
     pub(super) foreign: HashSet<PeerId>,
     pub(super) stats: NetStats,
     pub(super) bootstrapped_dht: bool,
+    /// Signatures checked here, shared with the node's inbox.
+    pub(super) verified: Arc<rakis_core::envelope::VerifiedSignatures>,
     /// Test hook (feature `test-utils`): direct messages are taken and never acknowledged, their
     /// response channels held open, as a peer that stalls its senders would.
     #[cfg(feature = "test-utils")]
