@@ -209,4 +209,16 @@ pub enum IgnoreReason {
     /// The request's deadline lies further ahead than this node takes (`max_request_time`).
     #[error("the request's deadline is too far ahead")]
     DeadlineTooFar,
+    /// A reveal's or a result's output is longer than the request allows
+    /// ([`InferenceRequest::max_output_bytes`](crate::InferenceRequest::max_output_bytes)).
+    #[error("the output is longer than the request allows")]
+    OutputTooLong,
+    /// An open network's request already has as many committers as a node tracks
+    /// ([`MAX_OPEN_COMMITTERS`](crate::coordinator::MAX_OPEN_COMMITTERS)).
+    #[error("the request has as many committers as this node tracks")]
+    TooManyCommitters,
+    /// Taking the request would pass the node's budget for the state of the requests it
+    /// tracks (`max_state_bytes`).
+    #[error("this node's budget for request state is spent")]
+    StateBudget,
 }

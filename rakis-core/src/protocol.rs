@@ -12,6 +12,10 @@ use crate::{
 pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 /// Largest `max_tokens` a request may ask for.
 pub const MAX_TOKENS_LIMIT: u32 = 8192;
+/// Bytes of output allowed per requested token: an output longer than
+/// `max_tokens × MAX_OUTPUT_BYTES_PER_TOKEN` cannot come from the request and is refused (a
+/// bound on what a reveal or a result may make a node hold).
+pub const MAX_OUTPUT_BYTES_PER_TOKEN: usize = 64;
 /// Most accepted models a request may list.
 pub const MAX_ACCEPTED_MODELS: usize = 16;
 
@@ -197,6 +201,12 @@ impl InferenceRequest {
         pre.extend(s.to_be_bytes());
         pre.extend(sha256(self.frame.embedding_model.as_bytes()).0);
         sha256(&pre)
+    }
+
+    /// The longest output an answer to this request may have, in bytes:
+    /// `max_tokens × MAX_OUTPUT_BYTES_PER_TOKEN`.
+    pub fn max_output_bytes(&self) -> usize {
+        self.max_tokens as usize * MAX_OUTPUT_BYTES_PER_TOKEN
     }
 
     /// Commit deadline: creation time + `max_time_ms`.

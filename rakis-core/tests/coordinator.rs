@@ -1340,3 +1340,106 @@ fn the_least_served_requester_is_answered_first() {
     );
     assert_eq!(started(&actions), Some(honest.id()));
 }
+
+#[test]
+fn what_peers_can_make_a_node_hold_is_bounded_in_bytes() {
+    let key = NodeKey::from_seed(1);
+    let t0 = 1_700_000_000_000;
+    let request = |seed: u64| {
+        let from = NodeKey::from_seed(seed).node_id();
+        let mut r = InferenceRequest::new("Why is the sky blue?", vec![MODEL.into()], from, t0);
+        r.nonce = seed;
+        r.frame.max_time_ms = 1_000;
+        r
+    };
+    let each = Coordinator::reservation(&request(10), None);
+    let config = CoordinatorConfig {
+        embedding_model: Some(rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.to_string()),
+        reveal_window_ms: 1_000,
+        verify_grace_ms: 1_000,
+        max_state_bytes: 12 * each + each / 2,
+        ..CoordinatorConfig::default()
+    };
+    let mut c = Coordinator::with_rng_seed(key, config, 1);
+    let refusal = |actions: &[Action]| {
+        actions.iter().find_map(|a| match a {
+            Action::Emit(NodeEvent::Ignored { reason, .. }) => Some(*reason),
+            _ => None,
+        })
+    };
+    let deliver = |c: &mut Coordinator, now: u64, r: &InferenceRequest| {
+        let actions = c.handle(
+            now,
+            Input::Message {
+                from: r.requester.unwrap(),
+                message: Message::Request(r.clone()),
+            },
+        );
+        (c.status(&r.id()).is_some(), refusal(&actions))
+    };
+    // One requester may hold a quarter of the budget: three requests, not four.
+    let mut same = request(30);
+    assert_eq!(deliver(&mut c, t0, &same), (true, None));
+    for n in 1..3 {
+        same.nonce = 100 + n;
+        assert_eq!(deliver(&mut c, t0, &same), (true, None));
+    }
+    same.nonce = 200;
+    assert_eq!(
+        deliver(&mut c, t0, &same),
+        (false, Some(rakis_core::IgnoreReason::StateBudget))
+    );
+    // Twelve requests fit the budget in all; the thirteenth (another requester) does not.
+    for s in 10..19 {
+        assert_eq!(deliver(&mut c, t0, &request(s)), (true, None));
+    }
+    assert_eq!(c.reserved_bytes(), 12 * each);
+    assert_eq!(
+        deliver(&mut c, t0, &request(19)),
+        (false, Some(rakis_core::IgnoreReason::StateBudget))
+    );
+    // An output longer than the request allows (256 tokens × 64 bytes) is refused.
+    let first = request(10);
+    let long = "word ".repeat(first.max_output_bytes() / 5 + 1);
+    let liar = NodeKey::from_seed(50);
+    let actions = c.handle(
+        t0 + 10,
+        Input::Message {
+            from: liar.node_id(),
+            message: Message::ConsensusResult(testing::forged_result(&liar, first.id(), &long)),
+        },
+    );
+    assert_eq!(
+        refusal(&actions),
+        Some(rakis_core::IgnoreReason::OutputTooLong)
+    );
+    // An open network tracks at most 64 committers per request.
+    for k in 0..65u64 {
+        let node = NodeKey::from_seed(1_000 + k).node_id();
+        let commit = rakis_core::protocol::CommitMsg {
+            commit: rakis_core::consensus::Commit {
+                request_id: first.id(),
+                node,
+                inference_id: rakis_core::InferenceId([k as u8; 32]),
+                commitment: rakis_core::consensus::Commitment([k as u8; 32]),
+            },
+            model: MODEL.into(),
+        };
+        let actions = c.handle(
+            t0 + 20,
+            Input::Message {
+                from: node,
+                message: Message::Commit(commit),
+            },
+        );
+        let expected = (k == 64).then_some(rakis_core::IgnoreReason::TooManyCommitters);
+        assert_eq!(refusal(&actions), expected, "committer {k}");
+    }
+    assert_eq!(c.status(&first.id()).unwrap().committed, 64);
+    // Closed and past the time a relayed copy could revive them, requests free their bytes.
+    c.handle(t0 + 1_001, Input::Tick);
+    let mut later = request(14);
+    later.created_at_ms = t0 + 3_001;
+    assert_eq!(deliver(&mut c, t0 + 3_001, &later), (true, None));
+    assert!(c.reserved_bytes() <= 12 * each);
+}

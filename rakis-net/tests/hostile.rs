@@ -2,6 +2,9 @@
 //! fool them: a peer that never acknowledges direct messages while luring nodes into asking it
 //! for sync, and a peer that sends sync requests on gossip and sync responses nobody asked for.
 
+// The tests take turns (`one_at_a_time`): they measure this process's memory and deadlines.
+#![allow(clippy::await_holding_lock)]
+
 mod common;
 
 use std::sync::Arc;
@@ -13,6 +16,13 @@ use rakis_core::envelope::{open, seal};
 use rakis_core::protocol::CommitMsg;
 use rakis_core::{InferenceId, Message, NodeHandle, NodeKey, RequestId, Transport};
 use rakis_net::{NetConfig, TopicKind};
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the other tests of this file off while one runs.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Runs `n` requests one after another from node 0 (quorum 3, `deadline`) and returns, for
 /// every node and request, how many ms after the request's deadline the node had its outcome.
@@ -62,6 +72,8 @@ fn orphan_commit(key: &NodeKey, net: &str, i: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_acknowledges_stalls_no_node() {
+    let _turn = one_at_a_time();
+    let before = rss_bytes();
     let net = "hostile-silent";
     let (honest, rogue, rogue_key) = network(net, 5_000, || NetConfig::local_test(net)).await;
     let rogue = Arc::new(rogue);
@@ -96,6 +108,7 @@ async fn a_peer_that_never_acknowledges_stalls_no_node() {
             s.sends_in_flight
         );
     }
+    assert_within_one_node_ceiling(before);
     for n in &honest.nodes {
         n.shutdown().await.unwrap();
     }
@@ -103,6 +116,8 @@ async fn a_peer_that_never_acknowledges_stalls_no_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_travels_only_on_the_direct_channel_and_only_when_asked() {
+    let _turn = one_at_a_time();
+    let before = rss_bytes();
     let net = "hostile-sync";
     let (honest, rogue, rogue_key) = network(net, 6_000, || NetConfig::local_test(net)).await;
     let mut rogue_events = rogue.events();
@@ -187,16 +202,19 @@ async fn sync_travels_only_on_the_direct_channel_and_only_when_asked() {
     )
     .unwrap();
     for n in &honest.nodes {
-        let before = n.stats().await.unwrap().dropped_messages;
+        let dropped_before = n.stats().await.unwrap().dropped_messages;
         rogue.send(&n.node_id(), unsolicited.clone()).await.unwrap();
         tokio::time::timeout(PATIENCE, async {
-            while n.stats().await.unwrap().dropped_messages == before {
+            while n.stats().await.unwrap().dropped_messages == dropped_before {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await
         .expect("the unsolicited response was not seen");
-        assert_eq!(n.stats().await.unwrap().dropped_messages, before + 1);
+        assert_eq!(
+            n.stats().await.unwrap().dropped_messages,
+            dropped_before + 1
+        );
     }
     // No honest peer was harmed, and the network still agrees.
     for (i, t) in honest.transports.iter().enumerate() {
@@ -207,6 +225,7 @@ async fn sync_travels_only_on_the_direct_channel_and_only_when_asked() {
         }
     }
     agree_on_one_request(&honest.nodes, 3, Duration::from_secs(2)).await;
+    assert_within_one_node_ceiling(before);
     for n in &honest.nodes {
         n.shutdown().await.unwrap();
     }
@@ -214,6 +233,8 @@ async fn sync_travels_only_on_the_direct_channel_and_only_when_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_valid_requests_from_one_requester_gets_only_its_share() {
+    let _turn = one_at_a_time();
+    let before = rss_bytes();
     let net = "hostile-flood";
     // Nodes that take 200 ms per request: 5 requests a second each.
     let (honest, rogue, rogue_key) = network_generating(
@@ -224,6 +245,7 @@ async fn a_flood_of_valid_requests_from_one_requester_gets_only_its_share() {
     )
     .await;
     let rogue = Arc::new(rogue);
+    let mut events = honest.nodes[1].subscribe();
     // Ten valid requests a second from one requester, each with a 2 s deadline like the honest
     // ones: twice what a node generates. Earliest-deadline-first scheduling put every honest
     // request behind the flood's backlog (all five failed: 0 of 3 commits anywhere); the fair
@@ -248,9 +270,23 @@ async fn a_flood_of_valid_requests_from_one_requester_gets_only_its_share() {
         p99 <= 1_000,
         "finality after the deadline (ms, every node and request): {late:?}"
     );
-    // The flood was answered too, within its share: the nodes were loaded, not idle.
+    // The flood was taken too, up to its share of the node's state budget (a quarter): the
+    // nodes were loaded, not idle, and the rest was refused.
     let flooded = honest.nodes[1].requests().await.unwrap().len();
-    assert!(flooded > 40, "{flooded} requests tracked");
+    assert!(flooded > 15, "{flooded} requests tracked");
+    let mut refused = 0;
+    loop {
+        match events.try_recv() {
+            Ok(rakis_core::NodeEvent::Ignored { node, .. }) => {
+                assert_eq!(node, rogue_key.node_id());
+                refused += 1;
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(refused > 0, "nothing of the flood was refused");
+    assert_within_one_node_ceiling(before);
     for n in &honest.nodes {
         n.shutdown().await.unwrap();
     }
@@ -266,8 +302,23 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The documented ceiling of one node's protocol state (docs/security.md).
+const NODE_CEILING: u64 = 512 * 1024 * 1024;
+
+/// Asserts that the process (five honest nodes and the attackers) grew by less than one node's
+/// documented ceiling since `before`.
+fn assert_within_one_node_ceiling(before: u64) {
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(
+        grown < NODE_CEILING,
+        "resident memory grew by {} MiB",
+        grown >> 20
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_messages_about_unknown_requests_fill_no_memory() {
+    let _turn = one_at_a_time();
     let net = "hostile-fill";
     let (honest, rogue, rogue_key) = network(net, 8_000, || NetConfig::local_test(net)).await;
     // Signed results of 400 KiB for requests nobody made, 40 a second for 6 s (240 distinct
@@ -309,6 +360,8 @@ async fn large_messages_about_unknown_requests_fill_no_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_honest_relay_between_flooders_and_the_others_is_not_blocked() {
+    let _turn = one_at_a_time();
+    let before = rss_bytes();
     // Honest nodes limit every signer to 50 messages/s and block after 100 violations in 10 s.
     // Three flooders keep a single connection each, to node 4, and flood through it: node 4
     // takes 50 messages a second of each and, as gossip does, forwards them to the others:
@@ -377,6 +430,7 @@ async fn an_honest_relay_between_flooders_and_the_others_is_not_blocked() {
         }
     }
     agree_on_one_request(&nodes, 3, Duration::from_secs(3)).await;
+    assert_within_one_node_ceiling(before);
     for n in &nodes {
         n.shutdown().await.unwrap();
     }

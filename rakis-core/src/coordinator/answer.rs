@@ -104,6 +104,15 @@ impl Coordinator {
             }
         };
         let mut q = self.new_quorum(request.clone(), committee);
+        if from.is_some() && !self.state_budget_allows(now, &request, q.reserved) {
+            warn!(request = %id.short(), reserved = self.reserved_bytes, needs = q.reserved, "state budget spent; refusing a peer's request");
+            out.push(Action::Emit(NodeEvent::Ignored {
+                request_id: id,
+                node: request.requester.or(from).unwrap_or(self.node),
+                reason: IgnoreReason::StateBudget,
+            }));
+            return false;
+        }
         // Only the request's committee answers (everyone, in an open network).
         let answer =
             self.model_for(&request).is_some() && self.config.workers > 0 && q.admits(&self.node);
@@ -112,6 +121,7 @@ impl Coordinator {
             self.queue.insert((q.deadline, id));
         }
         info!(request = %id.short(), answer, deadline = q.deadline, "request received");
+        self.reserved_bytes += q.reserved;
         self.quorums.insert(id, q);
         out.push(Action::Persist(StoreOp::Request(request)));
         out.push(Action::Emit(NodeEvent::RequestReceived {
@@ -144,6 +154,33 @@ impl Coordinator {
             .filter(|q| Requester::of(&q.request) == requester)
             .count();
         (open >= self.config.max_open_per_requester).then_some(IgnoreReason::RequesterOverLimit)
+    }
+
+    /// Whether a peer's request reserving `reserved` bytes fits the state budget: in all, and
+    /// for its requester, at most a quarter of it (so that one requester cannot fill it). Closed
+    /// requests are forgotten first when it does not.
+    fn state_budget_allows(
+        &mut self,
+        now: u64,
+        request: &InferenceRequest,
+        reserved: usize,
+    ) -> bool {
+        let requester = Requester::of(request);
+        let fits = |c: &Self| {
+            let mine: usize = c
+                .quorums
+                .values()
+                .filter(|q| Requester::of(&q.request) == requester)
+                .map(|q| q.reserved)
+                .sum();
+            c.reserved_bytes + reserved <= c.config.max_state_bytes
+                && mine + reserved <= c.config.max_state_bytes / 4
+        };
+        if fits(self) {
+            return true;
+        }
+        self.forget_closed(now);
+        fits(self)
     }
 
     /// The queued request to answer next: the one of the requester served least in the current
@@ -181,11 +218,17 @@ impl Coordinator {
             .reveal_window_ms
             .saturating_add(self.config.verify_grace_ms);
         let before = self.quorums.len();
+        let mut released = 0;
         self.quorums.retain(|_, q| {
-            !(matches!(q.phase, Phase::Completed | Phase::Failed(_))
+            let forget = matches!(q.phase, Phase::Completed | Phase::Failed(_))
                 && q.own != OwnState::Generating
-                && now > q.deadline.saturating_add(horizon))
+                && now > q.deadline.saturating_add(horizon);
+            if forget {
+                released += q.reserved;
+            }
+            !forget
         });
+        self.reserved_bytes -= released;
         let forgotten = before - self.quorums.len();
         if forgotten > 0 {
             debug!(forgotten, "closed requests forgotten to make room");
@@ -267,6 +310,18 @@ impl Coordinator {
                 }));
                 if now > q.deadline {
                     Self::skip(q, "generation finished after the deadline".into(), out);
+                    return;
+                }
+                if g.text.len() > q.request.max_output_bytes() {
+                    // Peers would refuse it (`IgnoreReason::OutputTooLong`).
+                    Self::skip(
+                        q,
+                        format!(
+                            "output of {} bytes is longer than the request allows",
+                            g.text.len()
+                        ),
+                        out,
+                    );
                     return;
                 }
                 out.push(Action::Embed {

@@ -120,6 +120,19 @@ impl Coordinator {
             warn!(request = %id.short(), model = %c.model, "commit for a model the request does not accept");
             return;
         }
+        if q.committee.is_none()
+            && !q.commits.contains_key(&from)
+            && q.commits.len() >= MAX_OPEN_COMMITTERS
+        {
+            // An open network has no committee to bound its committers: a node tracks the
+            // first ones only (free keys could otherwise make it hold any number).
+            out.push(Action::Emit(NodeEvent::Ignored {
+                request_id: id,
+                node: from,
+                reason: IgnoreReason::TooManyCommitters,
+            }));
+            return;
+        }
         let list = q.commits.entry(from).or_default();
         if list.contains(&c) || list.len() >= 2 {
             return;
@@ -174,6 +187,17 @@ impl Coordinator {
                 self.ask_sync(now, from, id, out);
             }
             return;
+        }
+        if let Some(q) = self.quorums.get(&id) {
+            if r.reveal.output.len() > q.request.max_output_bytes() {
+                warn!(request = %id.short(), node = %from.short(), bytes = r.reveal.output.len(), "reveal longer than the request allows; dropped");
+                out.push(Action::Emit(NodeEvent::Ignored {
+                    request_id: id,
+                    node: from,
+                    reason: IgnoreReason::OutputTooLong,
+                }));
+                return;
+            }
         }
         // The sender may have passed the deadline a moment before this node's timer fired.
         self.advance(now, id, out);
@@ -364,6 +388,15 @@ impl Coordinator {
         };
         if !q.admits(&from) {
             Self::ignore_outsider(q, from, out);
+            return;
+        }
+        if r.output.len() > q.request.max_output_bytes() {
+            warn!(request = %id.short(), node = %from.short(), "result longer than the request allows; dropped");
+            out.push(Action::Emit(NodeEvent::Ignored {
+                request_id: id,
+                node: from,
+                reason: IgnoreReason::OutputTooLong,
+            }));
             return;
         }
         if let Err(e) = r.verify() {

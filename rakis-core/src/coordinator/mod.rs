@@ -59,6 +59,14 @@ pub const DEFAULT_MAX_OPEN_PER_REQUESTER: usize = 64;
 pub const DEFAULT_MAX_REQUEST_TIME_MS: u64 = 600_000;
 /// The window over which generations started per requester are counted for fair scheduling.
 pub const FAIRNESS_WINDOW_MS: u64 = 60_000;
+/// Most committers a node tracks per request in an open network (a committee bounds them
+/// otherwise).
+pub const MAX_OPEN_COMMITTERS: usize = 64;
+/// Default budget for the state of tracked requests taken from peers (256 MiB).
+pub const DEFAULT_MAX_STATE_BYTES: usize = 256 * 1024 * 1024;
+/// What one committer may make a node hold for one request besides its outputs: commit,
+/// inventory, embeddings, signatures, bookkeeping.
+const COMMITTER_OVERHEAD_BYTES: usize = 4 * 1024;
 
 /// Static configuration of a coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,6 +100,14 @@ pub struct CoordinatorConfig {
     /// Longest time from now to the deadline of a request taken from peers; a request with a
     /// later deadline is refused ([`IgnoreReason::DeadlineTooFar`]).
     pub max_request_time_ms: u64,
+    /// Budget, in bytes, for the state of the tracked requests: each request reserves the most
+    /// its prompt, its committers' commits, reveals and results and this node's own answer can
+    /// make the node hold (outputs bounded by
+    /// [`max_output_bytes`](InferenceRequest::max_output_bytes), committers by the committee or
+    /// [`MAX_OPEN_COMMITTERS`]); a request from a peer that would pass the budget, or give its
+    /// requester more than a quarter of it, is refused ([`IgnoreReason::StateBudget`]) once
+    /// closed requests have been forgotten.
+    pub max_state_bytes: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -108,6 +124,7 @@ impl Default for CoordinatorConfig {
             max_open_requests: DEFAULT_MAX_OPEN_REQUESTS,
             max_open_per_requester: DEFAULT_MAX_OPEN_PER_REQUESTER,
             max_request_time_ms: DEFAULT_MAX_REQUEST_TIME_MS,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
         }
     }
 }
@@ -327,6 +344,8 @@ pub struct Coordinator {
     /// request of the least-served requester goes first).
     served: BTreeMap<Requester, u32>,
     served_since: u64,
+    /// Bytes reserved by the tracked requests (see [`CoordinatorConfig::max_state_bytes`]).
+    reserved_bytes: usize,
 }
 
 /// Who asked for a request, for fairness: the requesting node, or the contract that emitted it.
@@ -390,6 +409,7 @@ impl Coordinator {
             released: Vec::new(),
             served: BTreeMap::new(),
             served_since: 0,
+            reserved_bytes: 0,
         }
     }
 
@@ -497,6 +517,24 @@ impl Coordinator {
         })
     }
 
+    /// Bytes reserved by the requests tracked now (at most `max_state_bytes` for requests from
+    /// peers).
+    pub fn reserved_bytes(&self) -> usize {
+        self.reserved_bytes
+    }
+
+    /// The most a request can make this node hold, in bytes (see
+    /// [`CoordinatorConfig::max_state_bytes`]).
+    pub fn reservation(request: &InferenceRequest, committee: Option<&Committee>) -> usize {
+        let committers = committee.map_or(MAX_OPEN_COMMITTERS, |c| c.len());
+        let output = request.max_output_bytes();
+        let prompt: usize = request.messages.iter().map(|m| m.content.len()).sum();
+        let models: usize = request.accepted_models.iter().map(|m| m.len()).sum();
+        // Per committer: its reveal, its signed result as an attestation, and the driver's copy
+        // of that result for the sinks.
+        prompt + models + output + committers * (3 * output + COMMITTER_OVERHEAD_BYTES)
+    }
+
     /// Whether the coordinator tracks `id` (open, or closed and not forgotten yet).
     pub fn tracks(&self, id: &RequestId) -> bool {
         self.quorums.contains_key(id)
@@ -551,6 +589,7 @@ impl Coordinator {
     fn new_quorum(&self, request: InferenceRequest, committee: Option<Committee>) -> Quorum {
         let deadline = request.deadline_ms();
         Quorum {
+            reserved: Self::reservation(&request, committee.as_ref()),
             id: request.id(),
             deadline,
             reveal_deadline: deadline.saturating_add(self.config.reveal_window_ms),

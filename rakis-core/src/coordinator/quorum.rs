@@ -32,6 +32,8 @@ pub(super) enum Reembedding {
 
 #[derive(Clone, Debug)]
 pub(super) struct Quorum {
+    /// Bytes this request reserves of the node's state budget.
+    pub(super) reserved: usize,
     pub(super) request: InferenceRequest,
     pub(super) id: RequestId,
     pub(super) deadline: u64,

@@ -62,6 +62,7 @@ impl Coordinator {
         }
         info!(request = %id.short(), phase = ?q.phase, committed = q.committed(), revealed = q.reveals.len(), "request restored");
         let persisting = open && matches!(q.own, OwnState::Persisting(_));
+        self.reserved_bytes += q.reserved;
         self.quorums.insert(id, q);
         if persisting {
             out.extend(self.on_own_persisted(now_ms, id, Ok(())));

@@ -216,6 +216,13 @@ impl NodeBuilder {
             }
             .into());
         }
+        if self.config.max_state_bytes < 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                field: "max_state_bytes",
+                reason: "must be at least 1 MiB",
+            }
+            .into());
+        }
         if self.config.max_request_time.is_zero() {
             return Err(ConfigError::Invalid {
                 field: "max_request_time",
@@ -263,6 +270,7 @@ impl NodeBuilder {
             max_open_requests: self.config.max_open_requests,
             max_open_per_requester: self.config.max_open_per_requester,
             max_request_time_ms: ms(self.config.max_request_time),
+            max_state_bytes: self.config.max_state_bytes,
         };
         let mut coordinator = match self.rng_seed {
             Some(seed) => Coordinator::with_rng_seed(key.clone(), cconfig, seed),

@@ -76,6 +76,9 @@ pub struct NodeConfig {
     /// Longest time from now to the deadline of a request taken from peers.
     #[serde(with = "humantime_serde")]
     pub max_request_time: Duration,
+    /// Budget, in bytes, for the state of tracked requests: each reserves the most it can make
+    /// the node hold; a peer's request that would pass it is refused.
+    pub max_state_bytes: usize,
     /// How long closed requests are kept in the store (`None`: for ever).
     pub retention: Option<Retention>,
 }
@@ -123,6 +126,7 @@ impl Default for NodeConfig {
             max_request_time: Duration::from_millis(
                 crate::coordinator::DEFAULT_MAX_REQUEST_TIME_MS,
             ),
+            max_state_bytes: crate::coordinator::DEFAULT_MAX_STATE_BYTES,
             retention: Some(Retention::default()),
         }
     }
