@@ -52,9 +52,11 @@ async fn three_nodes_with_real_models_agree() {
     );
     request.temperature = 0.0;
     request.max_tokens = 32;
+    // Three generations of 32 tokens share one engine; the deadline leaves room for a machine
+    // that a parallel build slows several times (10 s failed then: no commit in time).
     request.frame = SecurityFrame {
         quorum: 3,
-        max_time_ms: 10_000,
+        max_time_ms: 30_000,
         ..SecurityFrame::default()
     };
     let id = handles[0].submit(request).await.unwrap();
