@@ -213,14 +213,20 @@ async fn sync_travels_only_on_the_direct_channel_and_only_when_asked() {
         .unwrap();
     let got = collect_messages(&mut rogue_events, Duration::from_secs(2)).await;
     assert_eq!(responses_to_rogue(&got), 1);
-    // A hundred more direct asks within a second: answered at most once per 500 ms.
+    // A hundred more direct asks, back to back: answered at most once per 500 ms.
+    let asking = std::time::Instant::now();
     for _ in 0..100 {
         let _ = rogue.send(&honest.nodes[1].node_id(), sync_request()).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let most = asking.elapsed().as_millis() as usize / 500 + 2;
     let got = collect_messages(&mut rogue_events, Duration::from_secs(2)).await;
     let answered = responses_to_rogue(&got);
-    assert!((1..=4).contains(&answered), "{answered} answers to 100 asks");
+    assert!(
+        (1..=most).contains(&answered),
+        "{answered} answers to 100 asks in {:?}",
+        asking.elapsed()
+    );
 
     // A sync response nobody asked for is dropped whole, before the signatures of the 400
     // messages it relays are checked (each used to be opened and counted as dropped).
