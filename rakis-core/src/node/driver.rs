@@ -94,6 +94,8 @@ pub(super) struct Driver {
     pub(super) sync_expected: BTreeMap<(NodeId, RequestId), u64>,
     /// Direct sends awaiting acknowledgement, per peer (see [`MAX_SENDS_IN_FLIGHT`]).
     pub(super) sending: BTreeMap<NodeId, usize>,
+    /// Direct sends not made for want of a free slot.
+    pub(super) sends_dropped: u64,
 }
 
 /// What the tasks beside the loop send back to it.
@@ -164,6 +166,7 @@ impl Driver {
             sync_answered: BTreeMap::new(),
             sync_expected: BTreeMap::new(),
             sending: BTreeMap::new(),
+            sends_dropped: 0,
             tasks: tokio::task::JoinSet::new(),
             closed: BTreeSet::new(),
         };
@@ -390,6 +393,7 @@ impl Driver {
                     dropped_messages: self.dropped,
                     sync_log_bytes: self.sync_log.bytes(),
                     sends_in_flight: self.sending.values().sum(),
+                    sends_dropped: self.sends_dropped,
                 });
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),
@@ -500,6 +504,7 @@ impl Driver {
             || in_flight >= MAX_SENDS_IN_FLIGHT
         {
             debug!(kind, peer = %peer.short(), in_flight, "earlier direct sends still unacknowledged; not sending");
+            self.sends_dropped += 1;
             return false;
         }
         let Some(bytes) = self.seal_own(message) else {

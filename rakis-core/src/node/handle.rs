@@ -41,6 +41,9 @@ pub struct NodeStats {
     pub sync_log_bytes: usize,
     /// Direct sends awaiting a peer's acknowledgement (at most 64, 4 per peer).
     pub sends_in_flight: usize,
+    /// Direct sends not made because earlier ones to the same peer (or in all) were still
+    /// unacknowledged.
+    pub sends_dropped: u64,
 }
 
 /// A cloneable handle to a running node.
