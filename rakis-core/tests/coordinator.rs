@@ -1141,6 +1141,27 @@ fn a_relayed_commit_signed_after_the_deadline_is_ignored() {
     assert_eq!(sim.nodes[1].stored.len(), before);
 }
 
+/// A peer's request from `from`, created at `at`, with the given nonce and deadline.
+fn peer_request(
+    from: rakis_core::NodeId,
+    nonce: u64,
+    at: u64,
+    max_time_ms: u64,
+) -> InferenceRequest {
+    let mut r = InferenceRequest::new("Why is the sky blue?", vec![MODEL.into()], from, at);
+    r.nonce = nonce;
+    r.frame.max_time_ms = max_time_ms;
+    r
+}
+
+/// The first refusal (`Ignored` event) among `actions`: whom it names and why.
+fn refusal(actions: &[Action]) -> Option<(rakis_core::NodeId, rakis_core::IgnoreReason)> {
+    actions.iter().find_map(|a| match a {
+        Action::Emit(NodeEvent::Ignored { reason, node, .. }) => Some((*node, *reason)),
+        _ => None,
+    })
+}
+
 /// Regression (found by the flood scenario of the simulator): closed requests used to count
 /// against `max_open_requests` for ever, so a node refused every request after that many in its
 /// lifetime (10,000 by default; a flooder sending valid requests got there in minutes). Closed
@@ -1158,12 +1179,8 @@ fn closed_requests_make_room_open_ones_do_not() {
         ..CoordinatorConfig::default()
     };
     let mut c = Coordinator::with_rng_seed(key, config, 1);
-    let request = |nonce: u64, at: u64, max_time_ms: u64| {
-        let mut r = InferenceRequest::new("Why is the sky blue?", vec![MODEL.into()], peer, at);
-        r.nonce = nonce;
-        r.frame.max_time_ms = max_time_ms;
-        r
-    };
+    let request =
+        |nonce: u64, at: u64, max_time_ms: u64| peer_request(peer, nonce, at, max_time_ms);
     let deliver = |c: &mut Coordinator, now: u64, r: &InferenceRequest| {
         c.handle(
             now,
@@ -1218,10 +1235,7 @@ fn one_requester_cannot_fill_the_node_nor_set_far_deadlines() {
     let mut c = Coordinator::with_rng_seed(key, config, 1);
     let t0 = 1_700_000_000_000;
     let request = |from: rakis_core::NodeId, nonce: u64, max_time_ms: u64| {
-        let mut r = InferenceRequest::new("Why is the sky blue?", vec![MODEL.into()], from, t0);
-        r.nonce = nonce;
-        r.frame.max_time_ms = max_time_ms;
-        r
+        peer_request(from, nonce, t0, max_time_ms)
     };
     let deliver = |c: &mut Coordinator, r: &InferenceRequest| {
         let from = r.requester.unwrap();
@@ -1232,12 +1246,9 @@ fn one_requester_cannot_fill_the_node_nor_set_far_deadlines() {
                 message: Message::Request(r.clone()),
             },
         );
-        let refused = actions.iter().find_map(|a| match a {
-            Action::Emit(NodeEvent::Ignored { reason, node, .. }) => {
-                assert_eq!(*node, from);
-                Some(*reason)
-            }
-            _ => None,
+        let refused = refusal(&actions).map(|(node, reason)| {
+            assert_eq!(node, from);
+            reason
         });
         (c.status(&r.id()).is_some(), refused)
     };
@@ -1291,10 +1302,7 @@ fn the_least_served_requester_is_answered_first() {
     let mut c = Coordinator::with_rng_seed(key, config, 1);
     let t0 = 1_700_000_000_000;
     let request = |from: rakis_core::NodeId, nonce: u64, max_time_ms: u64| {
-        let mut r = InferenceRequest::new("Why is the sky blue?", vec![MODEL.into()], from, t0);
-        r.nonce = nonce;
-        r.frame.max_time_ms = max_time_ms;
-        r
+        peer_request(from, nonce, t0, max_time_ms)
     };
     let started = |actions: &[Action]| {
         actions.iter().find_map(|a| match a {
@@ -1345,13 +1353,7 @@ fn the_least_served_requester_is_answered_first() {
 fn what_peers_can_make_a_node_hold_is_bounded_in_bytes() {
     let key = NodeKey::from_seed(1);
     let t0 = 1_700_000_000_000;
-    let request = |seed: u64| {
-        let from = NodeKey::from_seed(seed).node_id();
-        let mut r = InferenceRequest::new("Why is the sky blue?", vec![MODEL.into()], from, t0);
-        r.nonce = seed;
-        r.frame.max_time_ms = 1_000;
-        r
-    };
+    let request = |seed: u64| peer_request(NodeKey::from_seed(seed).node_id(), seed, t0, 1_000);
     let each = Coordinator::reservation(&request(10), None);
     let config = CoordinatorConfig {
         embedding_model: Some(rakis_core::consensus::DEFAULT_EMBEDDING_MODEL.to_string()),
@@ -1361,12 +1363,7 @@ fn what_peers_can_make_a_node_hold_is_bounded_in_bytes() {
         ..CoordinatorConfig::default()
     };
     let mut c = Coordinator::with_rng_seed(key, config, 1);
-    let refusal = |actions: &[Action]| {
-        actions.iter().find_map(|a| match a {
-            Action::Emit(NodeEvent::Ignored { reason, .. }) => Some(*reason),
-            _ => None,
-        })
-    };
+    let refusal = |actions: &[Action]| refusal(actions).map(|(_, reason)| reason);
     let deliver = |c: &mut Coordinator, now: u64, r: &InferenceRequest| {
         let actions = c.handle(
             now,
