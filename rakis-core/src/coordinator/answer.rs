@@ -53,21 +53,21 @@ impl Coordinator {
             (from, &request.origin, &self.membership)
         {
             debug!(request = %id.short(), from = %from.short(), "ignoring a chain request relayed by a peer");
-            out.push(Action::Emit(NodeEvent::Ignored {
-                request_id: id,
-                node: from,
-                reason: IgnoreReason::ChainRequestFromPeer,
-            }));
+            out.push(Action::ignored(
+                id,
+                from,
+                IgnoreReason::ChainRequestFromPeer,
+            ));
             return false;
         }
         if let Some(from) = from {
             if let Some(reason) = self.over_requester_limits(now, &request) {
                 warn!(request = %id.short(), from = %from.short(), %reason, "refusing a peer's request");
-                out.push(Action::Emit(NodeEvent::Ignored {
-                    request_id: id,
-                    node: request.requester.unwrap_or(from),
+                out.push(Action::ignored(
+                    id,
+                    request.requester.unwrap_or(from),
                     reason,
-                }));
+                ));
                 return false;
             }
         }
@@ -95,22 +95,22 @@ impl Coordinator {
             Ok(c) => c,
             Err(reason) => {
                 warn!(request = %id.short(), %reason, "dropping a request this node cannot place in an epoch");
-                out.push(Action::Emit(NodeEvent::Ignored {
-                    request_id: id,
-                    node: request.requester.unwrap_or(self.node),
+                out.push(Action::ignored(
+                    id,
+                    request.requester.unwrap_or(self.node),
                     reason,
-                }));
+                ));
                 return false;
             }
         };
         let mut q = self.new_quorum(request.clone(), committee);
         if from.is_some() && !self.state_budget_allows(now, &request, q.reserved) {
             warn!(request = %id.short(), reserved = self.reserved_bytes, needs = q.reserved, "state budget spent; refusing a peer's request");
-            out.push(Action::Emit(NodeEvent::Ignored {
-                request_id: id,
-                node: request.requester.or(from).unwrap_or(self.node),
-                reason: IgnoreReason::StateBudget,
-            }));
+            out.push(Action::ignored(
+                id,
+                request.requester.or(from).unwrap_or(self.node),
+                IgnoreReason::StateBudget,
+            ));
             return false;
         }
         // Only the request's committee answers (everyone, in an open network).

@@ -126,11 +126,7 @@ impl Coordinator {
         {
             // An open network has no committee to bound its committers: a node tracks the
             // first ones only (free keys could otherwise make it hold any number).
-            out.push(Action::Emit(NodeEvent::Ignored {
-                request_id: id,
-                node: from,
-                reason: IgnoreReason::TooManyCommitters,
-            }));
+            out.push(Action::ignored(id, from, IgnoreReason::TooManyCommitters));
             return;
         }
         let list = q.commits.entry(from).or_default();
@@ -191,11 +187,7 @@ impl Coordinator {
         if let Some(q) = self.quorums.get(&id) {
             if r.reveal.output.len() > q.request.max_output_bytes() {
                 warn!(request = %id.short(), node = %from.short(), bytes = r.reveal.output.len(), "reveal longer than the request allows; dropped");
-                out.push(Action::Emit(NodeEvent::Ignored {
-                    request_id: id,
-                    node: from,
-                    reason: IgnoreReason::OutputTooLong,
-                }));
+                out.push(Action::ignored(id, from, IgnoreReason::OutputTooLong));
                 return;
             }
         }
@@ -392,11 +384,7 @@ impl Coordinator {
         }
         if r.output.len() > q.request.max_output_bytes() {
             warn!(request = %id.short(), node = %from.short(), "result longer than the request allows; dropped");
-            out.push(Action::Emit(NodeEvent::Ignored {
-                request_id: id,
-                node: from,
-                reason: IgnoreReason::OutputTooLong,
-            }));
+            out.push(Action::ignored(id, from, IgnoreReason::OutputTooLong));
             return;
         }
         if let Err(e) = r.verify() {
@@ -466,11 +454,7 @@ impl Coordinator {
         q.outsiders = q.outsiders.saturating_add(1);
         debug!(request = %q.id.short(), node = %node.short(), "message of a node outside the committee ignored");
         if q.outsiders <= MAX_OUTSIDER_EVENTS {
-            out.push(Action::Emit(NodeEvent::Ignored {
-                request_id: q.id,
-                node,
-                reason: IgnoreReason::NotInCommittee,
-            }));
+            out.push(Action::ignored(q.id, node, IgnoreReason::NotInCommittee));
         }
     }
 

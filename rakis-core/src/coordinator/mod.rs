@@ -273,6 +273,17 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The event that reports a refused message or request ([`NodeEvent::Ignored`]).
+    pub(crate) fn ignored(request_id: RequestId, node: NodeId, reason: IgnoreReason) -> Self {
+        Action::Emit(NodeEvent::Ignored {
+            request_id,
+            node,
+            reason,
+        })
+    }
+}
+
 /// Minimum time between two sync requests for one request (a node that missed a request asks
 /// the sender of the next message it hears about it; when the ask or its answer is lost, it asks
 /// again this soon: at 2 s, a member that missed a request and one sync at 5 % loss often

@@ -115,11 +115,7 @@ impl Coordinator {
         if let Some(m) = &self.membership {
             if !m.epoch_at(now).is_some_and(|e| e.is_member(&from)) {
                 debug!(request = %id.short(), from = %from.short(), "not keeping an outsider's message about an unknown request");
-                out.push(Action::Emit(NodeEvent::Ignored {
-                    request_id: id,
-                    node: from,
-                    reason: IgnoreReason::NotInCommittee,
-                }));
+                out.push(Action::ignored(id, from, IgnoreReason::NotInCommittee));
                 return;
             }
         }
