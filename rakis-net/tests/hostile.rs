@@ -405,12 +405,7 @@ async fn an_honest_relay_between_flooders_and_the_others_is_not_blocked() {
     };
     let keys = keys(9_000, 5);
     let transports = start_mesh(&keys, |_| limited()).await;
-    let nodes: Vec<NodeHandle> = keys
-        .iter()
-        .zip(&transports)
-        .zip(ANSWERS)
-        .map(|((k, t), a)| spawn_node(net, k.clone(), t.clone(), a))
-        .collect();
+    let nodes = spawn_nodes(net, &keys, &transports, GENERATION);
     let relay = transports[4].clone();
     let mut floods = Vec::new();
     let mut flooders = Vec::new();

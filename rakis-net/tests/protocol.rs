@@ -12,12 +12,7 @@ async fn five_nodes_reach_one_agreed_result_over_libp2p() {
     let net = "protocol";
     let keys = keys(1_000, 5);
     let transports = start_mesh(&keys, |_| NetConfig::local_test(net)).await;
-    let nodes: Vec<_> = keys
-        .iter()
-        .zip(&transports)
-        .zip(ANSWERS)
-        .map(|((k, t), a)| spawn_node(net, k.clone(), t.clone(), a))
-        .collect();
+    let nodes = spawn_nodes(net, &keys, &transports, GENERATION);
 
     let committed = agree_on_one_request(&nodes, 3, Duration::from_secs(3)).await;
     assert_eq!(

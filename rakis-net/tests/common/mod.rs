@@ -240,11 +240,21 @@ pub async fn network_generating(
     for t in &transports {
         t.wait_for_topic_peers(5, PATIENCE).await.unwrap();
     }
-    let nodes = keys
-        .iter()
-        .zip(&transports)
+    let nodes = spawn_nodes(net, &keys, &transports, generation);
+    (Honest { transports, nodes }, rogue, rogue_key)
+}
+
+/// One answering node per key on its transport (open network), answering [`ANSWERS`] in turn,
+/// each taking `generation` per request.
+pub fn spawn_nodes(
+    net: &str,
+    keys: &[NodeKey],
+    transports: &[Arc<Libp2pTransport>],
+    generation: Duration,
+) -> Vec<NodeHandle> {
+    keys.iter()
+        .zip(transports)
         .zip(ANSWERS)
         .map(|((k, t), a)| build_node(net, k.clone(), t.clone(), a, None, generation))
-        .collect();
-    (Honest { transports, nodes }, rogue, rogue_key)
+        .collect()
 }
