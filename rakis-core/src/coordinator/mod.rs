@@ -41,6 +41,7 @@ mod timeline;
 
 pub use orphans::{MAX_ORPHAN_BYTES, MAX_ORPHAN_BYTES_PER_SENDER};
 use quorum::{OwnState, Quorum};
+pub(crate) use sync::insert_evicting_oldest;
 
 /// Default length of the reveal window after the deadline.
 pub const DEFAULT_REVEAL_WINDOW_MS: u64 = 5_000;

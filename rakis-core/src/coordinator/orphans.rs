@@ -106,7 +106,62 @@ impl Orphans {
     }
 
     /// Bytes kept in all.
-    pub(super) fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::Commit;
+    use crate::protocol::CommitMsg;
+    use crate::{InferenceId, NodeKey};
+
+    fn commit(from: NodeId, id: RequestId, model_bytes: usize) -> Message {
+        Message::Commit(CommitMsg {
+            commit: Commit {
+                request_id: id,
+                node: from,
+                inference_id: InferenceId([1; 32]),
+                commitment: crate::consensus::Commitment([2; 32]),
+            },
+            model: "m".repeat(model_bytes),
+        })
+    }
+
+    #[test]
+    fn bounded_per_sender_and_in_all_and_released_when_taken() {
+        let mut o = Orphans::default();
+        let a = NodeKey::from_seed(1).node_id();
+        let id = |i: u8| RequestId([i; 32]);
+        // One sender: three 300 KiB messages fit its 1 MiB, a fourth does not.
+        for i in 0..3 {
+            assert!(o.keep(0, a, id(i), commit(a, id(i), 300 * 1024)));
+        }
+        assert!(!o.keep(0, a, id(3), commit(a, id(3), 300 * 1024)));
+        let held = o.bytes();
+        assert!(held > 900 * 1024 && held <= MAX_ORPHAN_BYTES_PER_SENDER);
+        // In all: 16 MiB, whoever sends.
+        let mut kept = 0;
+        for s in 0..40u64 {
+            let from = NodeKey::from_seed(100 + s).node_id();
+            for i in 0..3u8 {
+                let r = RequestId([10 + (s as u8) * 3 + i; 32]);
+                kept += usize::from(o.keep(0, from, r, commit(from, r, 300 * 1024)));
+            }
+        }
+        assert!(
+            kept < 120 && o.bytes() <= MAX_ORPHAN_BYTES,
+            "{kept} kept, {} bytes",
+            o.bytes()
+        );
+        // Taking a request's messages releases their bytes; expiry releases the rest.
+        let before = o.bytes();
+        assert_eq!(o.take(&id(0)).map(|l| l.len()), Some(1));
+        assert!(o.bytes() < before);
+        o.expire(TTL_MS);
+        assert_eq!(o.bytes(), 0);
     }
 }

@@ -8,6 +8,22 @@ use super::*;
 use crate::protocol::Message;
 use crate::{NodeId, RequestId};
 
+/// Records `key` at time `at` in `map`, first forgetting the oldest entry when `map` holds
+/// `max` already.
+pub(crate) fn insert_evicting_oldest<K: Ord + Copy>(
+    map: &mut BTreeMap<K, u64>,
+    key: K,
+    at: u64,
+    max: usize,
+) {
+    if map.len() >= max {
+        if let Some(oldest) = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
+            map.remove(&oldest);
+        }
+    }
+    map.insert(key, at);
+}
+
 impl Coordinator {
     /// Asks `peer` for what it saw of `id`, at most once per [`SYNC_RETRY_MS`] per request.
     pub(super) fn ask_sync(
@@ -37,17 +53,7 @@ impl Coordinator {
                 return;
             }
         }
-        if self.sync_asked.len() >= MAX_SYNC_TRACKED {
-            if let Some(oldest) = self
-                .sync_asked
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(k, _)| *k)
-            {
-                self.sync_asked.remove(&oldest);
-            }
-        }
-        self.sync_asked.insert(id, now);
+        insert_evicting_oldest(&mut self.sync_asked, id, now, MAX_SYNC_TRACKED);
         debug!(request = %id.short(), peer = %peer.short(), "asking a peer for the request's messages");
         out.push(Action::RequestSync {
             peer,
@@ -122,10 +128,5 @@ impl Coordinator {
         if !self.orphans.keep(now, from, id, message) {
             debug!(request = %id.short(), from = %from.short(), "orphan store full for this sender or in all; message dropped");
         }
-    }
-
-    /// Bytes of messages kept about requests not known yet.
-    pub fn orphan_bytes(&self) -> usize {
-        self.orphans.bytes()
     }
 }

@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use super::driver::Driver;
 use crate::coordinator::Input;
-use crate::coordinator::{SyncedMessage, RECONCILE_RETRY_MS};
+use crate::coordinator::{insert_evicting_oldest, SyncedMessage, RECONCILE_RETRY_MS};
 use crate::envelope::{EnvelopeError, MAX_MESSAGE_SIZE};
 use crate::protocol::Message;
 use crate::{NodeId, RequestId};
@@ -111,17 +111,12 @@ impl Driver {
         };
         let now = self.clock.now_ms();
         if self.send(target, Message::SyncRequest { request_id: id }) {
-            if self.sync_expected.len() >= MAX_SYNC_EXPECTED {
-                if let Some(oldest) = self
-                    .sync_expected
-                    .iter()
-                    .min_by_key(|(_, t)| **t)
-                    .map(|(k, _)| *k)
-                {
-                    self.sync_expected.remove(&oldest);
-                }
-            }
-            self.sync_expected.insert((target, id), now);
+            insert_evicting_oldest(
+                &mut self.sync_expected,
+                (target, id),
+                now,
+                MAX_SYNC_EXPECTED,
+            );
         }
     }
 
