@@ -12,61 +12,85 @@ use alloy::providers::Provider;
 use criterion::{criterion_group, criterion_main, Criterion};
 use rakis_chain::dev::{AnvilOptions, LocalChain};
 use rakis_chain::evm::request_params;
-use rakis_chain::{EvmChain, EvmConfig, LedgerSink, OracleDeployment};
+use rakis_chain::{EvmChain, EvmConfig, LedgerSink};
+use rakis_core::membership::{committee_size, config_digest};
 use rakis_core::protocol::ConsensusResultMsg;
 use rakis_core::testing::QuorumFixture;
-use rakis_core::{InferenceRequest, NodeKey, RequestId, SecurityFrame};
+use rakis_core::{InferenceRequest, NodeKey, SecurityFrame};
 
-/// A chain request for `quorum` nodes and the results `keys` sign for it.
-async fn signed_request(evm: &EvmChain, keys: &[NodeKey]) -> (RequestId, Vec<ConsensusResultMsg>) {
+/// A chain request whose committee has `size` members (all of `keys`' epoch, quorum chosen
+/// so), past its deadline, and the results its committee signs for it.
+async fn signed_request(
+    evm: &EvmChain,
+    keys: &[NodeKey],
+    size: usize,
+) -> (InferenceRequest, Vec<ConsensusResultMsg>) {
+    let quorum = (1..=size as u32)
+        .find(|q| committee_size(*q).min(keys.len()) == size)
+        .expect("a quorum for the size");
     let mut r = InferenceRequest::new("Say hello.", vec!["m".into()], keys[0].node_id(), 0);
     r.temperature = 0.0;
     r.top_p = 1.0;
+    r.max_tokens = 32;
     r.frame = SecurityFrame {
-        quorum: keys.len() as u32,
-        max_time_ms: 60_000,
+        quorum,
+        max_time_ms: 1_000,
         ..SecurityFrame::default()
     };
+    let params = request_params(&r);
+    let pay = evm.required_payment(params.maxTokens, 0).await.unwrap() * 2;
     let id = evm
-        .request_inference(&request_params(&r), EvmAddress::ZERO, 0, 1_000)
+        .request_inference(&params, EvmAddress::ZERO, 0, pay)
         .await
         .unwrap();
-    let results = QuorumFixture::new(keys.len(), 1).results_for(id, keys);
-    (id, results)
+    let request = evm.request(&id).await.unwrap().unwrap();
+    let stored = evm
+        .oracle()
+        .requestOf(alloy::primitives::FixedBytes(id.0))
+        .call()
+        .await
+        .unwrap();
+    let epoch = evm.epoch(stored.epoch).await.unwrap();
+    let committee = epoch.committee(&request);
+    let signers: Vec<NodeKey> = keys
+        .iter()
+        .filter(|k| committee.contains(&k.node_id()))
+        .cloned()
+        .collect();
+    let config = config_digest(&request, Some(&committee));
+    let results = QuorumFixture::new(signers.len(), 1).results_for(id, &signers, config);
+    // Past the deadline.
+    let _: serde_json::Value = evm
+        .provider()
+        .raw_request("evm_increaseTime".into(), (2u64,))
+        .await
+        .unwrap();
+    (request, results)
 }
 
 fn oracle(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let chain = rt
-        .block_on(LocalChain::start_with(
-            AnvilOptions::default(),
-            &OracleDeployment {
-                min_signatures_floor: 1,
-                ..OracleDeployment::default()
-            },
-        ))
+        .block_on(LocalChain::start(AnvilOptions::default()))
         .unwrap();
     let evm = rt
         .block_on(EvmChain::connect(
             EvmConfig {
                 stagger: Duration::ZERO,
-                attestation_wait: Duration::ZERO,
                 ..chain.config()
             },
             chain.signer(1).unwrap(),
         ))
         .unwrap();
     let keys: Vec<NodeKey> = (0..9).map(|i| NodeKey::from_seed(50 + i)).collect();
-    for k in &keys {
-        rt.block_on(evm.register_node(k)).unwrap();
-    }
+    rt.block_on(chain.register_and_start_epoch(&keys)).unwrap();
     let mut group = c.benchmark_group("oracle_submit");
     group.sample_size(20);
     for n in [3usize, 5, 9] {
         // Gas of one submission (printed once per size).
-        let (id, results) = rt.block_on(signed_request(&evm, &keys[..n]));
+        let (request, results) = rt.block_on(signed_request(&evm, &keys, n));
         let tx: alloy::primitives::TxHash = rt
-            .block_on(evm.submit_result(&results[0], &results[1..]))
+            .block_on(evm.submit_result(&request, &results[0], &results[1..]))
             .unwrap()
             .parse()
             .unwrap();
@@ -75,17 +99,17 @@ fn oracle(c: &mut Criterion) {
             .unwrap()
             .unwrap();
         println!(
-            "submitResult with {n} signatures: {} gas (request {})",
+            "submitResult with {n} signatures (committee of {n}, 9 members): {} gas (request {})",
             receipt.gas_used,
-            id.short()
+            request.id().short()
         );
         group.bench_function(format!("{n}_signatures"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let (_, results) = rt.block_on(signed_request(&evm, &keys[..n]));
+                    let (request, results) = rt.block_on(signed_request(&evm, &keys, n));
                     let t = Instant::now();
-                    rt.block_on(evm.submit_result(&results[0], &results[1..]))
+                    rt.block_on(evm.submit_result(&request, &results[0], &results[1..]))
                         .unwrap();
                     total += t.elapsed();
                 }

@@ -3,22 +3,28 @@ pragma solidity ^0.8.24;
 
 /// @title Consumer side of the Rakis oracle
 /// @notice A contract that asks the network for inference implements this to receive the
-///         agreed output. The oracle calls it once, with bounded gas; a reverting callback
-///         does not undo the result (it stays readable with `RakisOracle.resultOf`).
+///         agreed output. The oracle calls it once, with exactly the gas the request named; a
+///         reverting callback, or an address with no code, does not undo the result (it stays
+///         readable with `RakisOracle.resultOf`).
 interface IRakisConsumer {
     /// @param requestId the Rakis request id returned by `requestInference`
     /// @param output the agreed output text
     function rakisCallback(bytes32 requestId, string calldata output) external;
 }
 
-/// @title Rakis inference oracle
-/// @notice Contracts request inference; registered Rakis nodes answer with a result signed by
-///         at least the required number of them. The result is stored once, the payment is
-///         shared among the attesting accepted nodes (withdrawable), and the consumer is called
-///         back. Unfulfilled requests are refunded after they expire.
-/// @dev Digests follow the Rakis protocol specification (docs/protocol.md, "Chain requests"):
-///      the request id and the result digest are SHA-256 over fixed-width big-endian fields, so
-///      a node computes them without an ABI encoder and the contract with `abi.encodePacked`.
+/// @title Rakis inference oracle with a staked registry
+/// @notice Nodes stake to register; the member set is fixed per *epoch* (`advanceEpoch`, which
+///         anyone may call); each request is served by a committee drawn from the epoch in force
+///         when it was made, weighted by stake, exactly as `rakis-core` draws it. A result counts
+///         only with the signatures of more than two thirds of that committee (and at least the
+///         request's share), over a digest that binds this chain, this contract, the epoch and
+///         the nodes to be paid. The submitter is reimbursed its gas from the payment, the rest
+///         is shared among the paid nodes; every payout, refund and returned stake is credited and
+///         pulled with `withdraw`.
+/// @dev Digests follow the Rakis protocol specification (docs/protocol.md, "Chain requests" and
+///      "The oracle"): SHA-256 over fixed-width big-endian fields, so that a node computes them
+///      without an ABI encoder and the contract with `abi.encodePacked`. Node ids are 33-byte
+///      compressed secp256k1 public keys, passed packed in `bytes`.
 contract RakisOracle {
     /// @notice What the network is asked to do; mirrors the Rakis `InferenceRequest` and
     ///         `SecurityFrame` with integer fractions (milli for sampling, ppm for the frame).
@@ -40,41 +46,115 @@ contract RakisOracle {
         address requester;
         address callback;
         uint32 callbackGas;
-        uint32 minSignatures;
+        uint32 quorum;
+        uint32 sharePpm;
+        uint32 maxOutputBytes;
+        uint64 epoch;
+        uint64 blockNumber;
+        uint64 deadline;
         uint64 expiresAt;
         uint128 payment;
         bool fulfilled;
         bool refunded;
+        bytes32 beacon;
         bytes32 outputHash;
     }
 
-    // ---- limits, equal to rakis-core's request validation ----
-    uint256 public constant MAX_PROMPT_BYTES = 32 * 1024;
-    uint256 public constant MAX_ACCEPTED_MODELS = 8;
-    uint32 public constant MAX_TOKENS_LIMIT = 8192;
-    uint32 public constant MAX_CALLBACK_GAS = 2_000_000;
-    uint256 public constant MAX_MODEL_NAME_BYTES = 256;
+    /// @notice A registered node.
+    struct Node {
+        address staker;
+        uint8 idPrefix;
+        bytes32 idX;
+        uint128 stake;
+        uint64 unbondAt;
+        uint64 nonce;
+        bool active;
+        bool banned;
+    }
 
-    /// @notice Deployer; may remove misbehaving nodes and change the signature floor.
-    address public owner;
-    /// @notice Lowest number of node signatures any result needs, whatever its frame says.
-    uint32 public minSignaturesFloor;
+    /// @notice One epoch: the digest of its member set (as `rakis_core::Epoch::digest`) and the
+    ///         second from which it governs new requests.
+    struct EpochInfo {
+        bytes32 digest;
+        uint64 startsAt;
+    }
+
+    /// @notice What a result submission carries besides the request id.
+    struct Submission {
+        /// the selected output text
+        string output;
+        /// hash of the accepted set the nodes agreed on
+        bytes32 jointHash;
+        /// node ids (33 bytes each, strictly ascending) of the accepted nodes to be paid
+        bytes payees;
+        /// node ids (33 bytes each, ascending) of the request's epoch, as `EpochStarted` listed them
+        bytes members;
+        /// their weights, as `EpochStarted` listed them
+        uint64[] weights;
+        /// 65-byte signatures (r ‖ s ‖ v) of committee members, by strictly ascending signer address
+        bytes[] signatures;
+    }
+
+    // ---- limits, equal to rakis-core's request validation ----
+    uint256 public constant MAX_PROMPT_BYTES = 64 * 1024;
+    uint256 public constant MAX_ACCEPTED_MODELS = 16;
+    uint256 public constant MAX_MODEL_NAME_BYTES = 256;
+    /// @notice Outputs are stored: a chain request's output is at most this many bytes, so its
+    ///         `maxTokens` is at most `MAX_OUTPUT_BYTES / OUTPUT_BYTES_PER_TOKEN` (rakis-core bounds
+    ///         an output at 64 bytes per token).
+    uint256 public constant MAX_OUTPUT_BYTES = 32 * 1024;
+    uint256 public constant OUTPUT_BYTES_PER_TOKEN = 64;
+    uint32 public constant MAX_CALLBACK_GAS = 2_000_000;
+    uint64 public constant MAX_TIME_MS = 7 days * 1000;
+    /// @notice Gas a request's payment must cover besides its callback and stored output.
+    uint256 public constant SUBMIT_BASE_GAS = 400_000;
+    /// @notice Gas per byte of output a request's payment must cover (storage and calldata).
+    uint256 public constant OUTPUT_GAS_PER_BYTE = 700;
+    /// @notice Gas not seen by `gasleft()` that a submitter is reimbursed (intrinsic and calldata).
+    uint256 public constant SUBMIT_OVERHEAD_GAS = 60_000;
+    /// @notice Highest priority fee per gas reimbursed: a submitter cannot drain a payment by
+    ///         bidding a high gas price.
+    uint256 public constant MAX_PRIORITY_FEE = 2 gwei;
+    /// @notice Stake per unit of weight: a node's weight is its stake in gwei.
+    uint256 public constant WEIGHT_UNIT = 1 gwei;
+
+    string private constant REGISTER_TAG = "rakis/register/v2";
+    string private constant EPOCH_TAG = "rakis/epoch/v1";
+    string private constant COMMITTEE_TAG = "rakis/committee/v1";
+    string private constant CONFIG_TAG = "rakis/config/v1";
+    string private constant RESULT_TAG = "rakis/result/v2";
+
+    /// @notice Deployer; may eject misbehaving nodes.
+    address public immutable owner;
+    /// @notice Lowest stake a node registers with (wei).
+    uint256 public immutable minStake;
+    /// @notice Seconds a leaving node's stake stays bonded (and slashable).
+    uint64 public immutable unbondingPeriod;
+    /// @notice Shortest time between two epochs (seconds).
+    uint64 public immutable epochSpacing;
     /// @notice Seconds after a request's deadline during which its result may be submitted.
-    uint64 public submissionWindow;
-    /// @notice Lowest payment accepted with a request (wei).
-    uint256 public minPayment;
+    uint64 public immutable submissionWindow;
+    /// @notice Lowest payment accepted with a request (wei), besides its gas.
+    uint256 public immutable minPayment;
+
     /// @notice Number of requests made; the next request's nonce.
     uint64 public nextNonce;
-
-    /// @notice Registered Rakis nodes (addresses of their node keys).
-    mapping(address => bool) public registered;
-    /// @notice Rewards owed to nodes, withdrawable with `withdraw`.
-    mapping(address => uint256) public rewards;
+    /// @notice Number of active nodes (the members of the next epoch).
+    uint64 public activeCount;
+    /// @notice Registered nodes, by address.
+    mapping(address => Node) private nodes;
+    /// @notice The address of each node id (by keccak256 of its 33 bytes).
+    mapping(bytes32 => address) public nodeById;
+    /// @notice Balances withdrawable with `withdraw`: rewards, refunds, returned stake.
+    mapping(address => uint256) public credits;
+    EpochInfo[] private epochs;
     mapping(bytes32 => Request) private requests;
     mapping(bytes32 => string) private outputs;
 
-    event NodeRegistered(address indexed node);
-    event NodeRemoved(address indexed node);
+    event NodeRegistered(address indexed node, address indexed staker, uint256 stake, bytes nodeId);
+    event NodeExiting(address indexed node, uint64 unbondAt, bool ejected);
+    event StakeReturned(address indexed node, address indexed staker, uint256 amount);
+    event EpochStarted(uint64 indexed number, uint64 startsAt, bytes32 digest, bytes members, uint64[] weights);
     event InferenceRequested(
         bytes32 indexed requestId,
         address indexed requester,
@@ -84,83 +164,211 @@ contract RakisOracle {
         uint256 payment,
         RequestParams params
     );
+    event BeaconRecorded(bytes32 indexed requestId, bytes32 beacon);
     event ResultSubmitted(
         bytes32 indexed requestId,
         bytes32 outputHash,
         bytes32 jointHash,
-        address[] acceptedNodes,
-        bool foreign,
+        bytes payees,
+        address submitter,
+        uint256 reimbursed,
         bool callbackSucceeded
     );
     event Refunded(bytes32 indexed requestId, address indexed requester, uint256 amount);
-    event Withdrawn(address indexed node, address to, uint256 amount);
+    event Withdrawn(address indexed account, address to, uint256 amount);
 
     error NotOwner();
+    error InvalidConfig(string reason);
     error InvalidRequest(string reason);
     error PaymentTooLow(uint256 paid, uint256 required);
     error InvalidRegistration(address node);
+    error StakeTooLow(uint256 staked, uint256 required);
+    error AlreadyRegistered(address node);
+    error NodeBanned(address node);
+    error NotStaker(address node, address caller);
+    error NotActive(address node);
+    error StakeLocked(address node, uint64 unbondAt);
+    error EpochTooSoon(uint64 next);
+    error InvalidMembers(string reason);
+    error NoEpoch();
     error UnknownRequest(bytes32 requestId);
     error AlreadyFulfilled(bytes32 requestId);
+    error TooEarly(bytes32 requestId, uint64 deadline);
     error RequestExpired(bytes32 requestId, uint64 expiredAt);
     error NotExpired(bytes32 requestId, uint64 expiresAt);
     error AlreadyRefunded(bytes32 requestId);
-    error LengthMismatch(uint256 nodes, uint256 signatures);
+    error OutputTooLong(uint256 bytesLen, uint256 max);
+    error EpochMismatch(uint64 epoch);
+    error BeaconUnavailable(bytes32 requestId);
+    error BadPayees(uint256 index);
     error SignersNotSorted(uint256 index);
-    error InvalidSignature(uint256 index, address expected);
-    error NodeNotRegistered(address node);
+    error InvalidSignature(uint256 index);
+    error NotBonded(address node);
+    error NotInCommittee(address node);
     error TooFewSignatures(uint256 provided, uint256 required);
     error InsufficientGas(uint256 left, uint256 needed);
-    error NothingToWithdraw(address node);
+    error NothingToWithdraw(address account);
     error TransferFailed(address to, uint256 amount);
 
-    modifier onlyOwner() {
-        if (msg.sender != owner) revert NotOwner();
-        _;
-    }
-
-    /// @param minSignaturesFloor_ lowest number of signatures any result needs (at least 1)
+    /// @param minStake_ lowest stake a node registers with (at least `WEIGHT_UNIT`)
+    /// @param unbondingPeriod_ seconds a leaving node's stake stays bonded (longer than
+    ///        `epochSpacing_` plus `submissionWindow_` plus the longest request)
+    /// @param epochSpacing_ shortest time between epochs, seconds (at least 1)
     /// @param submissionWindow_ seconds after the deadline during which results are accepted
-    /// @param minPayment_ lowest payment per request, in wei
-    constructor(uint32 minSignaturesFloor_, uint64 submissionWindow_, uint256 minPayment_) {
+    /// @param minPayment_ lowest payment per request besides its gas, in wei
+    constructor(
+        uint256 minStake_,
+        uint64 unbondingPeriod_,
+        uint64 epochSpacing_,
+        uint64 submissionWindow_,
+        uint256 minPayment_
+    ) {
+        if (minStake_ < WEIGHT_UNIT || minStake_ / WEIGHT_UNIT > type(uint64).max) {
+            revert InvalidConfig("stake below one weight unit or above 2^64 units");
+        }
+        if (epochSpacing_ == 0) revert InvalidConfig("epoch spacing must be at least 1 s");
+        if (unbondingPeriod_ <= epochSpacing_ + submissionWindow_ + MAX_TIME_MS / 1000) {
+            revert InvalidConfig("unbonding must outlast an epoch, a request and its window");
+        }
         owner = msg.sender;
-        minSignaturesFloor = minSignaturesFloor_ == 0 ? 1 : minSignaturesFloor_;
+        minStake = minStake_;
+        unbondingPeriod = unbondingPeriod_;
+        epochSpacing = epochSpacing_;
         submissionWindow = submissionWindow_;
         minPayment = minPayment_;
     }
 
-    // ---------------------------------------------------------------- nodes
+    // ---------------------------------------------------------------- registry
 
-    /// @notice Registers `node`, proven by its signature (EIP-191 over
-    ///         `keccak256("rakis/register/v1" ‖ chainid (u64) ‖ this contract ‖ node)`). Anyone
-    ///         may send the transaction; only the key's owner can produce the signature.
-    function registerNode(address node, bytes calldata signature) external {
-        bytes32 digest = keccak256(abi.encodePacked("rakis/register/v1", uint64(block.chainid), address(this), node));
-        if (node == address(0) || _recover(_ethSigned(digest), signature) != node) {
-            revert InvalidRegistration(node);
-        }
-        if (!registered[node]) {
-            registered[node] = true;
-            emit NodeRegistered(node);
-        }
+    /// @notice Registers the node whose uncompressed public key is `publicKey` (64 bytes, x ‖ y)
+    ///         with the value sent as stake; the sender is its staker (who may make it leave and
+    ///         gets the stake back). The node's key proves consent by signing (EIP-191)
+    ///         `keccak256("rakis/register/v2" ‖ chainid (u64) ‖ this ‖ node ‖ staker ‖ nonce (u64))`,
+    ///         where `nonce` counts the node's earlier registrations: an old signature never
+    ///         registers the node again. It becomes a member at the next epoch.
+    function register(bytes calldata publicKey, bytes calldata signature) external payable {
+        if (publicKey.length != 64) revert InvalidRegistration(address(0));
+        address node = address(uint160(uint256(keccak256(publicKey))));
+        Node storage n = nodes[node];
+        if (n.banned) revert NodeBanned(node);
+        if (n.active || n.stake != 0) revert AlreadyRegistered(node);
+        if (msg.value < minStake) revert StakeTooLow(msg.value, minStake);
+        if (msg.value / WEIGHT_UNIT > type(uint64).max) revert InvalidRegistration(node);
+        bytes32 digest =
+            keccak256(abi.encodePacked(REGISTER_TAG, uint64(block.chainid), address(this), node, msg.sender, n.nonce));
+        if (_recover(_ethSigned(digest), signature) != node) revert InvalidRegistration(node);
+        uint8 prefix = (uint8(publicKey[63]) & 1) == 0 ? 2 : 3;
+        bytes32 x = bytes32(publicKey[0:32]);
+        n.staker = msg.sender;
+        n.idPrefix = prefix;
+        n.idX = x;
+        n.stake = uint128(msg.value);
+        n.unbondAt = 0;
+        n.active = true;
+        activeCount += 1;
+        nodeById[keccak256(abi.encodePacked(prefix, x))] = node;
+        emit NodeRegistered(node, msg.sender, msg.value, abi.encodePacked(prefix, x));
     }
 
-    /// @notice Removes a node (owner only); its results no longer count.
-    function removeNode(address node) external onlyOwner {
-        if (registered[node]) {
-            registered[node] = false;
-            emit NodeRemoved(node);
-        }
+    /// @notice The staker takes `node` out of the next epochs; its stake stays bonded (and
+    ///         slashable) for `unbondingPeriod`, then `withdrawStake` returns it.
+    function exit(address node) external {
+        Node storage n = nodes[node];
+        if (n.staker != msg.sender) revert NotStaker(node, msg.sender);
+        if (!n.active) revert NotActive(node);
+        _deactivate(n);
+        emit NodeExiting(node, n.unbondAt, false);
     }
 
-    /// @notice Changes the signature floor (owner only; at least 1).
-    function setMinSignaturesFloor(uint32 floor) external onlyOwner {
-        minSignaturesFloor = floor == 0 ? 1 : floor;
+    /// @notice Ejects a misbehaving node for good (owner only): its signatures stop counting at
+    ///         once, it leaves the next epoch, and it can never register again. Its stake is
+    ///         returned to the staker after the unbonding period.
+    function eject(address node) external {
+        if (msg.sender != owner) revert NotOwner();
+        Node storage n = nodes[node];
+        if (n.stake == 0 && !n.active) revert NotActive(node);
+        n.banned = true;
+        if (n.active) _deactivate(n);
+        emit NodeExiting(node, n.unbondAt, true);
+    }
+
+    function _deactivate(Node storage n) private {
+        n.active = false;
+        n.unbondAt = uint64(block.timestamp) + unbondingPeriod;
+        n.nonce += 1;
+        activeCount -= 1;
+    }
+
+    /// @notice Credits a left node's stake to its staker once the unbonding period is over.
+    function withdrawStake(address node) external {
+        Node storage n = nodes[node];
+        if (n.staker != msg.sender) revert NotStaker(node, msg.sender);
+        if (n.active || n.stake == 0) revert NotActive(node);
+        if (block.timestamp < n.unbondAt) revert StakeLocked(node, n.unbondAt);
+        uint256 amount = n.stake;
+        n.stake = 0;
+        credits[msg.sender] += amount;
+        emit StakeReturned(node, msg.sender, amount);
+    }
+
+    /// @notice A registered node's record (staker zero: never registered).
+    function nodeOf(address node) external view returns (Node memory) {
+        return nodes[node];
+    }
+
+    // ---------------------------------------------------------------- epochs
+
+    /// @notice Starts the next epoch with the active nodes, listed by the caller as their node
+    ///         ids (33 bytes each) in strictly ascending order; the list must be complete. It
+    ///         governs requests from the next second on. Anyone may call it, at most once per
+    ///         `epochSpacing`.
+    function advanceEpoch(bytes calldata members) external {
+        uint256 count = epochs.length;
+        if (count > 0) {
+            uint64 next = epochs[count - 1].startsAt + epochSpacing;
+            if (block.timestamp < next) revert EpochTooSoon(next);
+        }
+        if (members.length == 0 || members.length % 33 != 0) revert InvalidMembers("not a list of node ids");
+        uint256 n = members.length / 33;
+        if (n != activeCount) revert InvalidMembers("not every active node");
+        uint64[] memory weights = new uint64[](n);
+        for (uint256 i = 0; i < n; i++) {
+            if (i > 0 && !_idLess(members, i - 1, members, i)) revert InvalidMembers("not strictly ascending");
+            Node storage node = nodes[nodeById[keccak256(members[i * 33:i * 33 + 33])]];
+            if (!node.active) revert InvalidMembers("an inactive node");
+            weights[i] = uint64(node.stake / WEIGHT_UNIT);
+        }
+        uint64 number = uint64(count);
+        bytes32 digest = _epochDigest(number, members, weights);
+        uint64 startsAt = uint64(block.timestamp) + 1;
+        epochs.push(EpochInfo({digest: digest, startsAt: startsAt}));
+        emit EpochStarted(number, startsAt, digest, members, weights);
+    }
+
+    /// @notice Number of epochs started.
+    function epochCount() external view returns (uint256) {
+        return epochs.length;
+    }
+
+    /// @notice Epoch `number`.
+    function epochOf(uint64 number) external view returns (EpochInfo memory) {
+        return epochs[number];
+    }
+
+    /// @notice The epoch governing requests made now.
+    function currentEpoch() public view returns (uint64) {
+        uint256 count = epochs.length;
+        if (count > 0 && epochs[count - 1].startsAt <= block.timestamp) return uint64(count - 1);
+        if (count > 1) return uint64(count - 2);
+        revert NoEpoch();
     }
 
     // ---------------------------------------------------------------- requests
 
-    /// @notice Asks the network for inference. The payment is shared among the nodes whose
-    ///         answers were accepted, or refunded when the request expires unfulfilled.
+    /// @notice Asks the network for inference. The payment must cover `minPayment` and the gas
+    ///         of submitting the result at today's base fee (`requiredPayment`); the submitter is
+    ///         reimbursed from it, the rest is shared among the paid nodes, or all of it is
+    ///         credited back when the request expires unfulfilled.
     /// @param params what to run and the security frame
     /// @param callback contract called with the output (`address(0)`: none)
     /// @param callbackGas gas given to the callback (at most `MAX_CALLBACK_GAS`)
@@ -170,9 +378,13 @@ contract RakisOracle {
         payable
         returns (bytes32 requestId)
     {
-        if (msg.value < minPayment) revert PaymentTooLow(msg.value, minPayment);
         _validate(params);
         if (callbackGas > MAX_CALLBACK_GAS) revert InvalidRequest("callback gas above limit");
+        uint256 maxOutput = uint256(params.maxTokens) * OUTPUT_BYTES_PER_TOKEN;
+        if (maxOutput > MAX_OUTPUT_BYTES) maxOutput = MAX_OUTPUT_BYTES;
+        uint256 required = requiredPayment(uint32(maxOutput), callbackGas);
+        if (msg.value < required) revert PaymentTooLow(msg.value, required);
+        uint64 epoch = currentEpoch();
         uint64 nonce = nextNonce++;
         uint64 createdAtMs = uint64(block.timestamp) * 1000;
         requestId = sha256(
@@ -186,21 +398,32 @@ contract RakisOracle {
                 paramsDigest(params)
             )
         );
-        uint64 deadline = uint64(block.timestamp) + (params.maxTimeMs + 999) / 1000;
-        uint256 required = (uint256(params.secPercentagePpm) * params.quorum + 999_999) / 1_000_000;
-        if (required < minSignaturesFloor) required = minSignaturesFloor;
+        uint64 deadline = uint64(block.timestamp) + params.maxTimeMs / 1000;
         requests[requestId] = Request({
             requester: msg.sender,
             callback: callback,
             callbackGas: callbackGas,
-            minSignatures: uint32(required),
-            expiresAt: deadline + submissionWindow,
+            quorum: params.quorum,
+            sharePpm: params.secPercentagePpm,
+            maxOutputBytes: uint32(maxOutput),
+            epoch: epoch,
+            blockNumber: uint64(block.number),
+            deadline: deadline,
+            expiresAt: deadline + 1 + submissionWindow,
             payment: uint128(msg.value),
             fulfilled: false,
             refunded: false,
+            beacon: bytes32(0),
             outputHash: bytes32(0)
         });
         emit InferenceRequested(requestId, msg.sender, nonce, createdAtMs, callback, msg.value, params);
+    }
+
+    /// @notice The lowest payment for a request with outputs up to `maxOutputBytes` and a
+    ///         callback of `callbackGas`, at this block's base fee.
+    function requiredPayment(uint32 maxOutputBytes, uint32 callbackGas) public view returns (uint256) {
+        uint256 gas = SUBMIT_BASE_GAS + uint256(callbackGas) + OUTPUT_GAS_PER_BYTE * maxOutputBytes;
+        return minPayment + gas * block.basefee;
     }
 
     /// @notice Digest of the request parameters (see docs/protocol.md, "Chain requests").
@@ -224,98 +447,237 @@ contract RakisOracle {
         if (promptBytes == 0) revert InvalidRequest("empty prompt");
         if (promptBytes > MAX_PROMPT_BYTES) revert InvalidRequest("prompt too long");
         if (p.acceptedModels.length == 0 || p.acceptedModels.length > MAX_ACCEPTED_MODELS) {
-            revert InvalidRequest("accepted models must list 1 to 8 models");
+            revert InvalidRequest("accepted models must list 1 to 16 models");
         }
         for (uint256 i = 0; i < p.acceptedModels.length; i++) {
             uint256 n = bytes(p.acceptedModels[i]).length;
             if (n == 0 || n > MAX_MODEL_NAME_BYTES) revert InvalidRequest("bad model name");
         }
-        if (p.maxTokens == 0 || p.maxTokens > MAX_TOKENS_LIMIT) revert InvalidRequest("max tokens out of range");
+        if (p.maxTokens == 0 || uint256(p.maxTokens) * OUTPUT_BYTES_PER_TOKEN > MAX_OUTPUT_BYTES) {
+            revert InvalidRequest("max tokens out of range");
+        }
         if (p.temperatureMilli > 2000) revert InvalidRequest("temperature above 2");
         if (p.topPMilli == 0 || p.topPMilli > 1000) revert InvalidRequest("top-p out of range");
-        if (p.quorum == 0) revert InvalidRequest("quorum must be at least 1");
-        if (p.maxTimeMs == 0 || p.maxTimeMs > 7 days * 1000) revert InvalidRequest("max time out of range");
+        if (p.quorum == 0 || p.quorum > 64) revert InvalidRequest("quorum out of range");
+        if (p.maxTimeMs == 0 || p.maxTimeMs > MAX_TIME_MS) revert InvalidRequest("max time out of range");
         if (p.secDistancePpm > 1_000_000) revert InvalidRequest("distance above 1");
         if (p.secPercentagePpm == 0 || p.secPercentagePpm > 1_000_000) revert InvalidRequest("share out of range");
         uint256 e = bytes(p.embeddingModel).length;
         if (e == 0 || e > MAX_MODEL_NAME_BYTES) revert InvalidRequest("bad embedding model name");
     }
 
+    /// @notice Stores the committee beacon of a request (the hash of the block that holds it)
+    ///         while the chain still returns it (256 blocks); anyone may call it. Submissions
+    ///         read the hash themselves when they come within that span.
+    function recordBeacon(bytes32 requestId) external {
+        Request storage r = requests[requestId];
+        if (r.requester == address(0)) revert UnknownRequest(requestId);
+        if (r.beacon == bytes32(0)) {
+            bytes32 h = blockhash(r.blockNumber);
+            if (h == bytes32(0)) revert BeaconUnavailable(requestId);
+            r.beacon = h;
+            emit BeaconRecorded(requestId, h);
+        }
+    }
+
     // ---------------------------------------------------------------- results
 
-    /// @notice Submits the agreed result of `requestId`. For a request made through this contract
-    ///         the result needs the signatures its frame implies (at least the floor), pays the
-    ///         attesting nodes and calls the consumer back. Any other request (made on another
-    ///         chain, or by a peer of the network) is *foreign*: its result is recorded with at
-    ///         least `minSignaturesFloor` signatures, without payment or callback, so that results
-    ///         can be mirrored across chains.
-    /// @param output the selected output text
-    /// @param jointHash hash of the accepted set the nodes signed
-    /// @param acceptedNodes attesting accepted nodes, strictly ascending by address
-    /// @param signatures for each node, its 65-byte signature (r ‖ s ‖ v) over the EIP-191
-    ///        hash of `sha256("rakis/result/v1" ‖ 0x00 ‖ requestId ‖ sha256(output) ‖ jointHash)`
-    function submitResult(
-        bytes32 requestId,
-        string calldata output,
-        bytes32 jointHash,
-        address[] calldata acceptedNodes,
-        bytes[] calldata signatures
-    ) external {
+    /// @notice Submits the agreed result of a request made through this contract. Every signer
+    ///         must be a bonded member of the request's committee and sign, with EIP-191,
+    ///         `sha256("rakis/result/v2" ‖ 0x00 ‖ requestId ‖ sha256(output) ‖ jointHash ‖
+    ///         sha256(payees) ‖ configDigest(epoch))`; more than two thirds of the committee (and
+    ///         at least its share of it) must sign. The sender is reimbursed its gas (at most
+    ///         base fee + `MAX_PRIORITY_FEE` per gas), the payees share the rest, and the consumer
+    ///         is called back. Results of requests made elsewhere are refused. Estimate gas with
+    ///         the transaction's fee set, or add 25,000: under a zero gas price no reimbursement
+    ///         is credited, and the first credit of an account writes a fresh storage slot.
+    function submitResult(bytes32 requestId, Submission calldata s) external {
+        uint256 gasStart = gasleft();
         Request storage r = requests[requestId];
-        bool foreign = r.requester == address(0);
+        if (r.requester == address(0)) revert UnknownRequest(requestId);
         if (r.fulfilled) revert AlreadyFulfilled(requestId);
-        if (!foreign && block.timestamp > r.expiresAt) revert RequestExpired(requestId, r.expiresAt);
         if (r.refunded) revert AlreadyRefunded(requestId);
-        if (acceptedNodes.length != signatures.length) {
-            revert LengthMismatch(acceptedNodes.length, signatures.length);
-        }
-        uint256 required = foreign ? minSignaturesFloor : r.minSignatures;
-        if (acceptedNodes.length < required) revert TooFewSignatures(acceptedNodes.length, required);
+        if (block.timestamp < r.deadline) revert TooEarly(requestId, r.deadline);
+        if (block.timestamp > r.expiresAt) revert RequestExpired(requestId, r.expiresAt);
+        if (bytes(s.output).length > r.maxOutputBytes) revert OutputTooLong(bytes(s.output).length, r.maxOutputBytes);
 
-        bytes32 outputHash = sha256(bytes(output));
-        bytes32 digest =
-            _ethSigned(sha256(abi.encodePacked("rakis/result/v1", bytes1(0), requestId, outputHash, jointHash)));
-        address previous = address(0);
-        for (uint256 i = 0; i < acceptedNodes.length; i++) {
-            address node = acceptedNodes[i];
-            if (node <= previous) revert SignersNotSorted(i);
-            previous = node;
-            if (_recover(digest, signatures[i]) != node) revert InvalidSignature(i, node);
-            if (!registered[node]) revert NodeNotRegistered(node);
-        }
+        uint256[] memory committee = _committeeOf(requestId, r, s.members, s.weights);
+        bytes32 epochDigest = epochs[r.epoch].digest;
+        _checkPayees(s.payees, s.members, committee);
+        bytes32 outputHash = sha256(bytes(s.output));
+        bytes32 digest = _ethSigned(
+            sha256(
+                abi.encodePacked(
+                    RESULT_TAG,
+                    bytes1(0),
+                    requestId,
+                    outputHash,
+                    s.jointHash,
+                    sha256(s.payees),
+                    configDigest(epochDigest)
+                )
+            )
+        );
+        uint256 signed = _countSigners(digest, s.signatures, s.members, committee);
+        uint256 n = committee.length;
+        uint256 required = 2 * n / 3 + 1;
+        uint256 byShare = (uint256(r.sharePpm) * n + 999_999) / 1_000_000;
+        if (byShare > required) required = byShare;
+        if (signed < required) revert TooFewSignatures(signed, required);
 
         r.fulfilled = true;
         r.outputHash = outputHash;
-        outputs[requestId] = output;
-        if (foreign) {
-            emit ResultSubmitted(requestId, outputHash, jointHash, acceptedNodes, true, false);
-            return;
-        }
+        outputs[requestId] = s.output;
 
-        uint256 n = acceptedNodes.length;
-        uint256 share = r.payment / n;
-        for (uint256 i = 0; i < n; i++) {
-            rewards[acceptedNodes[i]] += share;
-        }
-        // Rounding dust goes to the first node.
-        rewards[acceptedNodes[0]] += r.payment - share * n;
-
-        bool ok = true;
-        if (r.callback != address(0)) {
-            uint256 gasForCall = r.callbackGas;
-            // EIP-150 passes at most 63/64 of what is left: make sure the callback can get all of
-            // its gas, so a submitter cannot starve it on purpose.
-            uint256 needed = gasForCall + gasForCall / 63 + 10_000;
-            if (gasleft() < needed) revert InsufficientGas(gasleft(), needed);
-            try IRakisConsumer(r.callback).rakisCallback{gas: gasForCall}(requestId, output) {}
-            catch {
-                ok = false;
-            }
-        }
-        emit ResultSubmitted(requestId, outputHash, jointHash, acceptedNodes, false, ok);
+        bool ok = _callBack(r, requestId, s.output);
+        uint256 price = tx.gasprice;
+        if (price > block.basefee + MAX_PRIORITY_FEE) price = block.basefee + MAX_PRIORITY_FEE;
+        uint256 reimbursed = (gasStart - gasleft() + SUBMIT_OVERHEAD_GAS) * price;
+        if (reimbursed > r.payment) reimbursed = r.payment;
+        credits[msg.sender] += reimbursed;
+        _pay(s.payees, r.payment - reimbursed);
+        emit ResultSubmitted(requestId, outputHash, s.jointHash, s.payees, msg.sender, reimbursed, ok);
     }
 
-    /// @notice Returns the payment of an expired, unfulfilled request to its requester.
+    /// @notice The digest that binds signatures to this chain, this contract and one epoch:
+    ///         `sha256("rakis/config/v1" ‖ 0x00 ‖ chainid (u64) ‖ this ‖ epochDigest)`.
+    function configDigest(bytes32 epochDigest) public view returns (bytes32) {
+        return sha256(abi.encodePacked(CONFIG_TAG, bytes1(0), uint64(block.chainid), address(this), epochDigest));
+    }
+
+    /// @notice The committee of a request (node ids packed, in draw order), given its epoch's
+    ///         member list as `EpochStarted` logged it.
+    function committeeOf(bytes32 requestId, bytes calldata members, uint64[] calldata weights)
+        external
+        view
+        returns (bytes memory ids)
+    {
+        Request storage r = requests[requestId];
+        if (r.requester == address(0)) revert UnknownRequest(requestId);
+        uint256[] memory c = _committeeOf(requestId, r, members, weights);
+        for (uint256 i = 0; i < c.length; i++) {
+            ids = bytes.concat(ids, members[c[i] * 33:c[i] * 33 + 33]);
+        }
+    }
+
+    /// @dev Checks the member list against the request's epoch and draws the committee as
+    ///      `rakis_core::Epoch::committee` does; returns indices into `members`.
+    function _committeeOf(bytes32 requestId, Request storage r, bytes calldata members, uint64[] calldata weights)
+        private
+        view
+        returns (uint256[] memory drawn)
+    {
+        bytes32 epochDigest = epochs[r.epoch].digest;
+        if (members.length % 33 != 0 || members.length / 33 != weights.length) revert EpochMismatch(r.epoch);
+        if (_epochDigest(r.epoch, members, weights) != epochDigest) revert EpochMismatch(r.epoch);
+        bytes32 beacon = r.beacon;
+        if (beacon == bytes32(0)) {
+            beacon = blockhash(r.blockNumber);
+            if (beacon == bytes32(0)) revert BeaconUnavailable(requestId);
+        }
+        uint256 n = weights.length;
+        uint256 q = r.quorum;
+        uint256 spares = (2 * q + 4) / 5;
+        if (spares == 0) spares = 1;
+        uint256 size = q + spares;
+        if (size > n) size = n;
+        bytes32 seed = sha256(abi.encodePacked(COMMITTEE_TAG, bytes1(0), epochDigest, requestId, beacon));
+        uint256 remaining = 0;
+        for (uint256 i = 0; i < n; i++) {
+            remaining += weights[i];
+        }
+        bool[] memory taken = new bool[](n);
+        drawn = new uint256[](size);
+        for (uint256 k = 0; k < size; k++) {
+            uint256 target = uint256(uint128(bytes16(sha256(abi.encodePacked(seed, uint32(k)))))) % remaining;
+            uint256 acc = 0;
+            for (uint256 i = 0; i < n; i++) {
+                if (taken[i]) continue;
+                acc += weights[i];
+                if (acc > target) {
+                    taken[i] = true;
+                    drawn[k] = i;
+                    remaining -= weights[i];
+                    break;
+                }
+            }
+        }
+    }
+
+    /// @dev Payees: node ids, strictly ascending, each a member of the committee.
+    function _checkPayees(bytes calldata payees, bytes calldata members, uint256[] memory committee) private pure {
+        if (payees.length == 0 || payees.length % 33 != 0) revert BadPayees(0);
+        uint256 n = payees.length / 33;
+        for (uint256 i = 0; i < n; i++) {
+            if (i > 0 && !_idLess(payees, i - 1, payees, i)) revert BadPayees(i);
+            bool found = false;
+            for (uint256 j = 0; j < committee.length; j++) {
+                if (_idEq(payees, i, members, committee[j])) {
+                    found = true;
+                    break;
+                }
+            }
+            if (!found) revert BadPayees(i);
+        }
+    }
+
+    /// @dev Counts the signatures of distinct, bonded committee members over `digest`.
+    function _countSigners(
+        bytes32 digest,
+        bytes[] calldata signatures,
+        bytes calldata members,
+        uint256[] memory committee
+    ) private view returns (uint256) {
+        address previous = address(0);
+        for (uint256 i = 0; i < signatures.length; i++) {
+            address signer = _recover(digest, signatures[i]);
+            if (signer == address(0)) revert InvalidSignature(i);
+            if (signer <= previous) revert SignersNotSorted(i);
+            previous = signer;
+            Node storage node = nodes[signer];
+            if (node.stake == 0 || node.banned) revert NotBonded(signer);
+            bytes memory id = abi.encodePacked(node.idPrefix, node.idX);
+            bool inCommittee = false;
+            for (uint256 j = 0; j < committee.length; j++) {
+                if (keccak256(id) == keccak256(members[committee[j] * 33:committee[j] * 33 + 33])) {
+                    inCommittee = true;
+                    break;
+                }
+            }
+            if (!inCommittee) revert NotInCommittee(signer);
+        }
+        return signatures.length;
+    }
+
+    /// @dev Calls the consumer with exactly its gas; an address with no code is not called.
+    function _callBack(Request storage r, bytes32 requestId, string calldata output) private returns (bool ok) {
+        address target = r.callback;
+        if (target == address(0) || target.code.length == 0) return false;
+        uint256 gasForCall = r.callbackGas;
+        // EIP-150 passes at most 63/64 of what is left: make sure the callback gets all of its
+        // gas, so that a submitter cannot starve it on purpose.
+        uint256 needed = gasForCall + gasForCall / 63 + 10_000;
+        if (gasleft() < needed) revert InsufficientGas(gasleft(), needed);
+        bytes memory data = abi.encodeCall(IRakisConsumer.rakisCallback, (requestId, output));
+        assembly {
+            // No return data is copied: a callback cannot make the oracle pay for a large one.
+            ok := call(gasForCall, target, 0, add(data, 32), mload(data), 0, 0)
+        }
+    }
+
+    /// @dev Credits `amount` to the payees' addresses in equal shares (dust to the first).
+    function _pay(bytes calldata payees, uint256 amount) private {
+        uint256 n = payees.length / 33;
+        uint256 share = amount / n;
+        for (uint256 i = 0; i < n; i++) {
+            address a = nodeById[keccak256(payees[i * 33:i * 33 + 33])];
+            uint256 value = i == 0 ? amount - share * (n - 1) : share;
+            credits[a] += value;
+        }
+    }
+
+    /// @notice Credits the payment of an expired, unfulfilled request back to its requester
+    ///         (pulled with `withdraw`; anyone may call this).
     function refund(bytes32 requestId) external {
         Request storage r = requests[requestId];
         if (r.requester == address(0)) revert UnknownRequest(requestId);
@@ -324,16 +686,15 @@ contract RakisOracle {
         if (block.timestamp <= r.expiresAt) revert NotExpired(requestId, r.expiresAt);
         r.refunded = true;
         uint256 amount = r.payment;
-        (bool sent,) = r.requester.call{value: amount}("");
-        if (!sent) revert TransferFailed(r.requester, amount);
+        credits[r.requester] += amount;
         emit Refunded(requestId, r.requester, amount);
     }
 
-    /// @notice Sends the caller's rewards to `to`.
+    /// @notice Sends the caller's credits (rewards, refunds, returned stake) to `to`.
     function withdraw(address payable to) external {
-        uint256 amount = rewards[msg.sender];
+        uint256 amount = credits[msg.sender];
         if (amount == 0) revert NothingToWithdraw(msg.sender);
-        rewards[msg.sender] = 0;
+        credits[msg.sender] = 0;
         (bool sent,) = to.call{value: amount}("");
         if (!sent) revert TransferFailed(to, amount);
         emit Withdrawn(msg.sender, to, amount);
@@ -356,7 +717,48 @@ contract RakisOracle {
         return outputs[requestId];
     }
 
-    // ---------------------------------------------------------------- signatures
+    // ---------------------------------------------------------------- helpers
+
+    /// @dev `sha256("rakis/epoch/v1" ‖ 0x00 ‖ number ‖ n ‖ (id ‖ weight)…)`, as rakis-core.
+    function _epochDigest(uint64 number, bytes calldata members, uint64[] memory weights)
+        private
+        pure
+        returns (bytes32)
+    {
+        uint256 n = weights.length;
+        bytes memory buf = new bytes(n * 41);
+        for (uint256 i = 0; i < n; i++) {
+            bytes32 x = bytes32(members[i * 33 + 1:i * 33 + 33]);
+            uint8 prefix = uint8(members[i * 33]);
+            uint64 w = weights[i];
+            assembly {
+                let p := add(add(buf, 32), mul(i, 41))
+                mstore8(p, prefix)
+                mstore(add(p, 1), x)
+                // The 8 weight bytes, then 24 bytes that the next member (or nothing) overwrites:
+                // `new bytes` leaves the free memory pointer past the buffer, rounded up to 32.
+                mstore(add(p, 33), shl(192, w))
+            }
+        }
+        // The last weight's store may run up to 24 bytes past the buffer: move the free memory
+        // pointer past it so nothing allocated later is mistaken for zeroed memory.
+        assembly {
+            mstore(0x40, add(mload(0x40), 32))
+        }
+        return sha256(abi.encodePacked(EPOCH_TAG, bytes1(0), number, uint64(n), buf));
+    }
+
+    /// @dev Whether id `i` of `a` sorts strictly before id `j` of `b` (33-byte ids).
+    function _idLess(bytes calldata a, uint256 i, bytes calldata b, uint256 j) private pure returns (bool) {
+        uint8 pa = uint8(a[i * 33]);
+        uint8 pb = uint8(b[j * 33]);
+        if (pa != pb) return pa < pb;
+        return uint256(bytes32(a[i * 33 + 1:i * 33 + 33])) < uint256(bytes32(b[j * 33 + 1:j * 33 + 33]));
+    }
+
+    function _idEq(bytes calldata a, uint256 i, bytes calldata b, uint256 j) private pure returns (bool) {
+        return keccak256(a[i * 33:i * 33 + 33]) == keccak256(b[j * 33:j * 33 + 33]);
+    }
 
     function _ethSigned(bytes32 digest) private pure returns (bytes32) {
         return keccak256(abi.encodePacked("\x19Ethereum Signed Message:\n32", digest));

@@ -8,6 +8,8 @@ import "./RakisOracle.sol";
 ///         back with.
 contract SampleConsumer is IRakisConsumer {
     RakisOracle public immutable oracle;
+    /// @notice Deployer; the only one who may claim refunds.
+    address public immutable owner;
     /// @notice Answers received, by Rakis request id.
     mapping(bytes32 => string) public answers;
     /// @notice The last request made.
@@ -19,9 +21,11 @@ contract SampleConsumer is IRakisConsumer {
     event Answered(bytes32 indexed requestId, string output);
 
     error NotOracle(address caller);
+    error NotOwner(address caller);
 
     constructor(RakisOracle oracle_) {
         oracle = oracle_;
+        owner = msg.sender;
     }
 
     /// @notice Asks `prompt` of `model`, paying what is sent along.
@@ -48,6 +52,13 @@ contract SampleConsumer is IRakisConsumer {
         requestId = oracle.requestInference{value: msg.value}(p, address(this), 200_000);
         lastRequest = requestId;
         emit Asked(requestId, prompt);
+    }
+
+    /// @notice Pulls what the oracle credits this contract (refunds of expired requests) to `to`
+    ///         (owner only).
+    function claim(address payable to) external {
+        if (msg.sender != owner) revert NotOwner(msg.sender);
+        oracle.withdraw(to);
     }
 
     /// @inheritdoc IRakisConsumer

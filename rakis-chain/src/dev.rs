@@ -16,7 +16,11 @@ use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address as EvmAddress, FixedBytes};
 use alloy::signers::local::PrivateKeySigner;
 
-use crate::error::EvmError;
+use alloy::providers::Provider;
+use rakis_core::error::SharedError;
+use rakis_core::NodeKey;
+
+use crate::error::{classify, EvmError};
 use crate::evm::{EvmChain, EvmConfig, OracleDeployment};
 
 /// Where the anvil binary is: `$RAKIS_ANVIL`; else `node_modules/.bin/anvil` under
@@ -113,9 +117,9 @@ pub struct LocalChain {
 }
 
 impl LocalChain {
-    /// Starts anvil and deploys the oracle with [`OracleDeployment::default`] from account 0.
+    /// Starts anvil and deploys the oracle with [`OracleDeployment::local_dev`] from account 0.
     pub async fn start(options: AnvilOptions) -> Result<Self, EvmError> {
-        Self::start_with(options, &OracleDeployment::default()).await
+        Self::start_with(options, &OracleDeployment::local_dev()).await
     }
 
     /// Starts anvil and deploys the oracle with `deployment` from account 0.
@@ -151,5 +155,49 @@ impl LocalChain {
     /// Connects to the oracle, paying with funded account `i`.
     pub async fn connect(&self, i: usize) -> Result<EvmChain, EvmError> {
         EvmChain::connect(self.config(), self.signer(i)?).await
+    }
+
+    /// Registers each of `keys` with the oracle's minimum stake, staked by funded account 0
+    /// (the oracle's owner), starts an epoch with every active node and waits until it governs
+    /// new requests; returns its number.
+    pub async fn register_and_start_epoch(&self, keys: &[NodeKey]) -> Result<u64, EvmError> {
+        let owner = self.connect(0).await?;
+        let stake = owner.oracle().minStake().call().await.map_err(classify)?;
+        let stake = u128::try_from(stake).map_err(|e| EvmError::Config(e.to_string()))?;
+        for key in keys {
+            owner.register_node(key, stake).await?;
+        }
+        self.start_epoch().await
+    }
+
+    /// Starts an epoch with the active nodes and waits (mining blocks) until it governs new
+    /// requests; returns its number.
+    pub async fn start_epoch(&self) -> Result<u64, EvmError> {
+        let owner = self.connect(0).await?;
+        let number = owner.advance_epoch().await?;
+        let starts_at = owner
+            .oracle()
+            .epochOf(number)
+            .call()
+            .await
+            .map_err(classify)?
+            .startsAt;
+        loop {
+            let _: serde_json::Value = owner
+                .provider()
+                .raw_request("evm_mine".into(), ())
+                .await
+                .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
+            let block = owner
+                .provider()
+                .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+                .await
+                .map_err(|e| EvmError::Rpc(SharedError::new(e)))?
+                .ok_or_else(|| EvmError::Config("no latest block".into()))?;
+            if block.header.timestamp >= starts_at {
+                return Ok(number);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 }

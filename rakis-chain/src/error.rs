@@ -5,68 +5,27 @@ use rakis_core::ChainError;
 
 use crate::contracts::RakisOracle::RakisOracleErrors;
 
-/// Why the oracle contract rejected a call: its custom errors, decoded.
+/// Why the oracle contract rejected a call: its custom errors, decoded (one variant per custom
+/// error of `contracts/RakisOracle.sol`; addresses and amounts as text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OracleRevert {
-    /// A result of this request is already stored.
-    #[error("a result of this request is already stored")]
-    AlreadyFulfilled,
-    /// The request's submission window has closed.
-    #[error("the request expired at {expired_at} (unix seconds)")]
-    RequestExpired {
-        /// End of the submission window.
-        expired_at: u64,
+    /// Only the owner may do this.
+    #[error("only the owner may do this")]
+    NotOwner,
+    /// The deployment parameters are inconsistent.
+    #[error("invalid oracle configuration: {reason}")]
+    InvalidConfig {
+        /// The contract's reason.
+        reason: String,
     },
-    /// The request was refunded.
-    #[error("the request was refunded")]
-    AlreadyRefunded,
-    /// Fewer signatures than the request requires.
-    #[error("too few signatures: {provided} of {required}")]
-    TooFewSignatures {
-        /// Signatures given.
-        provided: u64,
-        /// Signatures required.
-        required: u64,
-    },
-    /// A signature does not recover to the node listed beside it.
-    #[error("signature {index} is not by {expected}")]
-    InvalidSignature {
-        /// Position in the list.
-        index: u64,
-        /// The listed node.
-        expected: String,
-    },
-    /// Signers must be listed strictly ascending (no duplicates).
-    #[error("signers not strictly ascending at position {index} (duplicate or unsorted)")]
-    SignersNotSorted {
-        /// Position in the list.
-        index: u64,
-    },
-    /// A signer is not a registered node.
-    #[error("node {node} is not registered")]
-    NodeNotRegistered {
-        /// The signer.
-        node: String,
-    },
-    /// Lists of different lengths.
-    #[error("{nodes} nodes but {signatures} signatures")]
-    LengthMismatch {
-        /// Nodes listed.
-        nodes: u64,
-        /// Signatures listed.
-        signatures: u64,
-    },
-    /// The request does not exist.
-    #[error("unknown request")]
-    UnknownRequest,
     /// The request's parameters are invalid.
     #[error("invalid request: {reason}")]
     InvalidRequest {
         /// The contract's reason.
         reason: String,
     },
-    /// The payment does not cover the request.
+    /// The payment does not cover the request and its gas.
     #[error("payment too low: {paid} < {required} wei")]
     PaymentTooLow {
         /// Wei paid.
@@ -74,17 +33,150 @@ pub enum OracleRevert {
         /// Wei required.
         required: String,
     },
-    /// The registration proof is invalid.
+    /// The registration proof is invalid (or was made for an earlier registration).
     #[error("invalid registration of {node}")]
     InvalidRegistration {
         /// The node.
         node: String,
+    },
+    /// Less stake than the minimum.
+    #[error("stake too low: {staked} < {required} wei")]
+    StakeTooLow {
+        /// Wei staked.
+        staked: String,
+        /// Wei required.
+        required: String,
+    },
+    /// The node is registered (or its stake not yet withdrawn).
+    #[error("node {node} is already registered")]
+    AlreadyRegistered {
+        /// The node.
+        node: String,
+    },
+    /// The node was ejected and may not register again.
+    #[error("node {node} is banned")]
+    NodeBanned {
+        /// The node.
+        node: String,
+    },
+    /// Only the node's staker may do this.
+    #[error("{caller} is not the staker of {node}")]
+    NotStaker {
+        /// The node.
+        node: String,
+        /// Who called.
+        caller: String,
+    },
+    /// The node is not active (or has no stake).
+    #[error("node {node} is not active")]
+    NotActive {
+        /// The node.
+        node: String,
+    },
+    /// The stake is still bonded.
+    #[error("the stake of {node} is bonded until {unbond_at} (unix seconds)")]
+    StakeLocked {
+        /// The node.
+        node: String,
+        /// When it unbonds.
+        unbond_at: u64,
+    },
+    /// The next epoch may not start yet.
+    #[error("the next epoch may start at {next} (unix seconds)")]
+    EpochTooSoon {
+        /// Earliest start.
+        next: u64,
+    },
+    /// The member list of a new epoch is not the active nodes, ascending.
+    #[error("invalid epoch members: {reason}")]
+    InvalidMembers {
+        /// The contract's reason.
+        reason: String,
+    },
+    /// No epoch governs requests yet.
+    #[error("no epoch has started")]
+    NoEpoch,
+    /// The request does not exist (results of requests made elsewhere are refused).
+    #[error("unknown request")]
+    UnknownRequest,
+    /// A result of this request is already stored.
+    #[error("a result of this request is already stored")]
+    AlreadyFulfilled,
+    /// The request's deadline has not passed.
+    #[error("too early: the deadline is {deadline} (unix seconds)")]
+    TooEarly {
+        /// The deadline.
+        deadline: u64,
+    },
+    /// The request's submission window has closed.
+    #[error("the request expired at {expired_at} (unix seconds)")]
+    RequestExpired {
+        /// End of the submission window.
+        expired_at: u64,
     },
     /// A refund before the submission window closed.
     #[error("not expired before {expires_at} (unix seconds)")]
     NotExpired {
         /// End of the submission window.
         expires_at: u64,
+    },
+    /// The request was refunded.
+    #[error("the request was refunded")]
+    AlreadyRefunded,
+    /// The output is longer than the request allows.
+    #[error("output of {bytes} bytes exceeds {max}")]
+    OutputTooLong {
+        /// Output bytes.
+        bytes: u64,
+        /// The request's maximum.
+        max: u64,
+    },
+    /// The member list given is not the request's epoch.
+    #[error("the member list is not epoch {epoch}")]
+    EpochMismatch {
+        /// The request's epoch.
+        epoch: u64,
+    },
+    /// The block hash of the request is no longer available and was not recorded.
+    #[error("the request's committee beacon is no longer available")]
+    BeaconUnavailable,
+    /// The payee list is not ascending committee members.
+    #[error("bad payee at position {index}")]
+    BadPayees {
+        /// Position in the list.
+        index: u64,
+    },
+    /// Signers must be listed strictly ascending (no duplicates).
+    #[error("signers not strictly ascending at position {index} (duplicate or unsorted)")]
+    SignersNotSorted {
+        /// Position in the list.
+        index: u64,
+    },
+    /// A signature that recovers to nobody.
+    #[error("signature {index} is malformed")]
+    InvalidSignature {
+        /// Position in the list.
+        index: u64,
+    },
+    /// A signer without bonded stake (never registered, withdrawn, or ejected).
+    #[error("signer {node} has no bonded stake")]
+    NotBonded {
+        /// The signer.
+        node: String,
+    },
+    /// A signer outside the request's committee.
+    #[error("signer {node} is not in the request's committee")]
+    NotInCommittee {
+        /// The signer.
+        node: String,
+    },
+    /// Fewer signatures than the committee requires.
+    #[error("too few signatures: {provided} of {required}")]
+    TooFewSignatures {
+        /// Signatures given.
+        provided: u64,
+        /// Signatures required.
+        required: u64,
     },
     /// Too little gas left for the consumer's callback.
     #[error("insufficient gas for the callback: {left} < {needed}")]
@@ -95,20 +187,19 @@ pub enum OracleRevert {
         needed: u64,
     },
     /// A withdrawal with no balance.
-    #[error("nothing to withdraw for {node}")]
+    #[error("nothing to withdraw for {account}")]
     NothingToWithdraw {
-        /// The node.
-        node: String,
+        /// The account.
+        account: String,
     },
     /// A transfer of ether failed.
-    #[error("transfer of {amount} wei failed")]
+    #[error("transfer of {amount} wei to {to} failed")]
     TransferFailed {
+        /// The recipient.
+        to: String,
         /// Wei.
         amount: String,
     },
-    /// Only the owner may do this.
-    #[error("only the owner may do this")]
-    NotOwner,
     /// A revert the client could not decode (raw revert data).
     #[error("undecoded revert 0x{0}")]
     Undecoded(String),
@@ -120,30 +211,8 @@ impl OracleRevert {
         use RakisOracleErrors as E;
         let small = |v: alloy::primitives::U256| u64::try_from(v).unwrap_or(u64::MAX);
         match e {
-            E::AlreadyFulfilled(_) => OracleRevert::AlreadyFulfilled,
-            E::RequestExpired(x) => OracleRevert::RequestExpired {
-                expired_at: x.expiredAt,
-            },
-            E::AlreadyRefunded(_) => OracleRevert::AlreadyRefunded,
-            E::TooFewSignatures(x) => OracleRevert::TooFewSignatures {
-                provided: small(x.provided),
-                required: small(x.required),
-            },
-            E::InvalidSignature(x) => OracleRevert::InvalidSignature {
-                index: small(x.index),
-                expected: x.expected.to_string(),
-            },
-            E::SignersNotSorted(x) => OracleRevert::SignersNotSorted {
-                index: small(x.index),
-            },
-            E::NodeNotRegistered(x) => OracleRevert::NodeNotRegistered {
-                node: x.node.to_string(),
-            },
-            E::LengthMismatch(x) => OracleRevert::LengthMismatch {
-                nodes: small(x.nodes),
-                signatures: small(x.signatures),
-            },
-            E::UnknownRequest(_) => OracleRevert::UnknownRequest,
+            E::NotOwner(_) => OracleRevert::NotOwner,
+            E::InvalidConfig(x) => OracleRevert::InvalidConfig { reason: x.reason },
             E::InvalidRequest(x) => OracleRevert::InvalidRequest { reason: x.reason },
             E::PaymentTooLow(x) => OracleRevert::PaymentTooLow {
                 paid: x.paid.to_string(),
@@ -152,20 +221,78 @@ impl OracleRevert {
             E::InvalidRegistration(x) => OracleRevert::InvalidRegistration {
                 node: x.node.to_string(),
             },
+            E::StakeTooLow(x) => OracleRevert::StakeTooLow {
+                staked: x.staked.to_string(),
+                required: x.required.to_string(),
+            },
+            E::AlreadyRegistered(x) => OracleRevert::AlreadyRegistered {
+                node: x.node.to_string(),
+            },
+            E::NodeBanned(x) => OracleRevert::NodeBanned {
+                node: x.node.to_string(),
+            },
+            E::NotStaker(x) => OracleRevert::NotStaker {
+                node: x.node.to_string(),
+                caller: x.caller.to_string(),
+            },
+            E::NotActive(x) => OracleRevert::NotActive {
+                node: x.node.to_string(),
+            },
+            E::StakeLocked(x) => OracleRevert::StakeLocked {
+                node: x.node.to_string(),
+                unbond_at: x.unbondAt,
+            },
+            E::EpochTooSoon(x) => OracleRevert::EpochTooSoon { next: x.next },
+            E::InvalidMembers(x) => OracleRevert::InvalidMembers { reason: x.reason },
+            E::NoEpoch(_) => OracleRevert::NoEpoch,
+            E::UnknownRequest(_) => OracleRevert::UnknownRequest,
+            E::AlreadyFulfilled(_) => OracleRevert::AlreadyFulfilled,
+            E::TooEarly(x) => OracleRevert::TooEarly {
+                deadline: x.deadline,
+            },
+            E::RequestExpired(x) => OracleRevert::RequestExpired {
+                expired_at: x.expiredAt,
+            },
             E::NotExpired(x) => OracleRevert::NotExpired {
                 expires_at: x.expiresAt,
+            },
+            E::AlreadyRefunded(_) => OracleRevert::AlreadyRefunded,
+            E::OutputTooLong(x) => OracleRevert::OutputTooLong {
+                bytes: small(x.bytesLen),
+                max: small(x.max),
+            },
+            E::EpochMismatch(x) => OracleRevert::EpochMismatch { epoch: x.epoch },
+            E::BeaconUnavailable(_) => OracleRevert::BeaconUnavailable,
+            E::BadPayees(x) => OracleRevert::BadPayees {
+                index: small(x.index),
+            },
+            E::SignersNotSorted(x) => OracleRevert::SignersNotSorted {
+                index: small(x.index),
+            },
+            E::InvalidSignature(x) => OracleRevert::InvalidSignature {
+                index: small(x.index),
+            },
+            E::NotBonded(x) => OracleRevert::NotBonded {
+                node: x.node.to_string(),
+            },
+            E::NotInCommittee(x) => OracleRevert::NotInCommittee {
+                node: x.node.to_string(),
+            },
+            E::TooFewSignatures(x) => OracleRevert::TooFewSignatures {
+                provided: small(x.provided),
+                required: small(x.required),
             },
             E::InsufficientGas(x) => OracleRevert::InsufficientGas {
                 left: small(x.left),
                 needed: small(x.needed),
             },
             E::NothingToWithdraw(x) => OracleRevert::NothingToWithdraw {
-                node: x.node.to_string(),
+                account: x.account.to_string(),
             },
             E::TransferFailed(x) => OracleRevert::TransferFailed {
+                to: x.to.to_string(),
                 amount: x.amount.to_string(),
             },
-            E::NotOwner(_) => OracleRevert::NotOwner,
         }
     }
 }
@@ -203,7 +330,7 @@ pub enum EvmError {
     /// An event describes a request that a node refuses.
     #[error("the event's request is invalid: {0}")]
     InvalidRequest(#[from] rakis_core::RequestError),
-    /// Fewer usable signatures (valid, of registered accepted nodes) than the request needs.
+    /// Fewer usable signatures (valid, of bonded committee members) than the request needs.
     #[error("not enough signatures: {have} of {need}")]
     NotEnoughSignatures {
         /// Usable signatures.

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
 use rakis_core::error::SharedError;
-use rakis_core::identity::{address_of_node, eth_signed_message_hash, keccak256};
+use rakis_core::identity::address_of_node;
 use rakis_core::protocol::{ChatMessage, ConsensusResultMsg, InferenceRequest, Origin};
 use rakis_core::SubmitReceipt;
 use rakis_core::{
@@ -56,14 +56,8 @@ pub struct EvmConfig {
     /// and submits only when nobody has yet, so that one transaction usually suffices.
     #[serde(with = "humantime_serde")]
     pub stagger: Duration,
-    /// How long a node waits for the signatures of every accepted node before it submits with
-    /// the ones it has (at least the number the request requires): the payment is shared
-    /// among the nodes whose signatures are in the submission.
-    #[serde(with = "humantime_serde")]
-    pub attestation_wait: Duration,
-    /// Also record results of requests this contract did not make (made on another chain, or
-    /// by a peer): the oracle stores them as *foreign* results, without payment or callback.
-    pub record_foreign: bool,
+    /// The block the oracle was deployed in: where reading its registry's epochs starts.
+    pub deployed_at_block: u64,
 }
 
 impl Default for EvmConfig {
@@ -78,8 +72,7 @@ impl Default for EvmConfig {
             retry_for: Duration::from_secs(120),
             receipt_timeout: Duration::from_secs(30),
             stagger: Duration::from_secs(2),
-            attestation_wait: Duration::from_secs(10),
-            record_foreign: false,
+            deployed_at_block: 0,
         }
     }
 }
@@ -101,7 +94,6 @@ impl EvmConfig {
             retry_for: Duration::from_secs(60),
             receipt_timeout: Duration::from_secs(5),
             stagger: Duration::from_millis(300),
-            attestation_wait: Duration::from_secs(3),
             ..EvmConfig::new(rpc_url, oracle)
         }
     }
@@ -110,24 +102,46 @@ impl EvmConfig {
 /// The oracle's deployment parameters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OracleDeployment {
-    /// Lowest number of node signatures any result needs.
-    pub min_signatures_floor: u32,
+    /// Lowest stake a node registers with, in wei (at least 1 gwei: weights are stake in gwei).
+    pub min_stake_wei: u128,
+    /// Seconds a leaving node's stake stays bonded and slashable; must outlast an epoch, the
+    /// longest request (7 days) and its submission window.
+    pub unbonding_period_s: u64,
+    /// Shortest time between two epochs, in seconds.
+    pub epoch_spacing_s: u64,
     /// Seconds after a request's deadline during which results are accepted.
     pub submission_window_s: u64,
-    /// Lowest payment per request, in wei.
+    /// Lowest payment per request besides its gas, in wei.
     pub min_payment_wei: u128,
 }
 
 impl Default for OracleDeployment {
-    /// Floor 2, a one-hour submission window, no minimum payment.
+    /// 1 ether of stake, hourly epochs, a one-hour submission window, unbonding after 8 days,
+    /// no minimum payment besides gas.
     fn default() -> Self {
         OracleDeployment {
-            min_signatures_floor: 2,
+            min_stake_wei: 1_000_000_000_000_000_000,
+            unbonding_period_s: 8 * 24 * 3_600,
+            epoch_spacing_s: 3_600,
             submission_window_s: 3_600,
             min_payment_wei: 0,
         }
     }
 }
+
+impl OracleDeployment {
+    /// For a development chain: epochs a second apart, otherwise the defaults.
+    pub fn local_dev() -> Self {
+        OracleDeployment {
+            epoch_spacing_s: 1,
+            ..OracleDeployment::default()
+        }
+    }
+}
+
+/// Gas added to every estimate (see [`EvmChain`]'s sends): more than a first write of a
+/// storage slot costs.
+const GAS_MARGIN: u64 = 30_000;
 
 /// The alloy signer of a node key: a node that pays its own gas, or withdraws its rewards,
 /// signs transactions with the key whose address the oracle knows.
@@ -167,7 +181,7 @@ pub struct EvmChain {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: EvmConfig,
     chain_id: u64,
     oracle: RakisOracleInstance<DynProvider>,
@@ -175,8 +189,8 @@ struct Inner {
     sender: EvmAddress,
     /// Held while a transaction is filled and sent (the nonce is read from the pool).
     send_lock: tokio::sync::Mutex<()>,
-    /// When each result was first offered with fewer signatures than accepted nodes.
-    first_offered: std::sync::Mutex<std::collections::HashMap<RequestId, tokio::time::Instant>>,
+    /// The registry's epochs read so far (shared with [`EvmChain::membership`]).
+    pub(crate) membership: crate::registry::ChainMembership,
 }
 
 impl std::fmt::Debug for EvmChain {
@@ -216,7 +230,7 @@ impl EvmChain {
         }
         let oracle = RakisOracle::new(config.oracle, provider.clone());
         info!(chain_id, oracle = %config.oracle, %sender, "connected to EVM chain");
-        Ok(EvmChain {
+        let chain = EvmChain {
             inner: Arc::new(Inner {
                 config,
                 chain_id,
@@ -224,9 +238,18 @@ impl EvmChain {
                 provider,
                 sender,
                 send_lock: tokio::sync::Mutex::new(()),
-                first_offered: Default::default(),
+                membership: Default::default(),
             }),
-        })
+        };
+        // The registry's epochs so far (a node's membership answers from them at once).
+        let head = chain
+            .inner
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
+        chain.refresh_epochs(head).await?;
+        Ok(chain)
     }
 
     /// Deploys a new oracle with `signer` and returns its address.
@@ -238,13 +261,19 @@ impl EvmChain {
         let provider = provider(rpc_url, signer)?;
         let contract = RakisOracle::deploy(
             provider,
-            params.min_signatures_floor,
+            U256::from(params.min_stake_wei),
+            params.unbonding_period_s,
+            params.epoch_spacing_s,
             params.submission_window_s,
             U256::from(params.min_payment_wei),
         )
         .await
         .map_err(classify)?;
         Ok(*contract.address())
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// The chain id the endpoint serves.
@@ -277,37 +306,6 @@ impl EvmChain {
         &self.inner.config
     }
 
-    /// Registers `key`'s address as a node of the oracle (the key signs the registration; this
-    /// chain's signer sends and pays for the transaction). Registering twice is harmless.
-    pub async fn register_node(&self, key: &NodeKey) -> Result<(), EvmError> {
-        let node = evm_address(&key.address());
-        let mut pre = b"rakis/register/v1".to_vec();
-        pre.extend(self.inner.chain_id.to_be_bytes());
-        pre.extend(self.inner.config.oracle.0);
-        pre.extend(node.0);
-        let digest = keccak256(&pre);
-        let signature = key.sign_digest(&eth_signed_message_hash(&digest));
-        let pending = self
-            .send(
-                self.inner
-                    .oracle
-                    .registerNode(node, Bytes::from(signature.0.to_vec())),
-            )
-            .await?;
-        self.confirm(pending).await?;
-        Ok(())
-    }
-
-    /// Whether `node` is a registered node.
-    pub async fn is_registered(&self, node: EvmAddress) -> Result<bool, EvmError> {
-        self.inner
-            .oracle
-            .registered(node)
-            .call()
-            .await
-            .map_err(classify)
-    }
-
     /// Asks the network for inference through the oracle, paying `payment_wei`; returns the
     /// Rakis request id. `callback`: a contract implementing `IRakisConsumer`, or zero.
     pub async fn request_inference(
@@ -338,6 +336,52 @@ impl EvmChain {
             .ok_or_else(|| EvmError::BadEvent("no InferenceRequested event in the receipt".into()))
     }
 
+    /// The lowest payment the oracle takes now for a request of `max_tokens` tokens with a
+    /// callback of `callback_gas`: its minimum plus the gas of submitting the result (the
+    /// largest output stored, the callback) at the current base fee. Pay a margin: the base fee
+    /// moves between blocks.
+    pub async fn required_payment(
+        &self,
+        max_tokens: u32,
+        callback_gas: u32,
+    ) -> Result<u128, EvmError> {
+        let oracle = &self.inner.oracle;
+        let per_token = u64::try_from(
+            oracle
+                .OUTPUT_BYTES_PER_TOKEN()
+                .call()
+                .await
+                .map_err(classify)?,
+        )
+        .unwrap_or(u64::MAX);
+        let cap = u64::try_from(oracle.MAX_OUTPUT_BYTES().call().await.map_err(classify)?)
+            .unwrap_or(u64::MAX);
+        let max_output = (max_tokens as u64).saturating_mul(per_token).min(cap) as u32;
+        let wei = oracle
+            .requiredPayment(max_output, callback_gas)
+            .call()
+            .await
+            .map_err(classify)?;
+        u128::try_from(wei).map_err(|e| EvmError::Config(e.to_string()))
+    }
+
+    /// A request this oracle made, rebuilt from its `InferenceRequested` event (as the request
+    /// source reads it); `None` when the chain has no such event.
+    pub async fn request(&self, id: &RequestId) -> Result<Option<InferenceRequest>, EvmError> {
+        let filter = Filter::new()
+            .address(self.inner.config.oracle)
+            .event_signature(RakisOracle::InferenceRequested::SIGNATURE_HASH)
+            .topic1(FixedBytes(id.0))
+            .from_block(self.inner.config.deployed_at_block);
+        let logs = self
+            .inner
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
+        logs.first().map(|l| self.request_from_log(l)).transpose()
+    }
+
     /// The stored output of a fulfilled request (`None` when not fulfilled).
     pub async fn result_of(&self, id: &RequestId) -> Result<Option<String>, EvmError> {
         let oracle = &self.inner.oracle;
@@ -348,22 +392,32 @@ impl EvmChain {
         Ok(Some(oracle.resultOf(key).call().await.map_err(classify)?))
     }
 
-    /// Rewards owed to `node`, in wei.
-    pub async fn reward_of(&self, node: EvmAddress) -> Result<U256, EvmError> {
+    /// What the oracle owes `account` (rewards, refunds, returned stake), in wei.
+    pub async fn credit_of(&self, account: EvmAddress) -> Result<U256, EvmError> {
         self.inner
             .oracle
-            .rewards(node)
+            .credits(account)
             .call()
             .await
             .map_err(classify)
     }
 
-    /// Withdraws the rewards of this chain's signer (which must be a node's key, see
-    /// [`signer_from_node_key`]) to `to`.
+    /// Withdraws what the oracle owes this chain's signer (a node key's signer for rewards, see
+    /// [`signer_from_node_key`]; a staker's for returned stake; a requester's for refunds) to
+    /// `to`.
     pub async fn withdraw(&self, to: EvmAddress) -> Result<String, EvmError> {
         let pending = self.send(self.inner.oracle.withdraw(to)).await?;
         let receipt = self.confirm(pending).await?;
         Ok(receipt.transaction_hash.to_string())
+    }
+
+    /// Credits the payment of an expired, unfulfilled request back to its requester.
+    pub async fn refund(&self, id: &RequestId) -> Result<(), EvmError> {
+        let pending = self
+            .send(self.inner.oracle.refund(FixedBytes(id.0)))
+            .await?;
+        self.confirm(pending).await?;
+        Ok(())
     }
 
     /// Number of `ResultSubmitted` events the oracle emitted for `id` (1 once a result is
@@ -385,16 +439,29 @@ impl EvmChain {
 
     /// Fills and sends a transaction, one at a time per chain (the nonce is read from the
     /// node's pool); a revert found while estimating gas comes back decoded.
-    async fn send<C: alloy::sol_types::SolCall>(
+    pub(crate) async fn send<C: alloy::sol_types::SolCall>(
         &self,
         call: alloy::contract::SolCallBuilder<&DynProvider, C>,
     ) -> Result<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>, EvmError>
     {
         let _send = self.inner.send_lock.lock().await;
-        call.send().await.map_err(classify)
+        // The estimate runs without a gas price, under which the oracle credits no gas
+        // reimbursement (a storage write it then skips): leave room for it.
+        // Against the pending block: its clock, not the last block's, decides whether a
+        // result comes too early.
+        let estimate = call
+            .clone()
+            .block(alloy::eips::BlockId::pending())
+            .estimate_gas()
+            .await
+            .map_err(classify)?;
+        call.gas(estimate + estimate / 5 + GAS_MARGIN)
+            .send()
+            .await
+            .map_err(classify)
     }
 
-    async fn confirm(
+    pub(crate) async fn confirm(
         &self,
         pending: alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
     ) -> Result<alloy::rpc::types::TransactionReceipt, EvmError> {
@@ -411,75 +478,66 @@ impl EvmChain {
         Ok(receipt)
     }
 
-    /// Submits `result` with the signatures of `attestations` that match it, retrying through
-    /// RPC failures for [`EvmConfig::retry_for`]; returns the transaction hash.
+    /// Submits `result` of `request` (a request this oracle made) with the signatures of
+    /// `attestations` that match it, retrying through RPC failures for
+    /// [`EvmConfig::retry_for`]; returns the transaction hash.
     ///
-    /// Exactly once: before every attempt the oracle is asked whether the result is stored,
-    /// and a stored result answers [`OracleRevert::AlreadyFulfilled`]. A revert is decoded and
-    /// returned at once, without retrying.
+    /// Only signatures the contract counts are sent: valid ones over the result's digest by
+    /// bonded members of the request's committee (drawn from the epoch the contract stored for
+    /// it). With fewer than the committee's threshold the answer is
+    /// [`EvmError::NotEnoughSignatures`] and nothing is sent. Exactly once: before every attempt
+    /// the oracle is asked whether the result is stored, and a stored result answers
+    /// [`OracleRevert::AlreadyFulfilled`]. A revert is decoded and returned at once, without
+    /// retrying, except [`OracleRevert::TooEarly`] (this node's clock ahead of the chain's).
     pub async fn submit_result(
         &self,
+        request: &InferenceRequest,
         result: &ConsensusResultMsg,
         attestations: &[ConsensusResultMsg],
     ) -> Result<String, EvmError> {
-        let (nodes, signatures) = signatures_for(result, attestations);
-        let id = FixedBytes(result.request_id.0);
+        let id = request.id();
+        if result.request_id != id {
+            return Err(EvmError::Config(format!(
+                "result of {} offered for request {}",
+                result.request_id.short(),
+                id.short()
+            )));
+        }
         let config = &self.inner.config;
-        let all = result
-            .accepted
-            .iter()
-            .map(|a| a.node)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
-        if nodes.len() < all {
-            let first = *self
-                .inner
-                .first_offered
-                .lock()
-                .expect("lock")
-                .entry(result.request_id)
-                .or_insert_with(tokio::time::Instant::now);
-            if first.elapsed() < config.attestation_wait {
-                return Err(EvmError::NotEnoughSignatures {
-                    have: nodes.len(),
-                    need: all,
-                });
-            }
-        }
-        self.inner
-            .first_offered
-            .lock()
-            .expect("lock")
-            .remove(&result.request_id);
-        let own = address_of_node(&result.signer)
-            .map(|a| evm_address(&a))
-            .ok();
-        let rank = own
-            .and_then(|a| nodes.iter().position(|n| *n == a))
-            .map(|p| (p + result.request_id.0[0] as usize) % nodes.len().max(1))
-            .unwrap_or(0);
-        if rank > 0 && !config.stagger.is_zero() {
-            let wait = config.stagger * rank as u32;
-            debug!(
-                rank,
-                wait = ?wait,
-                "waiting for the nodes ranked before this one"
-            );
-            tokio::time::sleep(wait).await;
-        }
         let give_up = tokio::time::Instant::now() + config.retry_for;
         let mut attempts = 0u32;
         let mut backoff = Duration::from_millis(250);
+        let mut staggered = false;
         loop {
             attempts += 1;
-            match self.try_submit(id, result, &nodes, &signatures).await {
+            let attempt = async {
+                let prepared = self
+                    .prepare_submission(request, result, attestations)
+                    .await?;
+                if !staggered {
+                    staggered = true;
+                    self.stagger(result, &prepared).await;
+                }
+                self.try_submit(&id, prepared).await
+            };
+            match attempt.await {
                 Ok(tx) => {
-                    info!(%tx, signatures = nodes.len(), "result stored on chain");
+                    info!(%tx, "result stored on chain");
                     return Ok(tx);
+                }
+                Err(EvmError::Reverted(OracleRevert::TooEarly { deadline }))
+                    if tokio::time::Instant::now() < give_up =>
+                {
+                    debug!(
+                        deadline,
+                        "the chain's clock has not reached the deadline yet"
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(
                     e @ (EvmError::Reverted(_)
                     | EvmError::Config(_)
+                    | EvmError::BadEvent(_)
                     | EvmError::NotEnoughSignatures { .. }),
                 ) => return Err(e),
                 Err(e) => {
@@ -497,51 +555,97 @@ impl EvmChain {
         }
     }
 
-    async fn try_submit(
+    /// Nodes that agreed take turns: the node ranked `k` among the signers waits
+    /// `k × stagger`, so that one transaction usually suffices.
+    async fn stagger(&self, result: &ConsensusResultMsg, prepared: &PreparedSubmission) {
+        let own = address_of_node(&result.signer)
+            .map(|a| evm_address(&a))
+            .ok();
+        let n = prepared.signers.len().max(1);
+        let rank = own
+            .and_then(|a| prepared.signers.iter().position(|s| *s == a))
+            .map(|p| (p + result.request_id.0[0] as usize) % n)
+            .unwrap_or(0);
+        let stagger = self.inner.config.stagger;
+        if rank > 0 && !stagger.is_zero() {
+            let wait = stagger * rank as u32;
+            debug!(rank, wait = ?wait, "waiting for the nodes ranked before this one");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Reads what the contract stored for the request and assembles what it will count.
+    async fn prepare_submission(
         &self,
-        id: FixedBytes<32>,
+        request: &InferenceRequest,
         result: &ConsensusResultMsg,
-        nodes: &[EvmAddress],
-        signatures: &[Bytes],
-    ) -> Result<String, EvmError> {
+        attestations: &[ConsensusResultMsg],
+    ) -> Result<PreparedSubmission, EvmError> {
         let oracle = &self.inner.oracle;
-        if oracle.isFulfilled(id).call().await.map_err(classify)? {
+        let key = FixedBytes(result.request_id.0);
+        let stored = oracle.requestOf(key).call().await.map_err(classify)?;
+        if stored.requester == EvmAddress::ZERO {
+            // Requests made elsewhere are refused by the contract: send nothing.
+            return Err(EvmError::Reverted(OracleRevert::UnknownRequest));
+        }
+        if stored.fulfilled {
             return Err(EvmError::Reverted(OracleRevert::AlreadyFulfilled));
         }
-        let stored = oracle.requestOf(id).call().await.map_err(classify)?;
-        let required = if stored.requester == EvmAddress::ZERO {
-            oracle.minSignaturesFloor().call().await.map_err(classify)?
-        } else {
-            stored.minSignatures
-        };
-        // Signers the oracle does not know would revert the whole submission: leave them out.
-        let mut use_nodes = Vec::with_capacity(nodes.len());
-        let mut use_sigs = Vec::with_capacity(nodes.len());
-        for (n, s) in nodes.iter().zip(signatures) {
-            if oracle.registered(*n).call().await.map_err(classify)? {
-                use_nodes.push(*n);
-                use_sigs.push(s.clone());
-            } else {
-                debug!(node = %n, "signer not registered on this chain; left out");
+        let epoch = self.epoch(stored.epoch).await?;
+        let committee = epoch.committee(request);
+        let need = committee.signature_threshold(request.frame.percentage_ppm());
+        let mut signed = Vec::new();
+        for (node, signature) in result.supporting_signatures(attestations) {
+            if !committee.contains(&node) {
+                continue;
             }
+            let Ok(address) = address_of_node(&node) else {
+                continue;
+            };
+            let address = evm_address(&address);
+            let record = oracle.nodeOf(address).call().await.map_err(classify)?;
+            if record.stake == 0 || record.banned {
+                debug!(node = %address, "signer has no bonded stake; left out");
+                continue;
+            }
+            signed.push((address, Bytes::from(signature.0.to_vec())));
         }
-        if use_nodes.len() < required as usize {
+        signed.sort();
+        if signed.len() < need {
             return Err(EvmError::NotEnoughSignatures {
-                have: use_nodes.len(),
-                need: required as usize,
+                have: signed.len(),
+                need,
             });
         }
+        let (signers, signatures): (Vec<_>, Vec<_>) = signed.into_iter().unzip();
+        Ok(PreparedSubmission {
+            signers,
+            submission: RakisOracle::Submission {
+                output: result.output.clone(),
+                jointHash: FixedBytes(result.joint_hash.0),
+                payees: Bytes::from(payees_bytes(result)),
+                members: Bytes::from(members_bytes(&epoch)),
+                weights: epoch.members().map(|(_, w)| w).collect(),
+                signatures,
+            },
+        })
+    }
+
+    async fn try_submit(
+        &self,
+        id: &RequestId,
+        prepared: PreparedSubmission,
+    ) -> Result<String, EvmError> {
+        let oracle = &self.inner.oracle;
+        let key = FixedBytes(id.0);
+        if oracle.isFulfilled(key).call().await.map_err(classify)? {
+            return Err(EvmError::Reverted(OracleRevert::AlreadyFulfilled));
+        }
         let pending = self
-            .send(oracle.submitResult(
-                id,
-                result.output.clone(),
-                FixedBytes(result.joint_hash.0),
-                use_nodes,
-                use_sigs,
-            ))
+            .send(oracle.submitResult(key, prepared.submission))
             .await?;
         let tx = pending.tx_hash().to_string();
-        debug!(%tx, "result transaction sent");
+        debug!(%tx, signatures = prepared.signers.len(), "result transaction sent");
         self.confirm(pending).await?;
         Ok(tx)
     }
@@ -612,26 +716,15 @@ impl EvmChain {
         if safe < from {
             return Ok(Vec::new());
         }
-        let mut found = Vec::new();
-        let mut start = from;
-        while start <= safe {
-            let end = safe.min(start + 9_999);
-            let filter = Filter::new()
-                .address(config.oracle)
-                .event_signature(RakisOracle::InferenceRequested::SIGNATURE_HASH)
-                .from_block(start)
-                .to_block(end);
-            let logs = self
-                .inner
-                .provider
-                .get_logs(&filter)
-                .await
-                .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
-            for log in logs {
-                found.push(self.request_from_log(&log));
-            }
-            start = end + 1;
-        }
+        // Epochs first: a request is judged by the epoch the contract gave it, which started
+        // in an earlier block or earlier in the same one.
+        self.refresh_epochs(safe).await?;
+        let found = self
+            .logs(RakisOracle::InferenceRequested::SIGNATURE_HASH, from, safe)
+            .await?
+            .iter()
+            .map(|log| self.request_from_log(log))
+            .collect();
         *next = Some(safe + 1);
         Ok(found)
     }
@@ -741,23 +834,24 @@ pub fn request_params(request: &InferenceRequest) -> RequestParams {
     }
 }
 
-/// The signatures that support `result` ([`ConsensusResultMsg::supporting_signatures`]), from
-/// nodes of the accepted set only, sorted by address as the oracle requires.
-pub fn signatures_for(
-    result: &ConsensusResultMsg,
-    attestations: &[ConsensusResultMsg],
-) -> (Vec<EvmAddress>, Vec<Bytes>) {
-    let accepted: std::collections::BTreeSet<_> = result.accepted.iter().map(|a| a.node).collect();
-    let by_address: std::collections::BTreeMap<_, _> = result
-        .supporting_signatures(attestations)
-        .into_iter()
-        .filter(|(node, _)| accepted.contains(node))
-        .filter_map(|(node, sig)| {
-            let address = address_of_node(&node).ok()?;
-            Some((evm_address(&address), Bytes::from(sig.0.to_vec())))
-        })
-        .collect();
-    by_address.into_iter().unzip()
+/// A submission assembled for the contract, with its signers (ascending).
+struct PreparedSubmission {
+    signers: Vec<EvmAddress>,
+    submission: RakisOracle::Submission,
+}
+
+/// The payees of a result as the contract takes them: the distinct accepted node ids,
+/// ascending, 33 bytes each (what [`payees_digest`](rakis_core::consensus::payees_digest)
+/// hashes).
+pub fn payees_bytes(result: &ConsensusResultMsg) -> Vec<u8> {
+    let nodes: std::collections::BTreeSet<_> = result.accepted.iter().map(|a| a.node).collect();
+    nodes.iter().flat_map(|n| n.0).collect()
+}
+
+/// An epoch's member ids as the contract takes them: ascending, 33 bytes each (their weights
+/// are [`Epoch::members`](rakis_core::membership::Epoch::members) in the same order).
+pub fn members_bytes(epoch: &rakis_core::membership::Epoch) -> Vec<u8> {
+    epoch.members().flat_map(|(n, _)| n.0).collect()
 }
 
 #[async_trait]
@@ -769,27 +863,23 @@ impl ChainSink for EvmChain {
         )
     }
 
-    /// Requests its oracle made, and with [`EvmConfig::record_foreign`] every request.
+    /// Requests its oracle made: the contract refuses results of requests made elsewhere.
     fn accepts(&self, request: &InferenceRequest) -> bool {
-        match &request.origin {
-            Origin::Chain {
-                chain_id, contract, ..
-            } if *chain_id == self.inner.chain_id
-                && evm_address(contract) == self.inner.config.oracle =>
-            {
-                true
-            }
-            _ => self.inner.config.record_foreign,
-        }
+        matches!(
+            &request.origin,
+            Origin::Chain { chain_id, contract, .. }
+                if *chain_id == self.inner.chain_id
+                    && evm_address(contract) == self.inner.config.oracle
+        )
     }
 
     async fn submit(
         &self,
-        _request: &InferenceRequest,
+        request: &InferenceRequest,
         result: &ConsensusResultMsg,
         attestations: &[ConsensusResultMsg],
     ) -> Result<SubmitReceipt, ChainError> {
-        let tx = self.submit_result(result, attestations).await?;
+        let tx = self.submit_result(request, result, attestations).await?;
         Ok(SubmitReceipt {
             sink: self.name(),
             reference: tx,

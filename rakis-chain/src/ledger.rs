@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use crate::error::LedgerError;
 
 const MAGIC: &[u8; 8] = b"RAKISLDG";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: u64 = 12;
 /// Largest record accepted when reading (a longer length prefix is damage, not data).
 const MAX_RECORD: u32 = 8 * 1024 * 1024;
@@ -53,6 +53,8 @@ pub struct LedgerEntry {
     pub output_hash: Hash32,
     /// Hash of the accepted set.
     pub joint_hash: Hash32,
+    /// What the signatures are bound to (chain, contract, epoch).
+    pub config_digest: Hash32,
     /// The digest the nodes signed.
     pub result_digest: Hash32,
     /// The accepted set.
@@ -204,6 +206,7 @@ impl LedgerSink {
             output: result.output.clone(),
             output_hash: result.output_hash,
             joint_hash: result.joint_hash,
+            config_digest: result.config_digest,
             result_digest: result.result_digest,
             accepted: result.accepted.clone(),
             signatures: signatures.into_iter().collect(),
@@ -337,8 +340,13 @@ fn check_chain(records: &[LedgerRecord]) -> Result<LedgerSummary, LedgerError> {
         }
         let e = &r.entry;
         if rakis_core::consensus::output_hash(&e.output) != e.output_hash
-            || rakis_core::consensus::result_digest(&e.request_id, &e.output_hash, &e.joint_hash)
-                != e.result_digest
+            || rakis_core::consensus::result_digest(
+                &e.request_id,
+                &e.output_hash,
+                &e.joint_hash,
+                &rakis_core::consensus::payees_digest(&e.accepted),
+                &e.config_digest,
+            ) != e.result_digest
         {
             return Err(bad("output or digest does not match".into()));
         }

@@ -9,6 +9,9 @@
 //!   that submits results (retried through RPC failures, never twice, reverts decoded into
 //!   [`OracleRevert`]) and a [`RequestSource`](rakis_core::RequestSource) that turns the
 //!   oracle's `InferenceRequested` events into requests.
+//! * [`registry`]: the oracle's staked registry — nodes stake to register, the member set is
+//!   fixed per epoch on chain, and [`ChainMembership`] serves those epochs to a node as its
+//!   membership, so nodes and the contract draw the same committee for every request.
 //! * [`LedgerSink`]: an embedded, append-only, hash-chained ledger file, the default when no
 //!   chain is configured; [`ledger::verify_file`] checks every entry.
 //! * [`ChainConfig`]: several chains at once (cross-chain): a result goes to every configured
@@ -25,11 +28,15 @@
 //!    [`InferenceRequest`](rakis_core::InferenceRequest) (origin: chain id, contract, tx hash,
 //!    log index) and checks that its id equals the contract's.
 //! 3. The nodes commit, reveal and agree; each signs the result digest (EIP-191).
-//! 4. The sinks submit `submitResult(id, output, jointHash, nodes, signatures)`. The oracle
-//!    recovers every signature, requires registered, strictly ascending signers and at least
-//!    `ceil(share × quorum)` of them (and its floor), stores the result once, shares the
-//!    payment among the signers (withdrawable) and calls the consumer back with bounded gas.
-//!    Unfulfilled requests are refunded after their submission window.
+//! 4. The sinks submit `submitResult(id, {output, jointHash, payees, members, weights,
+//!    signatures})`. The oracle checks the member list against the request's epoch, draws the
+//!    request's committee as the nodes do (seeded by the hash of the block that holds the
+//!    request), and requires signatures of more than two thirds of that committee (and at
+//!    least its share) by bonded members, over a digest bound to this chain, contract, epoch
+//!    and the payees ([`config_digest`](rakis_core::membership::config_digest)). It stores the
+//!    result once, reimburses the submitter's gas from the payment, credits the rest to the
+//!    payees and calls the consumer back with exactly its gas. Unfulfilled requests are
+//!    credited back after their submission window; everything is pulled with `withdraw`.
 //!
 //! ## Assembly
 //!
@@ -48,9 +55,11 @@
 //!     .connect(&rakis_chain::evm::signer_from_node_key(&key))
 //!     .await?;
 //! for chain in &persistence.chains {
-//!     chain.register_node(&key).await?; // once per chain
+//!     chain.register_node(&key, 1_000_000_000_000_000_000).await?; // once per chain, 1 ether
 //! }
-//! let builder = persistence.attach(Node::builder().key(key));
+//! // The committee rule of the first chain's registry.
+//! let membership = persistence.chains[0].membership();
+//! let builder = persistence.attach(Node::builder().key(key).membership(membership));
 //! // … add a transport, an engine, an embedder and a store, then `build()` and `spawn()`.
 //! # let _ = builder;
 //! # Ok(()) }
@@ -71,8 +80,10 @@ pub mod dev;
 pub mod error;
 pub mod evm;
 pub mod ledger;
+pub mod registry;
 
 pub use config::{ChainConfig, Persistence};
 pub use error::{Error, EvmError, LedgerError, OracleRevert};
 pub use evm::{EvmChain, EvmConfig, OracleDeployment};
 pub use ledger::LedgerSink;
+pub use registry::ChainMembership;

@@ -70,7 +70,8 @@ fn sample_requests() -> Vec<InferenceRequest> {
         let mut r = InferenceRequest::new(*prompt, vec!["smollm2-135m".into()], requester, 0);
         r.temperature = [0.0, 0.7, 2.0][i];
         r.top_p = [1.0, 0.95, 0.001][i];
-        r.max_tokens = [1, 256, 8192][i];
+        // The oracle stores outputs: at most 32 KiB, 64 bytes per token.
+        r.max_tokens = [1, 256, 512][i];
         r.accepted_models = (0..=i).map(|k| format!("model-{k}/v{i}")).collect();
         r.frame = SecurityFrame {
             quorum: [1, 5, 64][i],
@@ -87,6 +88,10 @@ fn sample_requests() -> Vec<InferenceRequest> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_contract_and_the_node_compute_the_same_request_ids() {
     let chain = LocalChain::start(AnvilOptions::default()).await.unwrap();
+    chain
+        .register_and_start_epoch(&[NodeKey::from_seed(5)])
+        .await
+        .unwrap();
     let evm = chain.connect(1).await.unwrap();
     for r in sample_requests() {
         let params = request_params(&r);
@@ -108,8 +113,9 @@ async fn the_contract_and_the_node_compute_the_same_request_ids() {
         };
         assert_eq!(on_chain.0, chain_req.chain_params_digest().0, "{params:?}");
         // The whole id, through a real request and its event.
+        let pay = evm.required_payment(params.maxTokens, 0).await.unwrap() * 2;
         let id = evm
-            .request_inference(&params, EvmAddress::ZERO, 0, 0)
+            .request_inference(&params, EvmAddress::ZERO, 0, pay)
             .await
             .unwrap();
         let logs = evm

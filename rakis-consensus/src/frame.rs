@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ConsensusError, NodeId};
+use crate::{ConsensusError, Hash32, NodeId};
 
 /// Default `sec_distance` (see [`SecurityFrame::default`] for the measurement behind it).
 pub const DEFAULT_SEC_DISTANCE: f64 = 0.30;
@@ -125,6 +125,16 @@ pub struct ConsensusParams {
     /// a reveal or grinding a salt. `None`: the salt-seeded selection.
     #[serde(default)]
     pub selection_order: Option<Vec<NodeId>>,
+    /// What the signed result is bound to: the chain, contract and member set (epoch) whose
+    /// rules the request falls under (`rakis-core` computes it; all zero for none). It enters
+    /// the [`result_digest`](crate::result_digest), so a signature counts only where it was
+    /// meant to.
+    #[serde(default = "zero_digest")]
+    pub config_digest: Hash32,
+}
+
+fn zero_digest() -> Hash32 {
+    Hash32([0; 32])
 }
 
 fn to_ppm(f: f64) -> u32 {
@@ -142,12 +152,19 @@ impl ConsensusParams {
             reembed_tolerance_bits: None,
             committee_size: None,
             selection_order: None,
+            config_digest: zero_digest(),
         })
     }
 
     /// Computes the threshold over a committee of `size` members.
     pub fn with_committee_size(mut self, size: u32) -> Self {
         self.committee_size = Some(size);
+        self
+    }
+
+    /// Binds the result digest to `digest` (see [`config_digest`](Self::config_digest)).
+    pub fn with_config_digest(mut self, digest: Hash32) -> Self {
+        self.config_digest = digest;
         self
     }
 

@@ -109,8 +109,13 @@
 //! joint  = SHA-256("rakis/accepted/v1" ‖ 0x00 ‖ request_id ‖ n:u32 ‖ commitment_1 ‖ … ‖ commitment_n)
 //! seed   = SHA-256("rakis/select/v1"   ‖ 0x00 ‖ request_id ‖ n:u32 ‖ (commitment_i ‖ salt_i) …)
 //! index  = (u64_be(seed[0..8]) × n) >> 64
-//! digest = SHA-256("rakis/result/v1"   ‖ 0x00 ‖ request_id ‖ SHA-256(selected output) ‖ joint)
+//! payees = SHA-256(node_1 ‖ … ‖ node_m)      distinct accepted node ids, ascending
+//! digest = SHA-256("rakis/result/v2"   ‖ 0x00 ‖ request_id ‖ SHA-256(selected output) ‖ joint
+//!                  ‖ payees ‖ config)
 //! ```
+//! `config` is [`ConsensusParams::config_digest`]: what the request's rules are bound to (the
+//! chain, contract and member set, computed by `rakis-core`; zero for none). A signature over
+//! the digest thus names the nodes a chain pays and counts only under that configuration.
 //! with the accepted set sorted by commitment. The seed depends on every accepted salt, which
 //! each committer fixed before seeing anyone else's, so no participant can steer the index by
 //! choosing ids. **Residual risk:** the last node to reveal sees the others' salts first and
@@ -161,6 +166,6 @@ pub use hashing::{
     output_hash, sha256, Commitment, Hash32, HexBytes, InferenceId, NodeId, RequestId, Salt,
 };
 pub use outcome::{
-    evaluate, joint_hash, result_digest, selection_index, AcceptedReveal, ConsensusOutcome,
-    Decision, FailureReason, Rejection, Selection, Submission,
+    evaluate, joint_hash, payees_digest, result_digest, selection_index, AcceptedReveal,
+    ConsensusOutcome, Decision, FailureReason, Rejection, Selection, Submission,
 };

@@ -17,7 +17,7 @@ pub const ACCEPTED_TAG: &str = "rakis/accepted/v1";
 /// Domain tag of the selection seed.
 pub const SELECT_TAG: &str = "rakis/select/v1";
 /// Domain tag of the result digest (what nodes sign and chains check).
-pub const RESULT_TAG: &str = "rakis/result/v1";
+pub const RESULT_TAG: &str = "rakis/result/v2";
 
 /// A reveal together with the verifier's own embedding of its output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +103,8 @@ pub enum Decision {
         selected: Selection,
         /// Hash of the accepted set (see [`joint_hash`]).
         joint_hash: Hash32,
+        /// What the result is bound to ([`ConsensusParams::config_digest`]).
+        config_digest: Hash32,
         /// Digest signed by nodes and checked by chains (see [`result_digest`]).
         result_digest: Hash32,
     },
@@ -187,12 +189,35 @@ pub fn selection_index(
     (seed, idx)
 }
 
-/// Result digest: `SHA-256("rakis/result/v1" ‖ 0x00 ‖ request_id ‖ output_hash ‖ joint_hash)`.
-pub fn result_digest(request_id: &RequestId, output_hash: &Hash32, joint_hash: &Hash32) -> Hash32 {
+/// The nodes a chain pays for a result: `SHA-256(node_1 ‖ … ‖ node_n)` over the distinct
+/// nodes of the accepted set, ascending (33 bytes each). No tag: a contract hashes the list it
+/// is given as it is.
+pub fn payees_digest(accepted: &[AcceptedReveal]) -> Hash32 {
+    let nodes: BTreeSet<&NodeId> = accepted.iter().map(|a| &a.node).collect();
+    let mut bytes = Vec::with_capacity(nodes.len() * NodeId::LEN);
+    for n in nodes {
+        bytes.extend_from_slice(&n.0);
+    }
+    crate::sha256(&bytes)
+}
+
+/// Result digest:
+/// `SHA-256("rakis/result/v2" ‖ 0x00 ‖ request_id ‖ output_hash ‖ joint_hash ‖ payees ‖ config)`,
+/// with `payees` the [`payees_digest`] of the accepted set and `config` the
+/// [`ConsensusParams::config_digest`].
+pub fn result_digest(
+    request_id: &RequestId,
+    output_hash: &Hash32,
+    joint_hash: &Hash32,
+    payees: &Hash32,
+    config: &Hash32,
+) -> Hash32 {
     Hasher::new(RESULT_TAG)
         .bytes(&request_id.0)
         .bytes(&output_hash.0)
         .bytes(&joint_hash.0)
+        .bytes(&payees.0)
+        .bytes(&config.0)
         .finish()
 }
 
@@ -442,7 +467,14 @@ pub fn evaluate(
             index,
         },
         joint_hash: joint,
-        result_digest: result_digest(request_id, &output_hash, &joint),
+        config_digest: params.config_digest,
+        result_digest: result_digest(
+            request_id,
+            &output_hash,
+            &joint,
+            &payees_digest(&outcome.accepted),
+            &params.config_digest,
+        ),
     };
     Ok(outcome)
 }

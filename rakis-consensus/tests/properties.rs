@@ -96,6 +96,7 @@ fn params(distance_ppm: u32, percentage_ppm: u32) -> ConsensusParams {
         reembed_tolerance_bits: None,
         committee_size: None,
         selection_order: None,
+        config_digest: Hash32([0; 32]),
     }
 }
 
@@ -462,6 +463,7 @@ fn check_against_model(b: &Built, o: &ConsensusOutcome) -> Result<(), TestCaseEr
         center: c,
         selected,
         joint_hash: joint,
+        config_digest,
         result_digest: digest,
     } = &o.decision
     else {
@@ -484,7 +486,13 @@ fn check_against_model(b: &Built, o: &ConsensusOutcome) -> Result<(), TestCaseEr
     prop_assert_eq!(&selected.output, &reveal.output);
     prop_assert_eq!(
         *digest,
-        result_digest(&REQ, &output_hash(&reveal.output), joint)
+        result_digest(
+            &REQ,
+            &output_hash(&reveal.output),
+            joint,
+            &payees_digest(&members),
+            config_digest
+        )
     );
     Ok(())
 }
@@ -1035,7 +1043,8 @@ proptest! {
             embedding_model: model,
             reembed_tolerance_bits: tolerance,
             committee_size: None,
-        selection_order: None,
+            selection_order: None,
+            config_digest: Hash32([0; 32]),
         };
         match evaluate(&REQ, &params, &commits, &subs) {
             Ok(o) => {

@@ -25,8 +25,11 @@ def select(req, pairs):
     r = int.from_bytes(seed[:8], "big")
     return seed, (r * len(pairs)) >> 64
 
-def result(req, out_hash, j):
-    return sha(b"rakis/result/v1\x00" + req + out_hash + j)
+def payees(nodes):  # distinct node ids, ascending
+    return sha(b"".join(sorted(set(nodes))))
+
+def result(req, out_hash, j, pay, config=bytes(32)):
+    return sha(b"rakis/result/v2\x00" + req + out_hash + j + pay + config)
 
 def popcount(x): return bin(x).count("1")
 
@@ -49,7 +52,9 @@ seed, idx = select(R, pairs)
 print(f"select(7) seed {seed.hex()} idx {idx}")
 OH = sha(b"Paris")
 print("output_hash(Paris) ", OH.hex())
-print("result             ", result(R, OH, joint(R, [C1, C2, C3])).hex())
+PAY = payees([bytes([0x03]) * 33, bytes([0x02]) * 33, bytes([0x03]) * 33])
+print("payees(2,3)        ", PAY.hex())
+print("result             ", result(R, OH, joint(R, [C1, C2, C3]), PAY, bytes([0x22]) * 32).hex())
 # commitment with a 130-bit embedding (crosses a word boundary; bits 0, 63, 64, 129)
 print("commit130          ", commitment(R, bytes([0x02]) * 33, bytes([0x03]) * 32, "héllo",
                                         130, [1 | 1 << 63, 1, 1 << 1], bytes([0x04]) * 32).hex())
@@ -85,7 +90,7 @@ def run(title, req, embs, salts, radius, threshold, dims=None):
         sel = members[idx]
         print("   joint ", j.hex())
         print("   seed  ", seed.hex(), "index", idx, "selected node", sel)
-        print("   digest", result(req, sha(out(sel).encode()), j).hex())
+        print("   digest", result(req, sha(out(sel).encode()), j, payees([node(m) for m in members])).hex())
     return com, order, center
 
 REQ = bytes([0xAA]) * 32

@@ -112,10 +112,25 @@ fn result_digest_vector() {
             Commitment([0xFE; 32]),
         ],
     );
-    // Python: sha256(b"rakis/result/v1\0" + request + sha256(b"Paris") + joint)
+    // The distinct accepted nodes, ascending: node 3 twice and node 2 give node 2 ‖ node 3.
+    let reveal = |n: u8| AcceptedReveal {
+        node: node(n),
+        inference_id: inf(n),
+        commitment: Commitment([n; 32]),
+        output_hash: oh,
+        distance_to_center: 0,
+    };
+    let payees = payees_digest(&[reveal(3), reveal(2), reveal(3)]);
+    // Python: sha256(bytes([2]) * 33 + bytes([3]) * 33)
     assert_eq!(
-        result_digest(&R11, &oh, &joint),
-        h32("1f96325592df8bd8ba48361538009dfa298a701af7cf097b70be171e0410689f")
+        payees,
+        h32("a4e094c3c78552aa4776cb35ee20304fa0217b141c0ce735deed962cef6d3351")
+    );
+    // Python: sha256(b"rakis/result/v2\0" + request + sha256(b"Paris") + joint + payees
+    //                + bytes([0x22]) * 32)
+    assert_eq!(
+        result_digest(&R11, &oh, &joint, &payees, &Hash32([0x22; 32])),
+        h32("075cc6c4b7f3a78e85eb45f817845a6633d7cbbf6034a13e7cee304cc10a51b4")
     );
 }
 
@@ -253,7 +268,7 @@ const MAIN_COMMITMENTS: [&str; 5] = [
     "f12a69fa21704d13762e8fba247a2ea8bf3f7021d8e0875c29802ed6d5c9a736",
 ];
 const MAIN_JOINT: &str = "a335e14ef3a93eb5c5ab701e806ba035b2347dc3f755bc09fb12f60775f0a9ee";
-const MAIN_DIGEST: &str = "aa49db23b3417444eb8710f04244331d77d83c4d41a7c6340f9681c5a1e5f7cf";
+const MAIN_DIGEST: &str = "1856bad0ba012a37bfa2f7513248f60fa87b60779de777957d4aa04bd28d17b7";
 
 fn main_reveals() -> Vec<Reveal> {
     [(1, A), (2, B), (3, C), (4, D), (5, D)]
@@ -292,6 +307,7 @@ fn assert_main_agreement(o: &ConsensusOutcome) {
                 index: 1,
             },
             joint_hash: h32(MAIN_JOINT),
+            config_digest: Hash32([0; 32]),
             result_digest: h32(MAIN_DIGEST),
         }
     );
@@ -435,7 +451,8 @@ fn tie_goes_to_lowest_commitment_even_against_a_tighter_colluder_ball() {
                 index: 1,
             },
             joint_hash: h32("53cf8bd9cf9e7974bf06f6556762559dc87c1b0beaab3596f59f7514acfb7150"),
-            result_digest: h32("2c4edf42b831403bc309af228557a13fe5cbe41bcd13ed111a52f30588e374d0"),
+            config_digest: Hash32([0; 32]),
+            result_digest: h32("5924e191d56aff35ab3ce74d56bf233b6ccbee17915d569d5c1bf33e7de8fa8f"),
         }
     );
 }
@@ -467,7 +484,8 @@ fn tie_goes_to_lowest_commitment_when_it_is_a_colluder() {
                 index: 1,
             },
             joint_hash: h32("8b228438dd5017c1b873b1ca209475fc69f32a60ce01e49661a82c2c91893148"),
-            result_digest: h32("562aa1245bd4968eecdadc21ac7f395d8ab7e9bf8690df0d1988cf6112658bbc"),
+            config_digest: Hash32([0; 32]),
+            result_digest: h32("bc02a7baf6e8852b32d8c5a542b0f483f2a5be6346089a77cedad84c92663c75"),
         }
     );
 }

@@ -155,6 +155,16 @@ pub fn address_of_node(node: &NodeId) -> Result<Address, IdentityError> {
     Ok(address_of(&vk))
 }
 
+/// The uncompressed public key of a node id without its `0x04` prefix (x ‖ y, 64 bytes): what
+/// an EVM contract hashes to the node's address and compresses back to its id. Fails when the
+/// id is not a valid public key.
+pub fn public_key_xy(node: &NodeId) -> Result<[u8; 64], IdentityError> {
+    let vk = VerifyingKey::from_sec1_bytes(&node.0).map_err(|_| IdentityError::InvalidNodeId)?;
+    Ok(vk.to_encoded_point(false).as_bytes()[1..]
+        .try_into()
+        .expect("an uncompressed point is 65 bytes"))
+}
+
 /// Recovers the node id that produced `signature` over `digest`.
 pub fn recover_signer(digest: &[u8; 32], signature: &Signature) -> Result<NodeId, IdentityError> {
     let sig =

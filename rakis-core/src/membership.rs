@@ -10,7 +10,8 @@
 //! consensus threshold is computed over the committee's size, never over whoever showed up.
 //!
 //! Implementations: [`StaticMembership`] (a fixed list of members from configuration, for
-//! private networks and tests) and, in `rakis-chain`, the staked on-chain registry. A node with
+//! private networks and tests) and, in `rakis-chain`, the oracle's staked registry
+//! (`ChainMembership`). A node with
 //! no membership at all must be built with
 //! [`NodeBuilder::open_network`](crate::NodeBuilder::open_network), an explicit choice.
 //!
@@ -47,6 +48,36 @@ use crate::{Hash32, NodeId};
 pub const EPOCH_TAG: &str = "rakis/epoch/v1";
 /// Domain tag of the committee seed.
 pub const COMMITTEE_TAG: &str = "rakis/committee/v1";
+/// Domain tag of the configuration digest.
+pub const CONFIG_TAG: &str = "rakis/config/v1";
+
+/// What a signed result of `request` is bound to, so that a signature counts only where it was
+/// meant to (as Chainlink OCR's config digest):
+///
+/// ```text
+/// SHA-256("rakis/config/v1" ‖ 0x00 ‖ chain id (u64 BE) ‖ contract (20 bytes) ‖ epoch digest)
+/// ```
+///
+/// with the chain id and contract of a chain request's origin (zero for a peer's request) and
+/// the digest of the epoch its committee was drawn from (zero without a committee). An oracle
+/// contract recomputes it from its own chain id, address and stored epoch: a signature made for
+/// another chain, contract or member set does not verify there.
+pub fn config_digest(request: &InferenceRequest, committee: Option<&Committee>) -> Hash32 {
+    let (chain_id, contract) = match &request.origin {
+        crate::protocol::Origin::Chain {
+            chain_id, contract, ..
+        } => (*chain_id, contract.0),
+        crate::protocol::Origin::Peer => (0, [0; 20]),
+    };
+    let epoch = committee.map(|c| c.epoch_digest.0).unwrap_or([0; 32]);
+    let mut h = Sha256::new();
+    h.update(CONFIG_TAG.as_bytes());
+    h.update([0]);
+    h.update(chain_id.to_be_bytes());
+    h.update(contract);
+    h.update(epoch);
+    Hash32(h.finalize().into())
+}
 
 /// Who may answer requests created in a span of time: its members, each with a weight (stake).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,6 +434,34 @@ mod tests {
         assert_eq!(
             Epoch::new(0, [(n, 1), (n, 2)]),
             Err(MembershipError::Duplicate(n))
+        );
+    }
+
+    #[test]
+    fn config_digest_vectors() {
+        // Python: sha256(b"rakis/config/v1\0" + chain_id (8 BE) + contract (20) + epoch (32))
+        let peer = request(1, 5);
+        assert_eq!(
+            config_digest(&peer, None).to_hex(),
+            "e3ae57a7c89f333ff21c6b35abbc789777f7081e27a3a793783564ce1e7eadcd"
+        );
+        let mut chain = peer.clone();
+        chain.requester = None;
+        chain.origin = crate::protocol::Origin::Chain {
+            chain_id: 31_337,
+            contract: crate::Address([0xAB; 20]),
+            tx_hash: Hash32([0; 32]),
+            log_index: 0,
+            block_hash: Hash32([1; 32]),
+        };
+        let committee = Committee {
+            epoch: 0,
+            epoch_digest: Hash32([0xCD; 32]),
+            members: Vec::new(),
+        };
+        assert_eq!(
+            config_digest(&chain, Some(&committee)).to_hex(),
+            "3ba30a7d937b33342fa4555ee11199bc53aed0659706ffb0273e323bbbf7ff50"
         );
     }
 

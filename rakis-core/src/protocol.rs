@@ -418,7 +418,11 @@ pub struct ConsensusResultMsg {
     pub accepted: Vec<AcceptedReveal>,
     /// Hash of the accepted set.
     pub joint_hash: Hash32,
-    /// `result_digest(request_id, output_hash, joint_hash)`.
+    /// What the result is bound to: the chain, contract and epoch of the request's rules
+    /// ([`config_digest`](crate::membership::config_digest)).
+    pub config_digest: Hash32,
+    /// `result_digest(request_id, output_hash, joint_hash, payees_digest(accepted),
+    /// config_digest)` (see [`rakis_consensus::result_digest`]).
     pub result_digest: Hash32,
     /// The computing node.
     pub signer: NodeId,
@@ -436,6 +440,7 @@ impl ConsensusResultMsg {
         let crate::Decision::Agreed {
             selected,
             joint_hash,
+            config_digest,
             result_digest,
             ..
         } = &outcome.decision
@@ -450,6 +455,7 @@ impl ConsensusResultMsg {
             selected_inference: selected.inference_id,
             accepted: outcome.accepted.clone(),
             joint_hash: *joint_hash,
+            config_digest: *config_digest,
             result_digest: *result_digest,
             signer: key.node_id(),
             signature: key.sign_digest(&crate::identity::eth_signed_message_hash(&result_digest.0)),
@@ -482,8 +488,13 @@ impl ConsensusResultMsg {
         if rakis_consensus::output_hash(&self.output) != self.output_hash {
             return Err(ResultError::OutputHash);
         }
-        let digest =
-            rakis_consensus::result_digest(&self.request_id, &self.output_hash, &self.joint_hash);
+        let digest = rakis_consensus::result_digest(
+            &self.request_id,
+            &self.output_hash,
+            &self.joint_hash,
+            &rakis_consensus::payees_digest(&self.accepted),
+            &self.config_digest,
+        );
         if digest != self.result_digest {
             return Err(ResultError::ResultDigest);
         }
@@ -541,9 +552,9 @@ impl Certificate {
 
     /// Checks the certificate against `request` and the epoch it names, independently of
     /// whoever assembled it: the committee is the one `epoch` draws for `request`; every
-    /// signature is valid, by a distinct committee member, for this request, over one digest;
-    /// and there are at least the committee's signature threshold of them. Returns the
-    /// certified digest.
+    /// signature is valid, by a distinct committee member, for this request, over one digest
+    /// bound to this request's configuration and epoch; and there are at least the committee's
+    /// signature threshold of them. Returns the certified digest.
     pub fn verify(
         &self,
         request: &InferenceRequest,
@@ -585,6 +596,10 @@ impl Certificate {
                 need,
             });
         }
+        // One digest for all, so one configuration: this request's and this epoch's.
+        if first.config_digest != crate::membership::config_digest(request, Some(&self.committee)) {
+            return Err(CertificateError::WrongConfig);
+        }
         Ok(digest)
     }
 }
@@ -599,6 +614,9 @@ pub enum CertificateError {
     /// A signed result of another request.
     #[error("a signature of another request")]
     WrongRequest,
+    /// Signatures bound to another chain, contract or epoch.
+    #[error("signatures bound to another configuration")]
+    WrongConfig,
     /// Signatures over different result digests.
     #[error("signatures over different results")]
     MixedDigests,

@@ -19,8 +19,8 @@ pub use crate::store::MemoryStore;
 use crate::store::{OwnOutput, StoreOp};
 use crate::transport::{Transport, TransportError, TransportEvent};
 use crate::{
-    BinaryEmbedding, Commit, ConsensusOutcome, ConsensusParams, InferenceId, NodeId, Reveal, Salt,
-    SecurityFrame, Submission,
+    BinaryEmbedding, Commit, ConsensusOutcome, ConsensusParams, Hash32, InferenceId, NodeId,
+    Reveal, Salt, SecurityFrame, Submission,
 };
 
 /// The question the tests ask.
@@ -50,7 +50,14 @@ pub fn request(
 pub fn forged_result(key: &NodeKey, id: crate::RequestId, text: &str) -> ConsensusResultMsg {
     let output_hash = crate::consensus::output_hash(text);
     let joint = crate::consensus::joint_hash(&id, &[]);
-    let digest = crate::consensus::result_digest(&id, &output_hash, &joint);
+    let config = Hash32([0; 32]);
+    let digest = crate::consensus::result_digest(
+        &id,
+        &output_hash,
+        &joint,
+        &crate::consensus::payees_digest(&[]),
+        &config,
+    );
     ConsensusResultMsg {
         request_id: id,
         output: text.into(),
@@ -59,6 +66,7 @@ pub fn forged_result(key: &NodeKey, id: crate::RequestId, text: &str) -> Consens
         selected_inference: InferenceId([1; 32]),
         accepted: Vec::new(),
         joint_hash: joint,
+        config_digest: config,
         result_digest: digest,
         signer: key.node_id(),
         signature: key.sign_digest(&crate::identity::eth_signed_message_hash(&digest.0)),
@@ -598,29 +606,40 @@ impl QuorumFixture {
     }
 
     /// This fixture's agreed outcome re-targeted at another request (for example one an oracle
-    /// contract made), with `keys`' nodes as the accepted set (in the set's order), signed by
-    /// each of `keys`: the results those nodes would broadcast.
+    /// contract made) and bound to `config` (see
+    /// [`config_digest`](crate::membership::config_digest)), with `keys`' nodes as the accepted
+    /// set (in the set's order), signed by each of `keys`: the results those nodes would
+    /// broadcast.
     pub fn results_for(
         &self,
         request_id: crate::RequestId,
         keys: &[NodeKey],
+        config: Hash32,
     ) -> Vec<ConsensusResultMsg> {
         let mut outcome = self.outcome.clone();
         outcome.request_id = request_id;
         let commitments: Vec<_> = outcome.accepted.iter().map(|a| a.commitment).collect();
+        for (a, k) in outcome.accepted.iter_mut().zip(keys) {
+            a.node = k.node_id();
+        }
+        let payees = rakis_consensus::payees_digest(&outcome.accepted);
         if let crate::Decision::Agreed {
             joint_hash,
+            config_digest,
             result_digest,
             selected,
             ..
         } = &mut outcome.decision
         {
             *joint_hash = rakis_consensus::joint_hash(&request_id, &commitments);
-            *result_digest =
-                rakis_consensus::result_digest(&request_id, &selected.output_hash, joint_hash);
-        }
-        for (a, k) in outcome.accepted.iter_mut().zip(keys) {
-            a.node = k.node_id();
+            *config_digest = config;
+            *result_digest = rakis_consensus::result_digest(
+                &request_id,
+                &selected.output_hash,
+                joint_hash,
+                &payees,
+                config_digest,
+            );
         }
         keys.iter()
             .map(|k| ConsensusResultMsg::sign(k, &outcome).expect("the fixture agrees"))

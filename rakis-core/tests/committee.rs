@@ -296,6 +296,20 @@ async fn a_light_client_trusts_only_a_result_certified_by_the_committee() {
         mixed.verify(&r, members.epoch()),
         Err(CertificateError::MixedDigests)
     ));
+    // Enough committee members, but signing for another configuration (zero: no chain, no
+    // epoch): such signatures count nowhere else either.
+    let elsewhere = Certificate {
+        committee: cert.committee.clone(),
+        signatures: member_keys
+            .iter()
+            .filter(|k| cert.committee.contains(&k.node_id()))
+            .map(|k| testing::forged_result(k, id, LIE))
+            .collect(),
+    };
+    assert!(matches!(
+        elsewhere.verify(&r, members.epoch()),
+        Err(CertificateError::WrongConfig)
+    ));
     let other_epoch = membership_of(&keys(0..6));
     assert!(matches!(
         cert.verify(&r, other_epoch.epoch()),

@@ -1,6 +1,7 @@
 //! End to end on a real EVM chain: anvil, the Rakis oracle contract, a consumer contract that
-//! asks a question, nodes with the real models that read the request from the chain, agree,
-//! and write the answer back; the consumer is called back and the nodes are paid.
+//! asks a question, nodes with the real models, staked in the oracle's registry, that read the
+//! request from the chain, agree as the request's committee, and write the answer back; the
+//! consumer is called back, the submitter is reimbursed its gas and the nodes are paid.
 //!
 //! ```text
 //! bash scripts/fetch-tools.sh          # anvil and solc from npm, once
@@ -39,15 +40,8 @@ async fn main() -> Result<(), BoxError> {
         return Err("--nodes must be 1 to 8 (anvil funds 10 accounts)".into());
     }
 
-    // 1. A local chain with the oracle (floor: 2 signatures, or 1 with a single node).
-    let chain = LocalChain::start_with(
-        AnvilOptions::default(),
-        &rakis_chain::OracleDeployment {
-            min_signatures_floor: n.min(2) as u32,
-            ..Default::default()
-        },
-    )
-    .await?;
+    // 1. A local chain with the oracle (1 ether of stake per node, epochs a second apart).
+    let chain = LocalChain::start(AnvilOptions::default()).await?;
     println!(
         "[chain] anvil at {} (chain id {}), RakisOracle deployed at {}",
         chain.rpc_url(),
@@ -55,28 +49,28 @@ async fn main() -> Result<(), BoxError> {
         chain.oracle
     );
 
-    // 2. Nodes: each reads requests from the oracle and submits results to it, paying gas
-    //    with a funded anvil account; each node key is registered with the oracle.
+    // 2. Nodes: staked in the registry (by anvil's account 0) and members of the first epoch;
+    //    each reads requests from the oracle, takes its committees from the registry's epochs,
+    //    and submits results, paying gas with a funded anvil account.
     let models = load_models(2)?;
     let network = format!("rakis-oracle-{}", std::process::id());
     let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
+    let epoch = chain.register_and_start_epoch(&keys).await?;
     let mut chains = Vec::with_capacity(n);
     for (i, key) in keys.iter().enumerate() {
         let evm = EvmChain::connect(chain.config(), chain.signer(i + 1)?).await?;
-        evm.register_node(key).await?;
         println!(
-            "[node {}] {} registered as {}",
+            "[node {}] {} staked as {}, member of epoch {epoch}",
             (b'A' + i as u8) as char,
             key.node_id().short(),
             evm_address(&key.address())
         );
         chains.push(evm);
     }
-    // The registered nodes are the network's members (a staked registry read from the oracle
-    // would give the same list).
     let members = members_of(&keys)?;
     let nodes = start_network_with_keys(keys.clone(), &network, &members, &models, |i, b| {
-        b.request_source(chains[i].clone())
+        b.membership(chains[i].membership())
+            .request_source(chains[i].clone())
             .chain_sink(chains[i].clone())
     })
     .await?;
@@ -119,9 +113,10 @@ async fn main() -> Result<(), BoxError> {
         user.result_events(&id).await?
     );
 
-    // 5. Rewards: shared by the nodes whose signatures are in the submission; node A withdraws.
+    // 5. Rewards: the submitter's gas back, the rest shared by the accepted nodes the
+    //    committee signed for; node A withdraws.
     for (node, key) in nodes.iter().zip(&keys) {
-        let reward = user.reward_of(evm_address(&key.address())).await?;
+        let reward = user.credit_of(evm_address(&key.address())).await?;
         println!("[rewards] node {}: {} ETH", node.name, format_ether(reward));
     }
     let node_a = evm_address(&keys[0].address());

@@ -190,6 +190,10 @@ impl Coordinator {
                 .with_committee_size(c.len() as u32)
                 .with_selection_order(c.members.clone());
         }
+        params = params.with_config_digest(crate::membership::config_digest(
+            &q.request,
+            q.committee.as_ref(),
+        ));
         let commits: Vec<Commit> = q
             .commits
             .values()
