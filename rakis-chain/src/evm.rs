@@ -40,8 +40,9 @@ pub struct EvmConfig {
     /// How often the request source polls for new blocks.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Blocks a request event must be buried under before the node takes it (0 on a dev chain;
-    /// more where blocks can be reorganised).
+    /// Blocks a request event must be buried under before the node takes it, and blocks the
+    /// node waits on top of its own submission before it reports it stored (3 by default; 0 on
+    /// a dev chain). Deeper reorganisations are noticed and the blocks read again.
     pub confirmations: u64,
     /// At start, how many blocks back the source looks for requests (0: only new ones). A node
     /// that restarts within a request's deadline finds the request again this way.
@@ -67,10 +68,10 @@ impl Default for EvmConfig {
             oracle: EvmAddress::ZERO,
             chain_id: None,
             poll_interval: Duration::from_secs(1),
-            confirmations: 0,
+            confirmations: 3,
             lookback_blocks: 0,
             retry_for: Duration::from_secs(120),
-            receipt_timeout: Duration::from_secs(30),
+            receipt_timeout: Duration::from_secs(90),
             stagger: Duration::from_secs(2),
             deployed_at_block: 0,
         }
@@ -90,6 +91,7 @@ impl EvmConfig {
     /// For a local development chain (anvil): fast polling, no confirmations, short waits.
     pub fn local_dev(rpc_url: impl Into<String>, oracle: EvmAddress) -> Self {
         EvmConfig {
+            confirmations: 0,
             poll_interval: Duration::from_millis(200),
             retry_for: Duration::from_secs(60),
             receipt_timeout: Duration::from_secs(5),
@@ -466,6 +468,7 @@ impl EvmChain {
         pending: alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
     ) -> Result<alloy::rpc::types::TransactionReceipt, EvmError> {
         let receipt = pending
+            .with_required_confirmations(self.inner.config.confirmations + 1)
             .with_timeout(Some(self.inner.config.receipt_timeout))
             .get_receipt()
             .await
@@ -659,7 +662,7 @@ impl EvmChain {
         let span = info_span!("evm_requests", chain_id = chain.inner.chain_id);
         tokio::spawn(
             async move {
-                let mut next: Option<u64> = None;
+                let mut cursor = Cursor::default();
                 let mut failing = false;
                 let interval = chain
                     .inner
@@ -671,7 +674,7 @@ impl EvmChain {
                     if tx.is_closed() {
                         return;
                     }
-                    match chain.poll(&mut next).await {
+                    match chain.poll(&mut cursor).await {
                         Ok(found) => {
                             failing = false;
                             for item in found {
@@ -699,10 +702,13 @@ impl EvmChain {
         rx.boxed()
     }
 
-    /// Reads the request events of blocks not seen yet.
+    /// Reads the request events of blocks not seen yet. When the last block read is no longer
+    /// on the chain (a reorganisation deeper than [`EvmConfig::confirmations`]), the blocks
+    /// since [`REORG_REWIND`] before it are read again: requests the new branch holds are
+    /// handed out (again: the node knows the ones it has by id).
     async fn poll(
         &self,
-        next: &mut Option<u64>,
+        cursor: &mut Cursor,
     ) -> Result<Vec<Result<InferenceRequest, EvmError>>, EvmError> {
         let config = &self.inner.config;
         let head = self
@@ -711,7 +717,21 @@ impl EvmChain {
             .get_block_number()
             .await
             .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
+        if let Some((number, hash)) = cursor.last {
+            if self.block_hash(number).await? != Some(hash) {
+                let back = number.saturating_sub(REORG_REWIND);
+                warn!(
+                    block = number,
+                    rewind_to = back,
+                    "the chain reorganised: reading again"
+                );
+                cursor.next = Some(back.max(config.deployed_at_block));
+                cursor.last = None;
+                self.inner.membership.rewind(back);
+            }
+        }
         let safe = head.saturating_sub(config.confirmations);
+        let next = &mut cursor.next;
         let from = *next.get_or_insert_with(|| (safe + 1).saturating_sub(config.lookback_blocks));
         if safe < from {
             return Ok(Vec::new());
@@ -725,8 +745,20 @@ impl EvmChain {
             .iter()
             .map(|log| self.request_from_log(log))
             .collect();
-        *next = Some(safe + 1);
+        cursor.next = Some(safe + 1);
+        cursor.last = self.block_hash(safe).await?.map(|h| (safe, h));
         Ok(found)
+    }
+
+    /// The hash of block `number` on the chain as it is now (`None`: no such block).
+    async fn block_hash(&self, number: u64) -> Result<Option<alloy::primitives::B256>, EvmError> {
+        Ok(self
+            .inner
+            .provider
+            .get_block_by_number(number.into())
+            .await
+            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?
+            .map(|b| b.header.hash))
     }
 
     fn request_from_log(&self, log: &Log) -> Result<InferenceRequest, EvmError> {
@@ -755,6 +787,17 @@ impl EvmChain {
         info!(request = %request.id().short(), tx = %tx_hash, "request read from the chain");
         Ok(request)
     }
+}
+
+/// How far before a block that left the chain the request source reads again.
+pub const REORG_REWIND: u64 = 64;
+
+/// Where the request source is: the next block to read, and the last block read with its hash
+/// (to notice a reorganisation).
+#[derive(Debug, Default)]
+struct Cursor {
+    next: Option<u64>,
+    last: Option<(u64, alloy::primitives::B256)>,
 }
 
 /// Where an event sits on the chain, as this node read it (see [`Origin::Chain`]).

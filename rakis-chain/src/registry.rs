@@ -74,6 +74,17 @@ impl ChainMembership {
     }
 }
 
+impl ChainMembership {
+    /// Reads epochs again from block `block` on (after a reorganisation; epochs read again
+    /// replace those of the same number).
+    pub(crate) fn rewind(&self, block: u64) {
+        let mut state = self.inner.state.write().expect("membership lock");
+        if let Some(next) = state.next_block {
+            state.next_block = Some(next.min(block));
+        }
+    }
+}
+
 impl Membership for ChainMembership {
     /// The epoch with the latest start at or before `created_at_ms`, as the contract chooses
     /// for a request made then.

@@ -402,3 +402,52 @@ async fn request_source_reports_outages_and_resumes() {
         .unwrap_err();
     assert!(matches!(err, ChainError::Unavailable(_)), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorganisation_that_replaces_a_request_is_read_again() {
+    init_tracing();
+    let chain = LocalChain::start(AnvilOptions::default()).await.unwrap();
+    chain
+        .register_and_start_epoch(&[node_key(0)])
+        .await
+        .unwrap();
+    let evm = chain.connect(1).await.unwrap();
+    let mut stream = evm.requests();
+    // A request, read by the source; then the chain drops its block (a reorganisation to the
+    // block before it) and another request lands at the same height on the new branch.
+    let snapshot: alloy::primitives::U256 = evm
+        .provider()
+        .raw_request("evm_snapshot".into(), ())
+        .await
+        .unwrap();
+    let first = request(&evm, &chain_params("First.", 1, 60_000)).await;
+    let seen = next(&mut stream).await;
+    assert_eq!(seen.id(), first);
+    let height = evm.provider().get_block_number().await.unwrap();
+    let reverted: bool = evm
+        .provider()
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .unwrap();
+    assert!(reverted);
+    let second = request(&evm, &chain_params("Second.", 1, 60_000)).await;
+    assert_eq!(evm.provider().get_block_number().await.unwrap(), height);
+    // Before: the source had read that height and never looked at it again.
+    let again = next(&mut stream).await;
+    assert_eq!(again.id(), second);
+    assert!(evm.request(&first).await.unwrap().is_none());
+}
+
+/// The next request of a source (within 10 s).
+async fn next(
+    stream: &mut futures::stream::BoxStream<
+        'static,
+        Result<rakis_core::InferenceRequest, ChainError>,
+    >,
+) -> rakis_core::InferenceRequest {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a request within 10 s")
+        .unwrap()
+        .unwrap()
+}
