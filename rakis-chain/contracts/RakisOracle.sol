@@ -72,11 +72,13 @@ contract RakisOracle {
         bool banned;
     }
 
-    /// @notice One epoch: the digest of its member set (as `rakis_core::Epoch::digest`) and the
-    ///         second from which it governs new requests.
+    /// @notice One epoch: the digest of its member set (as `rakis_core::Epoch::digest`), the
+    ///         second from which it governs new requests, and the block whose `EpochStarted`
+    ///         event lists its members.
     struct EpochInfo {
         bytes32 digest;
         uint64 startsAt;
+        uint64 blockNumber;
     }
 
     /// @notice What a result submission carries besides the request id.
@@ -141,6 +143,9 @@ contract RakisOracle {
     uint64 public nextNonce;
     /// @notice Number of active nodes (the members of the next epoch).
     uint64 public activeCount;
+    /// @dev The active nodes' addresses (unordered; `activeIndex` is position + 1).
+    address[] private active;
+    mapping(address => uint256) private activeIndex;
     /// @notice Registered nodes, by address.
     mapping(address => Node) private nodes;
     /// @notice The address of each node id (by keccak256 of its 33 bytes).
@@ -266,6 +271,8 @@ contract RakisOracle {
         n.unbondAt = 0;
         n.active = true;
         activeCount += 1;
+        active.push(node);
+        activeIndex[node] = active.length;
         nodeById[keccak256(abi.encodePacked(prefix, x))] = node;
         emit NodeRegistered(node, msg.sender, msg.value, abi.encodePacked(prefix, x));
     }
@@ -276,7 +283,7 @@ contract RakisOracle {
         Node storage n = nodes[node];
         if (n.staker != msg.sender) revert NotStaker(node, msg.sender);
         if (!n.active) revert NotActive(node);
-        _deactivate(n);
+        _deactivate(node, n);
         emit NodeExiting(node, n.unbondAt, false);
     }
 
@@ -288,15 +295,21 @@ contract RakisOracle {
         Node storage n = nodes[node];
         if (n.stake == 0 && !n.active) revert NotActive(node);
         n.banned = true;
-        if (n.active) _deactivate(n);
+        if (n.active) _deactivate(node, n);
         emit NodeExiting(node, n.unbondAt, true);
     }
 
-    function _deactivate(Node storage n) private {
+    function _deactivate(address node, Node storage n) private {
         n.active = false;
         n.unbondAt = uint64(block.timestamp) + unbondingPeriod;
         n.nonce += 1;
         activeCount -= 1;
+        uint256 at = activeIndex[node] - 1;
+        address last = active[active.length - 1];
+        active[at] = last;
+        activeIndex[last] = at + 1;
+        active.pop();
+        delete activeIndex[node];
     }
 
     /// @notice Credits a left node's stake to its staker once the unbonding period is over.
@@ -309,6 +322,22 @@ contract RakisOracle {
         n.stake = 0;
         credits[msg.sender] += amount;
         emit StakeReturned(node, msg.sender, amount);
+    }
+
+    /// @notice The node ids (33 bytes each, packed, unordered) of the active nodes: sorted, the
+    ///         list `advanceEpoch` takes.
+    function activeNodeIds() external view returns (bytes memory ids) {
+        ids = new bytes(active.length * 33);
+        for (uint256 i = 0; i < active.length; i++) {
+            Node storage n = nodes[active[i]];
+            uint8 prefix = n.idPrefix;
+            bytes32 x = n.idX;
+            assembly {
+                let p := add(add(ids, 32), mul(i, 33))
+                mstore8(p, prefix)
+                mstore(add(p, 1), x)
+            }
+        }
     }
 
     /// @notice A registered node's record (staker zero: never registered).
@@ -341,7 +370,7 @@ contract RakisOracle {
         uint64 number = uint64(count);
         bytes32 digest = _epochDigest(number, members, weights);
         uint64 startsAt = uint64(block.timestamp) + 1;
-        epochs.push(EpochInfo({digest: digest, startsAt: startsAt}));
+        epochs.push(EpochInfo({digest: digest, startsAt: startsAt, blockNumber: uint64(block.number)}));
         emit EpochStarted(number, startsAt, digest, members, weights);
     }
 

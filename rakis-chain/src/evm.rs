@@ -57,7 +57,8 @@ pub struct EvmConfig {
     /// and submits only when nobody has yet, so that one transaction usually suffices.
     #[serde(with = "humantime_serde")]
     pub stagger: Duration,
-    /// The block the oracle was deployed in: where reading its registry's epochs starts.
+    /// The block the oracle was deployed in: where looking a request up by id
+    /// ([`EvmChain::request`]) starts.
     pub deployed_at_block: u64,
 }
 
@@ -244,13 +245,7 @@ impl EvmChain {
             }),
         };
         // The registry's epochs so far (a node's membership answers from them at once).
-        let head = chain
-            .inner
-            .provider
-            .get_block_number()
-            .await
-            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
-        chain.refresh_epochs(head).await?;
+        chain.refresh_epochs().await?;
         Ok(chain)
     }
 
@@ -738,7 +733,7 @@ impl EvmChain {
         }
         // Epochs first: a request is judged by the epoch the contract gave it, which started
         // in an earlier block or earlier in the same one.
-        self.refresh_epochs(safe).await?;
+        self.refresh_epochs().await?;
         let found = self
             .logs(RakisOracle::InferenceRequested::SIGNATURE_HASH, from, safe)
             .await?

@@ -54,34 +54,31 @@ struct Cache {
 
 #[derive(Debug, Default)]
 struct CacheState {
-    /// Epochs by number: the second each starts governing requests, and its members.
-    epochs: BTreeMap<u64, (u64, Arc<Epoch>)>,
-    /// The next block whose logs have not been read.
-    next_block: Option<u64>,
+    /// Epochs by number: the second each starts governing requests, the block of its
+    /// `EpochStarted` event, and its members.
+    epochs: BTreeMap<u64, (u64, u64, Arc<Epoch>)>,
 }
 
 impl ChainMembership {
     /// Epoch `number`, if read.
     pub fn epoch(&self, number: u64) -> Option<Arc<Epoch>> {
         let state = self.inner.state.read().expect("membership lock");
-        state.epochs.get(&number).map(|(_, e)| e.clone())
+        state.epochs.get(&number).map(|(_, _, e)| e.clone())
     }
 
     /// The epochs read so far, as (number, start in unix seconds).
     pub fn epochs(&self) -> Vec<(u64, u64)> {
         let state = self.inner.state.read().expect("membership lock");
-        state.epochs.iter().map(|(n, (s, _))| (*n, *s)).collect()
+        state.epochs.iter().map(|(n, (s, _, _))| (*n, *s)).collect()
     }
 }
 
 impl ChainMembership {
-    /// Reads epochs again from block `block` on (after a reorganisation; epochs read again
-    /// replace those of the same number).
+    /// Forgets the epochs started at block `block` or later (after a reorganisation: they are
+    /// read again from the chain as it is now).
     pub(crate) fn rewind(&self, block: u64) {
         let mut state = self.inner.state.write().expect("membership lock");
-        if let Some(next) = state.next_block {
-            state.next_block = Some(next.min(block));
-        }
+        state.epochs.retain(|_, (_, at, _)| *at < block);
     }
 }
 
@@ -93,9 +90,9 @@ impl Membership for ChainMembership {
         state
             .epochs
             .values()
-            .filter(|(start, _)| start.saturating_mul(1_000) <= created_at_ms)
-            .max_by_key(|(start, _)| *start)
-            .map(|(_, e)| e.clone())
+            .filter(|(start, _, _)| start.saturating_mul(1_000) <= created_at_ms)
+            .max_by_key(|(start, _, _)| *start)
+            .map(|(_, _, e)| e.clone())
     }
 }
 
@@ -181,34 +178,23 @@ impl EvmChain {
         Ok(())
     }
 
-    /// The active nodes, ascending by node id, replayed from the registry's events.
+    /// The active nodes (the members of the next epoch), ascending by node id.
     pub async fn active_nodes(&self) -> Result<Vec<NodeId>, EvmError> {
-        let head = self.head().await?;
-        let from = self.config().deployed_at_block;
-        let mut by_address: BTreeMap<EvmAddress, NodeId> = BTreeMap::new();
-        let mut events = Vec::new();
-        for signature in [
-            RakisOracle::NodeRegistered::SIGNATURE_HASH,
-            RakisOracle::NodeExiting::SIGNATURE_HASH,
-        ] {
-            for log in self.logs(signature, from, head).await? {
-                let at = (log.block_number.unwrap_or(0), log.log_index.unwrap_or(0));
-                events.push((at, log));
-            }
+        let ids = self
+            .oracle()
+            .activeNodeIds()
+            .call()
+            .await
+            .map_err(classify)?;
+        if ids.len() % NodeId::LEN != 0 {
+            return Err(EvmError::BadEvent("active node ids of odd length".into()));
         }
-        events.sort_by_key(|(at, _)| *at);
-        for (_, log) in events {
-            if let Ok(r) = log.log_decode::<RakisOracle::NodeRegistered>() {
-                let id = NodeId::from_slice(&r.inner.data.nodeId)
-                    .map_err(|e| EvmError::BadEvent(e.to_string()))?;
-                by_address.insert(r.inner.data.node, id);
-            } else if let Ok(x) = log.log_decode::<RakisOracle::NodeExiting>() {
-                by_address.remove(&x.inner.data.node);
-            }
-        }
-        let mut ids: Vec<NodeId> = by_address.into_values().collect();
-        ids.sort();
-        Ok(ids)
+        let mut out: Vec<NodeId> = ids
+            .chunks(NodeId::LEN)
+            .map(|c| NodeId::from_slice(c).expect("33-byte chunks"))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// Starts the next epoch with the active nodes; returns its number. Anyone may call it, at
@@ -230,8 +216,7 @@ impl EvmChain {
                     .map(|l| l.inner.data.number)
             })
             .ok_or_else(|| EvmError::BadEvent("no EpochStarted event in the receipt".into()))?;
-        self.refresh_epochs(receipt.block_number.unwrap_or(0))
-            .await?;
+        self.refresh_epochs().await?;
         info!(epoch = number, members = ids.len(), "epoch started");
         Ok(number)
     }
@@ -242,31 +227,47 @@ impl EvmChain {
         if let Some(e) = membership.epoch(number) {
             return Ok(e);
         }
-        self.refresh_epochs(self.head().await?).await?;
+        self.refresh_epochs().await?;
         membership
             .epoch(number)
             .ok_or_else(|| EvmError::BadEvent(format!("epoch {number} is not on the chain")))
     }
 
-    /// Reads the `EpochStarted` events up to block `to` into the membership cache; each epoch's
-    /// digest is recomputed from its members and must equal the contract's.
-    pub(crate) async fn refresh_epochs(&self, to: u64) -> Result<(), EvmError> {
+    /// Reads the epochs the cache lacks: their number from the contract, each one's members
+    /// from its `EpochStarted` event (in the block the contract names); each digest is
+    /// recomputed from the members and must equal the contract's.
+    pub(crate) async fn refresh_epochs(&self) -> Result<(), EvmError> {
         let membership = &self.inner().membership.inner;
         let _one = membership.refreshing.lock().await;
-        let from = membership
-            .state
-            .read()
-            .expect("membership lock")
-            .next_block
-            .unwrap_or(self.config().deployed_at_block);
-        if to < from {
-            return Ok(());
-        }
-        let logs = self
-            .logs(RakisOracle::EpochStarted::SIGNATURE_HASH, from, to)
-            .await?;
-        let mut read = Vec::new();
-        for log in logs {
+        let count = u64::try_from(self.oracle().epochCount().call().await.map_err(classify)?)
+            .unwrap_or(u64::MAX);
+        let missing: Vec<u64> = {
+            let state = membership.state.read().expect("membership lock");
+            (0..count)
+                .filter(|n| !state.epochs.contains_key(n))
+                .collect()
+        };
+        for number in missing {
+            let info = self
+                .oracle()
+                .epochOf(number)
+                .call()
+                .await
+                .map_err(classify)?;
+            let filter = Filter::new()
+                .address(self.oracle_address())
+                .event_signature(RakisOracle::EpochStarted::SIGNATURE_HASH)
+                .topic1(U256::from(number))
+                .from_block(info.blockNumber)
+                .to_block(info.blockNumber);
+            let logs = self
+                .provider()
+                .get_logs(&filter)
+                .await
+                .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
+            let log = logs.first().ok_or_else(|| {
+                EvmError::BadEvent(format!("no EpochStarted event of epoch {number}"))
+            })?;
             let e = log
                 .log_decode::<RakisOracle::EpochStarted>()
                 .map_err(|e| EvmError::BadEvent(e.to_string()))?
@@ -275,46 +276,35 @@ impl EvmChain {
             if e.members.len() % NodeId::LEN != 0
                 || e.members.len() / NodeId::LEN != e.weights.len()
             {
-                return Err(EvmError::BadEvent(format!(
-                    "epoch {}: member list",
-                    e.number
-                )));
+                return Err(EvmError::BadEvent(format!("epoch {number}: member list")));
             }
             let members = e
                 .members
                 .chunks(NodeId::LEN)
                 .map(|c| NodeId::from_slice(c).expect("33-byte chunks"))
                 .zip(e.weights.iter().copied());
-            let epoch = Epoch::new(e.number, members)
-                .map_err(|err| EvmError::BadEvent(format!("epoch {}: {err}", e.number)))?;
-            if epoch.digest().0 != e.digest.0 {
+            let epoch = Epoch::new(number, members)
+                .map_err(|err| EvmError::BadEvent(format!("epoch {number}: {err}")))?;
+            if epoch.digest().0 != info.digest.0 || epoch.digest().0 != e.digest.0 {
                 return Err(EvmError::BadEvent(format!(
-                    "epoch {}: the contract's digest differs from the node's",
-                    e.number
+                    "epoch {number}: the contract's digest differs from the node's"
                 )));
             }
             debug_assert_eq!(members_bytes(&epoch), e.members.to_vec());
-            read.push((e.number, e.startsAt, Arc::new(epoch)));
-        }
-        let mut state = membership.state.write().expect("membership lock");
-        for (number, start, epoch) in read {
             debug!(
                 epoch = number,
-                start,
+                start = info.startsAt,
                 members = epoch.len(),
                 "epoch read from the chain"
             );
-            state.epochs.insert(number, (start, epoch));
+            membership
+                .state
+                .write()
+                .expect("membership lock")
+                .epochs
+                .insert(number, (info.startsAt, info.blockNumber, Arc::new(epoch)));
         }
-        state.next_block = Some(to + 1);
         Ok(())
-    }
-
-    async fn head(&self) -> Result<u64, EvmError> {
-        self.provider()
-            .get_block_number()
-            .await
-            .map_err(|e| EvmError::Rpc(SharedError::new(e)))
     }
 
     /// The oracle's logs with event `signature` in blocks `from..=to`.

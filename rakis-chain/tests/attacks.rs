@@ -437,6 +437,17 @@ async fn every_custom_error_of_the_oracle_is_reached() {
         saw(revert_of(oracle.advanceEpoch(Bytes::from(ids[..4 * 33].to_vec()))).await),
         OracleRevert::InvalidMembers { .. }
     ));
+    // The complete list: the five members (the node that left and the banned one are not).
+    assert_eq!(
+        owner.active_nodes().await.unwrap(),
+        keys.iter()
+            .map(|k| k.node_id())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(owner.advance_epoch().await.unwrap(), 1);
+    assert_eq!(owner.epoch(1).await.unwrap().len(), 5);
 
     // Requests.
     let mut empty = params.clone();
