@@ -669,7 +669,9 @@ impl EvmChain {
                     if tx.is_closed() {
                         return;
                     }
-                    match chain.poll(&mut cursor).await {
+                    let polled = chain.poll(&mut cursor).await;
+                    chain.keep_beacons(&mut cursor).await;
+                    match polled {
                         Ok(found) => {
                             failing = false;
                             for item in found {
@@ -734,15 +736,67 @@ impl EvmChain {
         // Epochs first: a request is judged by the epoch the contract gave it, which started
         // in an earlier block or earlier in the same one.
         self.refresh_epochs().await?;
-        let found = self
+        let mut found = Vec::new();
+        for log in self
             .logs(RakisOracle::InferenceRequested::SIGNATURE_HASH, from, safe)
             .await?
-            .iter()
-            .map(|log| self.request_from_log(log))
-            .collect();
+        {
+            let request = self.request_from_log(&log);
+            if let (Ok(r), Some(block)) = (&request, log.block_number) {
+                if cursor.beacons.len() < MAX_TRACKED_BEACONS {
+                    cursor.beacons.push((r.id(), block));
+                }
+            }
+            found.push(request);
+        }
         cursor.next = Some(safe + 1);
         cursor.last = self.block_hash(safe).await?.map(|h| (safe, h));
         Ok(found)
+    }
+
+    /// Records the beacon of every watched request that has no result yet and nears the end
+    /// of the span in which the chain returns its block's hash, so that its committee can still
+    /// be checked when its result comes. Failures are logged; the request is tried again at the
+    /// next poll while the hash is available.
+    async fn keep_beacons(&self, cursor: &mut Cursor) {
+        if cursor.beacons.is_empty() {
+            return;
+        }
+        let Ok(head) = self.inner.provider.get_block_number().await else {
+            return;
+        };
+        let sender = self.inner.sender.0[0];
+        let mut keep = Vec::with_capacity(cursor.beacons.len());
+        for (id, block) in std::mem::take(&mut cursor.beacons) {
+            let age = head.saturating_sub(block);
+            if age >= 256 {
+                continue;
+            }
+            let after = RECORD_BEACON_AFTER + ((id.0[0] ^ sender) % 32) as u64;
+            if age < after {
+                keep.push((id, block));
+                continue;
+            }
+            let stored = match self.inner.oracle.requestOf(FixedBytes(id.0)).call().await {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(request = %id.short(), error = %classify(e), "cannot read the request");
+                    keep.push((id, block));
+                    continue;
+                }
+            };
+            if stored.fulfilled || stored.refunded || stored.beacon != FixedBytes::ZERO {
+                continue;
+            }
+            match self.record_beacon(&id).await {
+                Ok(()) => info!(request = %id.short(), "committee beacon recorded"),
+                Err(e) => {
+                    debug!(request = %id.short(), error = %e, "cannot record the beacon");
+                    keep.push((id, block));
+                }
+            }
+        }
+        cursor.beacons = keep;
     }
 
     /// The hash of block `number` on the chain as it is now (`None`: no such block).
@@ -793,7 +847,16 @@ pub const REORG_REWIND: u64 = 64;
 struct Cursor {
     next: Option<u64>,
     last: Option<(u64, alloy::primitives::B256)>,
+    /// Requests read (id, block) whose committee beacon may need recording.
+    beacons: Vec<(RequestId, u64)>,
 }
+
+/// Blocks after a request's block from which its beacon is recorded when it has no result yet
+/// (the chain returns the hashes of the last 256 blocks only), plus up to 31 more that differ
+/// from one sender to the next so that usually one node pays for it.
+pub const RECORD_BEACON_AFTER: u64 = 192;
+/// Most requests whose beacon the source watches.
+const MAX_TRACKED_BEACONS: usize = 4_096;
 
 /// Where an event sits on the chain, as this node read it (see [`Origin::Chain`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -438,6 +438,51 @@ async fn a_reorganisation_that_replaces_a_request_is_read_again() {
     assert!(evm.request(&first).await.unwrap().is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_request_keeps_its_committee_beacon() {
+    init_tracing();
+    let chain = LocalChain::start(AnvilOptions::default()).await.unwrap();
+    let keys: Vec<NodeKey> = (0..3).map(node_key).collect();
+    chain.register_and_start_epoch(&keys).await.unwrap();
+    let evm = chain.connect(1).await.unwrap();
+    let mut stream = evm.requests();
+    // Ten minutes to answer; the chain makes more than 256 blocks before the result comes.
+    let s = request_and_sign(&evm, &keys, 3, 600_000).await;
+    let id = s.request.id();
+    assert_eq!(next(&mut stream).await.id(), id);
+    mine(&evm, 230).await;
+    // The request source records the block hash before the chain forgets it.
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored = evm
+            .oracle()
+            .requestOf(FixedBytes(id.0))
+            .call()
+            .await
+            .unwrap();
+        if stored.beacon != FixedBytes::ZERO {
+            let block = evm
+                .provider()
+                .get_block_by_number(stored.blockNumber.into())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(stored.beacon, block.header.hash);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "no beacon recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    mine(&evm, 100).await;
+    advance_time(&evm, 601).await;
+    // Without it: BeaconUnavailable, and the request could only be refunded.
+    let tx = evm
+        .submit_result(&s.request, &s.results[0], &s.results[1..])
+        .await
+        .unwrap();
+    assert!(tx.starts_with("0x"));
+}
+
 /// The next request of a source (within 10 s).
 async fn next(
     stream: &mut futures::stream::BoxStream<
