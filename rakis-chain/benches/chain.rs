@@ -44,12 +44,7 @@ async fn signed_request(
         .await
         .unwrap();
     let request = evm.request(&id).await.unwrap().unwrap();
-    let stored = evm
-        .oracle()
-        .requestOf(alloy::primitives::FixedBytes(id.0))
-        .call()
-        .await
-        .unwrap();
+    let stored = evm.request_state(&id).await.unwrap();
     let epoch = evm.epoch(stored.epoch).await.unwrap();
     let committee = epoch.committee(&request);
     let signers: Vec<NodeKey> = keys

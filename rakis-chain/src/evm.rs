@@ -365,18 +365,39 @@ impl EvmChain {
     /// A request this oracle made, rebuilt from its `InferenceRequested` event (as the request
     /// source reads it); `None` when the chain has no such event.
     pub async fn request(&self, id: &RequestId) -> Result<Option<InferenceRequest>, EvmError> {
+        let logs = self
+            .request_logs(RakisOracle::InferenceRequested::SIGNATURE_HASH, id)
+            .await?;
+        logs.first().map(|l| self.request_from_log(l)).transpose()
+    }
+
+    /// What the oracle stores for request `id` (requester zero: not made here).
+    pub async fn request_state(&self, id: &RequestId) -> Result<RakisOracle::Request, EvmError> {
+        self.inner
+            .oracle
+            .requestOf(FixedBytes(id.0))
+            .call()
+            .await
+            .map_err(classify)
+    }
+
+    /// The oracle's logs of event `signature` about request `id` (its first indexed field)
+    /// since [`EvmConfig::deployed_at_block`].
+    async fn request_logs(
+        &self,
+        signature: alloy::primitives::B256,
+        id: &RequestId,
+    ) -> Result<Vec<Log>, EvmError> {
         let filter = Filter::new()
             .address(self.inner.config.oracle)
-            .event_signature(RakisOracle::InferenceRequested::SIGNATURE_HASH)
+            .event_signature(signature)
             .topic1(FixedBytes(id.0))
             .from_block(self.inner.config.deployed_at_block);
-        let logs = self
-            .inner
+        self.inner
             .provider
             .get_logs(&filter)
             .await
-            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
-        logs.first().map(|l| self.request_from_log(l)).transpose()
+            .map_err(|e| EvmError::Rpc(SharedError::new(e)))
     }
 
     /// The stored output of a fulfilled request (`None` when not fulfilled).
@@ -420,18 +441,10 @@ impl EvmChain {
     /// Number of `ResultSubmitted` events the oracle emitted for `id` (1 once a result is
     /// stored: a second submission reverts without an event).
     pub async fn result_events(&self, id: &RequestId) -> Result<usize, EvmError> {
-        let filter = Filter::new()
-            .address(self.inner.config.oracle)
-            .event_signature(RakisOracle::ResultSubmitted::SIGNATURE_HASH)
-            .topic1(FixedBytes(id.0))
-            .from_block(0);
-        let logs = self
-            .inner
-            .provider
-            .get_logs(&filter)
-            .await
-            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
-        Ok(logs.len())
+        Ok(self
+            .request_logs(RakisOracle::ResultSubmitted::SIGNATURE_HASH, id)
+            .await?
+            .len())
     }
 
     /// Fills and sends a transaction, one at a time per chain (the nonce is read from the
@@ -580,8 +593,7 @@ impl EvmChain {
         attestations: &[ConsensusResultMsg],
     ) -> Result<PreparedSubmission, EvmError> {
         let oracle = &self.inner.oracle;
-        let key = FixedBytes(result.request_id.0);
-        let stored = oracle.requestOf(key).call().await.map_err(classify)?;
+        let stored = self.request_state(&result.request_id).await?;
         if stored.requester == EvmAddress::ZERO {
             // Requests made elsewhere are refused by the contract: send nothing.
             return Err(EvmError::Reverted(OracleRevert::UnknownRequest));
@@ -714,6 +726,7 @@ impl EvmChain {
             .get_block_number()
             .await
             .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
+        cursor.head = Some(head);
         if let Some((number, hash)) = cursor.last {
             if self.block_hash(number).await? != Some(hash) {
                 let back = number.saturating_sub(REORG_REWIND);
@@ -759,12 +772,12 @@ impl EvmChain {
     /// be checked when its result comes. Failures are logged; the request is tried again at the
     /// next poll while the hash is available.
     async fn keep_beacons(&self, cursor: &mut Cursor) {
+        let Some(head) = cursor.head else {
+            return;
+        };
         if cursor.beacons.is_empty() {
             return;
         }
-        let Ok(head) = self.inner.provider.get_block_number().await else {
-            return;
-        };
         let sender = self.inner.sender.0[0];
         let mut keep = Vec::with_capacity(cursor.beacons.len());
         for (id, block) in std::mem::take(&mut cursor.beacons) {
@@ -777,10 +790,10 @@ impl EvmChain {
                 keep.push((id, block));
                 continue;
             }
-            let stored = match self.inner.oracle.requestOf(FixedBytes(id.0)).call().await {
+            let stored = match self.request_state(&id).await {
                 Ok(r) => r,
                 Err(e) => {
-                    debug!(request = %id.short(), error = %classify(e), "cannot read the request");
+                    debug!(request = %id.short(), error = %e, "cannot read the request");
                     keep.push((id, block));
                     continue;
                 }
@@ -849,6 +862,8 @@ struct Cursor {
     last: Option<(u64, alloy::primitives::B256)>,
     /// Requests read (id, block) whose committee beacon may need recording.
     beacons: Vec<(RequestId, u64)>,
+    /// The chain's head at the last poll.
+    head: Option<u64>,
 }
 
 /// Blocks after a request's block from which its beacon is recorded when it has no result yet
@@ -945,8 +960,7 @@ struct PreparedSubmission {
 /// ascending, 33 bytes each (what [`payees_digest`](rakis_core::consensus::payees_digest)
 /// hashes).
 pub fn payees_bytes(result: &ConsensusResultMsg) -> Vec<u8> {
-    let nodes: std::collections::BTreeSet<_> = result.accepted.iter().map(|a| a.node).collect();
-    nodes.iter().flat_map(|n| n.0).collect()
+    rakis_core::consensus::payees(&result.accepted)
 }
 
 /// An epoch's member ids as the contract takes them: ascending, 33 bytes each (their weights

@@ -186,13 +186,8 @@ impl EvmChain {
             .call()
             .await
             .map_err(classify)?;
-        if ids.len() % NodeId::LEN != 0 {
-            return Err(EvmError::BadEvent("active node ids of odd length".into()));
-        }
-        let mut out: Vec<NodeId> = ids
-            .chunks(NodeId::LEN)
-            .map(|c| NodeId::from_slice(c).expect("33-byte chunks"))
-            .collect();
+        let mut out = node_ids(&ids)
+            .ok_or_else(|| EvmError::BadEvent("active node ids of odd length".into()))?;
         out.sort();
         Ok(out)
     }
@@ -273,17 +268,10 @@ impl EvmChain {
                 .map_err(|e| EvmError::BadEvent(e.to_string()))?
                 .inner
                 .data;
-            if e.members.len() % NodeId::LEN != 0
-                || e.members.len() / NodeId::LEN != e.weights.len()
-            {
-                return Err(EvmError::BadEvent(format!("epoch {number}: member list")));
-            }
-            let members = e
-                .members
-                .chunks(NodeId::LEN)
-                .map(|c| NodeId::from_slice(c).expect("33-byte chunks"))
-                .zip(e.weights.iter().copied());
-            let epoch = Epoch::new(number, members)
+            let ids = node_ids(&e.members)
+                .filter(|ids| ids.len() == e.weights.len())
+                .ok_or_else(|| EvmError::BadEvent(format!("epoch {number}: member list")))?;
+            let epoch = Epoch::new(number, ids.into_iter().zip(e.weights.iter().copied()))
                 .map_err(|err| EvmError::BadEvent(format!("epoch {number}: {err}")))?;
             if epoch.digest().0 != info.digest.0 || epoch.digest().0 != e.digest.0 {
                 return Err(EvmError::BadEvent(format!(
@@ -333,4 +321,18 @@ impl EvmChain {
         }
         Ok(out)
     }
+}
+
+/// Node ids packed as the contract packs them (33 bytes each); `None` for a length that is not
+/// a multiple of 33.
+fn node_ids(packed: &[u8]) -> Option<Vec<NodeId>> {
+    if !packed.len().is_multiple_of(NodeId::LEN) {
+        return None;
+    }
+    Some(
+        packed
+            .chunks(NodeId::LEN)
+            .map(|c| NodeId::from_slice(c).expect("33-byte chunks"))
+            .collect(),
+    )
 }

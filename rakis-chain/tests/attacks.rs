@@ -26,19 +26,10 @@ fn addr(k: &NodeKey) -> EvmAddress {
     evm_address(&k.address())
 }
 
-/// Five members in the first epoch (committees of 5 for quorum 3: 4 signatures needed).
-async fn five_members() -> (LocalChain, EvmChain, Vec<NodeKey>) {
-    let chain = LocalChain::start(AnvilOptions::default()).await.unwrap();
-    let keys: Vec<NodeKey> = (0..5).map(node_key).collect();
-    chain.register_and_start_epoch(&keys).await.unwrap();
-    let evm = chain.connect(1).await.unwrap();
-    (chain, evm, keys)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_keys_cannot_forge_a_result() {
     init_tracing();
-    let (chain, evm, _members) = five_members().await;
+    let (chain, evm, _members) = chain_with_members(5).await;
     let s = request_and_sign(&evm, &(0..5).map(node_key).collect::<Vec<_>>(), 3, 1_000).await;
     advance_time(&evm, 2).await;
     let id = FixedBytes(s.request.id().0);
@@ -155,7 +146,7 @@ async fn a_registration_replayed_after_removal_does_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_forgery_and_a_self_paying_submitter_are_refused() {
     init_tracing();
-    let (_chain, evm, keys) = five_members().await;
+    let (_chain, evm, keys) = chain_with_members(5).await;
     let s = request_and_sign(&evm, &keys, 3, 1_000).await;
     advance_time(&evm, 2).await;
     // A "foreign" result (a request this contract never made): the old oracle recorded it on
@@ -193,19 +184,9 @@ async fn a_foreign_forgery_and_a_self_paying_submitter_are_refused() {
     ));
     // The honest submission pays the five payees equally, after the submitter's gas.
     let sub = submission(&s.epoch, &s.results);
-    let receipt = evm
-        .oracle()
-        .submitResult(id, sub)
-        .gas(GAS)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
+    let receipt = mined(evm.oracle().submitResult(id, sub).gas(GAS)).await;
     let ev = submitted_event(&evm, &s.request.id()).await;
-    let payment = evm.oracle().requestOf(id).call().await.unwrap().payment;
+    let payment = evm.request_state(&s.request.id()).await.unwrap().payment;
     let mut total = ev.reimbursed;
     for k in &keys {
         total += evm.credit_of(addr(k)).await.unwrap();
@@ -220,7 +201,7 @@ async fn a_foreign_forgery_and_a_self_paying_submitter_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_without_code_cannot_block_fulfilment_and_contract_refunds_are_pulled() {
     init_tracing();
-    let (chain, evm, keys) = five_members().await;
+    let (chain, evm, keys) = chain_with_members(5).await;
     // A requester names an address without code as its callback (the old oracle's try/catch
     // reverted the whole submission there: no result, then a refund).
     let params = chain_params("Say hello.", 3, 1_000);
@@ -234,17 +215,12 @@ async fn a_callback_without_code_cannot_block_fulfilment_and_contract_refunds_ar
         .unwrap();
     let s = sign(&evm, id, &keys).await;
     advance_time(&evm, 2).await;
-    let receipt = evm
-        .oracle()
-        .submitResult(FixedBytes(id.0), submission(&s.epoch, &s.results))
-        .gas(GAS)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
+    mined(
+        evm.oracle()
+            .submitResult(FixedBytes(id.0), submission(&s.epoch, &s.results))
+            .gas(GAS),
+    )
+    .await;
     assert!(!submitted_event(&evm, &id).await.callbackSucceeded);
     assert!(evm.result_of(&id).await.unwrap().is_some());
     assert!(matches!(
@@ -259,28 +235,18 @@ async fn a_callback_without_code_cannot_block_fulfilment_and_contract_refunds_ar
         .await
         .unwrap();
     let payment = U256::from(10_000_000_000_000_000u128);
-    consumer
-        .ask("Unanswered?".into(), MODEL.into(), 3, 1_000)
-        .value(payment)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    mined(
+        consumer
+            .ask("Unanswered?".into(), MODEL.into(), 3, 1_000)
+            .value(payment),
+    )
+    .await;
     let unanswered = RequestId(consumer.lastRequest().call().await.unwrap().0);
     advance_time(&user, 3 * 3_600).await;
     user.refund(&unanswered).await.unwrap();
     assert_eq!(user.credit_of(*consumer.address()).await.unwrap(), payment);
     let to = EvmAddress::repeat_byte(0x77);
-    consumer
-        .claim(to)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    mined(consumer.claim(to)).await;
     assert_eq!(user.provider().get_balance(to).await.unwrap(), payment);
     assert_eq!(
         user.credit_of(*consumer.address()).await.unwrap(),
@@ -540,15 +506,12 @@ async fn every_custom_error_of_the_oracle_is_reached() {
     let consumer = SampleConsumer::deploy(user.provider().clone(), chain.oracle)
         .await
         .unwrap();
-    consumer
-        .ask("Call me back.".into(), MODEL.into(), 3, 1_000)
-        .value(U256::from(10_000_000_000_000_000u128))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    mined(
+        consumer
+            .ask("Call me back.".into(), MODEL.into(), 3, 1_000)
+            .value(U256::from(10_000_000_000_000_000u128)),
+    )
+    .await;
     let called = RequestId(consumer.lastRequest().call().await.unwrap().0);
     let c = sign(&evm, called, &keys).await;
     advance_time(&evm, 2).await;
@@ -568,15 +531,7 @@ async fn every_custom_error_of_the_oracle_is_reached() {
         OracleRevert::InsufficientGas { .. }
     ));
     // Stored once.
-    evm.oracle()
-        .submitResult(key, good.clone())
-        .gas(GAS)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    mined(evm.oracle().submitResult(key, good.clone()).gas(GAS)).await;
     assert_eq!(
         saw(revert_of(oracle.submitResult(key, good)).await),
         OracleRevert::AlreadyFulfilled

@@ -69,21 +69,17 @@ async fn a_consumer_contract_gets_the_agreed_output_and_nodes_are_paid() {
         .await
         .unwrap();
     let payment = U256::from(300_000_000_000_000_000u128);
-    let receipt = consumer
-        .ask(
-            "What is the capital of France?".into(),
-            MODEL.into(),
-            3,
-            4_000,
-        )
-        .value(payment)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
+    mined(
+        consumer
+            .ask(
+                "What is the capital of France?".into(),
+                MODEL.into(),
+                3,
+                4_000,
+            )
+            .value(payment),
+    )
+    .await;
     let id = rakis_core::RequestId(consumer.lastRequest().call().await.unwrap().0);
 
     // The nodes read the event (the contract's id is the node's: checked while reading),
@@ -326,12 +322,7 @@ async fn anvil_restarted_during_a_submission_still_gets_the_result_exactly_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_source_reports_outages_and_resumes() {
     init_tracing();
-    let chain = LocalChain::start(AnvilOptions::default()).await.unwrap();
-    chain
-        .register_and_start_epoch(&[node_key(0)])
-        .await
-        .unwrap();
-    let evm = chain.connect(1).await.unwrap();
+    let (chain, evm, _) = chain_with_members(1).await;
     let mut stream = evm.requests();
     let id = request(&evm, &chain_params("One.", 1, 60_000)).await;
     let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
@@ -406,12 +397,7 @@ async fn request_source_reports_outages_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorganisation_that_replaces_a_request_is_read_again() {
     init_tracing();
-    let chain = LocalChain::start(AnvilOptions::default()).await.unwrap();
-    chain
-        .register_and_start_epoch(&[node_key(0)])
-        .await
-        .unwrap();
-    let evm = chain.connect(1).await.unwrap();
+    let (_chain, evm, _) = chain_with_members(1).await;
     let mut stream = evm.requests();
     // A request, read by the source; then the chain drops its block (a reorganisation to the
     // block before it) and another request lands at the same height on the new branch.
@@ -441,10 +427,7 @@ async fn a_reorganisation_that_replaces_a_request_is_read_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_request_keeps_its_committee_beacon() {
     init_tracing();
-    let chain = LocalChain::start(AnvilOptions::default()).await.unwrap();
-    let keys: Vec<NodeKey> = (0..3).map(node_key).collect();
-    chain.register_and_start_epoch(&keys).await.unwrap();
-    let evm = chain.connect(1).await.unwrap();
+    let (_chain, evm, keys) = chain_with_members(3).await;
     let mut stream = evm.requests();
     // Ten minutes to answer; the chain makes more than 256 blocks before the result comes.
     let s = request_and_sign(&evm, &keys, 3, 600_000).await;
@@ -454,12 +437,7 @@ async fn a_long_request_keeps_its_committee_beacon() {
     // The request source records the block hash before the chain forgets it.
     let until = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let stored = evm
-            .oracle()
-            .requestOf(FixedBytes(id.0))
-            .call()
-            .await
-            .unwrap();
+        let stored = evm.request_state(&id).await.unwrap();
         if stored.beacon != FixedBytes::ZERO {
             let block = evm
                 .provider()

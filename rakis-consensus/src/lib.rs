@@ -166,6 +166,6 @@ pub use hashing::{
     output_hash, sha256, Commitment, Hash32, HexBytes, InferenceId, NodeId, RequestId, Salt,
 };
 pub use outcome::{
-    evaluate, joint_hash, payees_digest, result_digest, selection_index, AcceptedReveal,
+    evaluate, joint_hash, payees, payees_digest, result_digest, selection_index, AcceptedReveal,
     ConsensusOutcome, Decision, FailureReason, Rejection, Selection, Submission,
 };

@@ -189,16 +189,16 @@ pub fn selection_index(
     (seed, idx)
 }
 
-/// The nodes a chain pays for a result: `SHA-256(node_1 ‖ … ‖ node_n)` over the distinct
-/// nodes of the accepted set, ascending (33 bytes each). No tag: a contract hashes the list it
-/// is given as it is.
-pub fn payees_digest(accepted: &[AcceptedReveal]) -> Hash32 {
+/// The nodes a chain pays for a result: the distinct nodes of the accepted set, ascending,
+/// packed (`node_1 ‖ … ‖ node_n`, 33 bytes each), as an oracle contract takes them.
+pub fn payees(accepted: &[AcceptedReveal]) -> Vec<u8> {
     let nodes: BTreeSet<&NodeId> = accepted.iter().map(|a| &a.node).collect();
-    let mut bytes = Vec::with_capacity(nodes.len() * NodeId::LEN);
-    for n in nodes {
-        bytes.extend_from_slice(&n.0);
-    }
-    crate::sha256(&bytes)
+    nodes.into_iter().flat_map(|n| n.0).collect()
+}
+
+/// `SHA-256` of the [`payees`]. No tag: a contract hashes the list it is given as it is.
+pub fn payees_digest(accepted: &[AcceptedReveal]) -> Hash32 {
+    crate::sha256(&payees(accepted))
 }
 
 /// Result digest:

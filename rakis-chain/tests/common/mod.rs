@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use alloy::primitives::{Address as EvmAddress, Bytes, FixedBytes, U256};
 use rakis_chain::contracts::RakisOracle;
+use rakis_chain::dev::{AnvilOptions, LocalChain};
 use rakis_chain::evm::{evm_address, members_bytes, payees_bytes, request_params};
 use rakis_chain::{EvmChain, OracleRevert};
 use rakis_core::membership::{config_digest, Epoch};
@@ -39,6 +40,29 @@ pub fn chain_params(prompt: &str, quorum: u32, max_time_ms: u64) -> RakisOracle:
         ..SecurityFrame::default()
     };
     request_params(&r)
+}
+
+/// A local chain whose first epoch has `n` members (`node_key(0..n)`), governing requests now,
+/// and a connection paying with anvil account 1.
+pub async fn chain_with_members(n: usize) -> (LocalChain, EvmChain, Vec<NodeKey>) {
+    let chain = LocalChain::start(AnvilOptions::default()).await.unwrap();
+    let keys: Vec<NodeKey> = (0..n).map(node_key).collect();
+    chain.register_and_start_epoch(&keys).await.unwrap();
+    let evm = chain.connect(1).await.unwrap();
+    (chain, evm, keys)
+}
+
+/// Sends a call and waits for its receipt, which must report success.
+pub async fn mined<P, C>(
+    call: alloy::contract::SolCallBuilder<P, C>,
+) -> alloy::rpc::types::TransactionReceipt
+where
+    P: alloy::providers::Provider,
+    C: alloy::sol_types::SolCall,
+{
+    let receipt = call.send().await.unwrap().get_receipt().await.unwrap();
+    assert!(receipt.status(), "the transaction reverted on chain");
+    receipt
 }
 
 /// Makes a request with `params` and no callback, paying twice what the oracle requires now.
@@ -90,12 +114,7 @@ pub async fn sign(evm: &EvmChain, id: RequestId, keys: &[NodeKey]) -> Signed {
         .await
         .unwrap()
         .expect("the request's event");
-    let stored = evm
-        .oracle()
-        .requestOf(FixedBytes(id.0))
-        .call()
-        .await
-        .unwrap();
+    let stored = evm.request_state(&id).await.unwrap();
     let epoch = evm.epoch(stored.epoch).await.unwrap();
     let committee = epoch.committee(&request);
     let config = config_digest(&request, Some(&committee));
