@@ -229,6 +229,8 @@ pub fn run(case: &Case) -> usize {
     let me = key.node_id();
     let max_open = 1 + usize::from(case.setup.max_open % 4);
     let config = CoordinatorConfig {
+        // The fixtures' statements are signed for their network.
+        network_id: rakis_core::testing::QuorumFixture::NETWORK_ID.into(),
         served_models: if case.setup.answers {
             vec![MODEL.into()]
         } else {
@@ -530,6 +532,10 @@ impl Harness {
                 }
                 Action::RequestSync { peer, .. } => {
                     assert_ne!(*peer, self.me, "asked itself for a sync")
+                }
+                Action::Report(evidence) => {
+                    known(&evidence.request_id(), "evidence");
+                    assert!(evidence.verify().is_ok(), "evidence that proves nothing");
                 }
             }
         }

@@ -63,6 +63,89 @@ async fn signed_request(
     (request, results)
 }
 
+/// Gas of the two kinds of slashing (printed): evidence against two registered nodes with a
+/// 384-bit embedding in the reveal, as all-MiniLM-L6-v2 gives.
+async fn slashing_gas(chain: &LocalChain, evm: &EvmChain) {
+    use rakis_core::consensus::{commit_statement, network_digest, Commit, Commitment};
+    use rakis_core::consensus::{
+        BinaryEmbedding, InferenceId, RequestId, Reveal, RevealStatement, Salt,
+    };
+    use rakis_core::misbehaviour::{sign_statement, Misbehaviour, SignedCommit, SignedReveal};
+    let owner = chain.connect(0).await.unwrap();
+    let stake: u128 = owner
+        .oracle()
+        .minStake()
+        .call()
+        .await
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let network = network_digest("bench");
+    let commit = |key: &NodeKey, c: u8| {
+        let commit = Commit {
+            request_id: RequestId([9; 32]),
+            node: key.node_id(),
+            inference_id: InferenceId([1; 32]),
+            commitment: Commitment([c; 32]),
+        };
+        SignedCommit {
+            signature: sign_statement(key, &commit_statement(&network, &commit)),
+            commit,
+        }
+    };
+    let gas = |tx: String| async move {
+        let tx: alloy::primitives::TxHash = tx.parse().unwrap();
+        evm.provider()
+            .get_transaction_receipt(tx)
+            .await
+            .unwrap()
+            .unwrap()
+            .gas_used
+    };
+    let (a, b) = (NodeKey::from_seed(70), NodeKey::from_seed(71));
+    for k in [&a, &b] {
+        owner.register_node(k, stake).await.unwrap();
+    }
+    let equivocation = Misbehaviour::Equivocation {
+        network,
+        first: commit(&a, 1),
+        second: commit(&a, 2),
+    };
+    let tx = evm
+        .report_misbehaviour(&equivocation)
+        .await
+        .unwrap()
+        .unwrap();
+    println!("slashEquivocation: {} gas", gas(tx).await);
+    let bits: Vec<bool> = (0..384).map(|i| i % 3 == 0).collect();
+    let statement = RevealStatement::of(&Reveal {
+        request_id: RequestId([9; 32]),
+        node: b.node_id(),
+        inference_id: InferenceId([1; 32]),
+        output: "The capital of France is Lyon.".into(),
+        embedding: BinaryEmbedding::from_bits(&bits).unwrap(),
+        salt: Salt([5; 32]),
+        embedding_model: "all-MiniLM-L6-v2".into(),
+    });
+    let false_reveal = Misbehaviour::FalseReveal {
+        network,
+        commit: commit(&b, 3),
+        reveal: SignedReveal {
+            signature: sign_statement(&b, &statement.digest(&network)),
+            statement,
+        },
+    };
+    let tx = evm
+        .report_misbehaviour(&false_reveal)
+        .await
+        .unwrap()
+        .unwrap();
+    println!(
+        "slashFalseReveal (384-bit embedding): {} gas",
+        gas(tx).await
+    );
+}
+
 fn oracle(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let chain = rt
@@ -79,6 +162,7 @@ fn oracle(c: &mut Criterion) {
         .unwrap();
     let keys: Vec<NodeKey> = (0..9).map(|i| NodeKey::from_seed(50 + i)).collect();
     rt.block_on(chain.register_and_start_epoch(&keys)).unwrap();
+    rt.block_on(slashing_gas(&chain, &evm));
     let mut group = c.benchmark_group("oracle_submit");
     group.sample_size(20);
     for n in [3usize, 5, 9] {

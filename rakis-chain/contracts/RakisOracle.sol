@@ -97,6 +97,32 @@ contract RakisOracle {
         bytes[] signatures;
     }
 
+    /// @notice A committer's commit as it signed it (`rakis_core::misbehaviour::SignedCommit`):
+    ///         the signature is EIP-191 over
+    ///         `sha256("rakis/commit-statement/v1" ‖ 0x00 ‖ network ‖ requestId ‖ nodeId ‖ inferenceId ‖ commitment)`.
+    struct SignedCommit {
+        bytes32 requestId;
+        bytes32 inferenceId;
+        bytes32 commitment;
+        /// 65 bytes, r ‖ s ‖ v
+        bytes signature;
+    }
+
+    /// @notice A committer's reveal as it signed it (`rakis_core::misbehaviour::SignedReveal`;
+    ///         the output stands as its SHA-256): EIP-191 over
+    ///         `sha256("rakis/reveal-statement/v1" ‖ 0x00 ‖ network ‖ requestId ‖ nodeId ‖ inferenceId ‖ outputHash ‖ dim (u32) ‖ embedding ‖ salt)`.
+    struct SignedReveal {
+        bytes32 requestId;
+        bytes32 inferenceId;
+        bytes32 outputHash;
+        uint32 dim;
+        /// the binary embedding's canonical bytes
+        bytes embedding;
+        bytes32 salt;
+        /// 65 bytes, r ‖ s ‖ v
+        bytes signature;
+    }
+
     // ---- limits, equal to rakis-core's request validation ----
     uint256 public constant MAX_PROMPT_BYTES = 64 * 1024;
     uint256 public constant MAX_ACCEPTED_MODELS = 16;
@@ -125,6 +151,17 @@ contract RakisOracle {
     string private constant COMMITTEE_TAG = "rakis/committee/v1";
     string private constant CONFIG_TAG = "rakis/config/v1";
     string private constant RESULT_TAG = "rakis/result/v2";
+    string private constant COMMIT_TAG = "rakis/commit/v1";
+    string private constant COMMIT_STATEMENT_TAG = "rakis/commit-statement/v1";
+    string private constant REVEAL_STATEMENT_TAG = "rakis/reveal-statement/v1";
+
+    /// @notice Share of a slashed stake credited to whoever proved the misbehaviour (percent);
+    ///         the rest is burned (kept by the contract for ever), so that reporting oneself
+    ///         always loses stake.
+    uint256 public constant SLASH_REWARD_PERCENT = 10;
+    /// @notice Kinds of misbehaviour in `NodeSlashed`.
+    uint8 public constant SLASH_EQUIVOCATION = 1;
+    uint8 public constant SLASH_FALSE_REVEAL = 2;
 
     /// @notice Deployer; may eject misbehaving nodes.
     address public immutable owner;
@@ -139,6 +176,8 @@ contract RakisOracle {
     /// @notice Lowest payment accepted with a request (wei), besides its gas.
     uint256 public immutable minPayment;
 
+    /// @notice Stake burned by slashing (wei), held by this contract for ever.
+    uint256 public slashedTotal;
     /// @notice Number of requests made; the next request's nonce.
     uint64 public nextNonce;
     /// @notice Number of active nodes (the members of the next epoch).
@@ -181,6 +220,9 @@ contract RakisOracle {
     );
     event Refunded(bytes32 indexed requestId, address indexed requester, uint256 amount);
     event Withdrawn(address indexed account, address to, uint256 amount);
+    event NodeSlashed(
+        address indexed node, address indexed reporter, bytes32 indexed requestId, uint8 kind, uint256 stake, uint256 reward
+    );
 
     error NotOwner();
     error InvalidConfig(string reason);
@@ -214,6 +256,9 @@ contract RakisOracle {
     error InsufficientGas(uint256 left, uint256 needed);
     error NothingToWithdraw(address account);
     error TransferFailed(address to, uint256 amount);
+    error UnknownNode(bytes nodeId);
+    error NothingToSlash(address node);
+    error InvalidEvidence(string reason);
 
     /// @param minStake_ lowest stake a node registers with (at least `WEIGHT_UNIT`)
     /// @param unbondingPeriod_ seconds a leaving node's stake stays bonded (longer than
@@ -304,10 +349,10 @@ contract RakisOracle {
         n.unbondAt = uint64(block.timestamp) + unbondingPeriod;
         n.nonce += 1;
         activeCount -= 1;
-        uint256 at = activeIndex[node] - 1;
+        uint256 position = activeIndex[node] - 1;
         address last = active[active.length - 1];
-        active[at] = last;
-        activeIndex[last] = at + 1;
+        active[position] = last;
+        activeIndex[last] = position + 1;
         active.pop();
         delete activeIndex[node];
     }
@@ -727,6 +772,99 @@ contract RakisOracle {
         (bool sent,) = to.call{value: amount}("");
         if (!sent) revert TransferFailed(to, amount);
         emit Withdrawn(msg.sender, to, amount);
+    }
+
+    // ---------------------------------------------------------------- slashing
+
+    /// @notice Slashes the node `nodeId` (33 bytes) that signed two different commits for one
+    ///         request in one network (`network`: `sha256("rakis/network/v1" ‖ 0x00 ‖ network id)`).
+    ///         Anyone may send the evidence; the node loses its whole stake, is banned and leaves
+    ///         the next epoch; the sender is credited `SLASH_REWARD_PERCENT` of the stake.
+    function slashEquivocation(bytes calldata nodeId, bytes32 network, SignedCommit calldata a, SignedCommit calldata b)
+        external
+    {
+        address node = _accused(nodeId);
+        if (a.requestId != b.requestId) revert InvalidEvidence("the statements are of two requests");
+        if (a.commitment == b.commitment && a.inferenceId == b.inferenceId) {
+            revert InvalidEvidence("the commits agree");
+        }
+        if (_recover(_ethSigned(_commitStatement(network, nodeId, a)), a.signature) != node) revert InvalidSignature(0);
+        if (_recover(_ethSigned(_commitStatement(network, nodeId, b)), b.signature) != node) revert InvalidSignature(1);
+        _slash(node, a.requestId, SLASH_EQUIVOCATION);
+    }
+
+    /// @notice Slashes the node `nodeId` that signed a reveal which does not open its signed
+    ///         commitment (same request and network), as `slashEquivocation`.
+    function slashFalseReveal(bytes calldata nodeId, bytes32 network, SignedCommit calldata c, SignedReveal calldata r)
+        external
+    {
+        address node = _accused(nodeId);
+        if (c.requestId != r.requestId) revert InvalidEvidence("the statements are of two requests");
+        bytes32 opened = sha256(
+            abi.encodePacked(
+                COMMIT_TAG,
+                bytes1(0),
+                r.requestId,
+                nodeId,
+                r.inferenceId,
+                r.outputHash,
+                r.dim,
+                r.embedding,
+                r.salt
+            )
+        );
+        if (opened == c.commitment) revert InvalidEvidence("the reveal opens the commitment");
+        if (_recover(_ethSigned(_commitStatement(network, nodeId, c)), c.signature) != node) revert InvalidSignature(0);
+        bytes32 revealStatement = sha256(
+            abi.encodePacked(
+                REVEAL_STATEMENT_TAG,
+                bytes1(0),
+                network,
+                r.requestId,
+                nodeId,
+                r.inferenceId,
+                r.outputHash,
+                r.dim,
+                r.embedding,
+                r.salt
+            )
+        );
+        if (_recover(_ethSigned(revealStatement), r.signature) != node) revert InvalidSignature(1);
+        _slash(node, c.requestId, SLASH_FALSE_REVEAL);
+    }
+
+    /// @dev The registered address of `nodeId`, which must still have stake.
+    function _accused(bytes calldata nodeId) private view returns (address node) {
+        if (nodeId.length != 33) revert UnknownNode(nodeId);
+        node = nodeById[keccak256(nodeId)];
+        if (node == address(0)) revert UnknownNode(nodeId);
+        if (nodes[node].stake == 0) revert NothingToSlash(node);
+    }
+
+    function _commitStatement(bytes32 network, bytes calldata nodeId, SignedCommit calldata c)
+        private
+        pure
+        returns (bytes32)
+    {
+        return sha256(
+            abi.encodePacked(
+                COMMIT_STATEMENT_TAG, bytes1(0), network, c.requestId, nodeId, c.inferenceId, c.commitment
+            )
+        );
+    }
+
+    /// @dev Takes the whole stake, bans the node (its signatures stop counting at once) and
+    ///      takes it out of the next epochs; credits the reporter its share, burns the rest.
+    function _slash(address node, bytes32 requestId, uint8 kind) private {
+        Node storage n = nodes[node];
+        uint256 amount = n.stake;
+        n.stake = 0;
+        n.banned = true;
+        if (n.active) _deactivate(node, n);
+        uint256 reward = amount * SLASH_REWARD_PERCENT / 100;
+        credits[msg.sender] += reward;
+        slashedTotal += amount - reward;
+        emit NodeSlashed(node, msg.sender, requestId, kind, amount, reward);
     }
 
     // ---------------------------------------------------------------- views

@@ -200,6 +200,24 @@ pub enum OracleRevert {
         /// Wei.
         amount: String,
     },
+    /// Slashing evidence names a node id that never registered (or is not 33 bytes).
+    #[error("unknown node 0x{node_id}")]
+    UnknownNode {
+        /// The node id, hex.
+        node_id: String,
+    },
+    /// The accused node has no stake left (slashed already, or withdrawn).
+    #[error("nothing to slash: {node} has no stake")]
+    NothingToSlash {
+        /// The node's address.
+        node: String,
+    },
+    /// Slashing evidence that proves nothing.
+    #[error("invalid evidence: {reason}")]
+    InvalidEvidence {
+        /// Why.
+        reason: String,
+    },
     /// A revert the client could not decode (raw revert data).
     #[error("undecoded revert 0x{0}")]
     Undecoded(String),
@@ -293,6 +311,13 @@ impl OracleRevert {
                 to: x.to.to_string(),
                 amount: x.amount.to_string(),
             },
+            E::UnknownNode(x) => OracleRevert::UnknownNode {
+                node_id: hex::encode(&x.nodeId),
+            },
+            E::NothingToSlash(x) => OracleRevert::NothingToSlash {
+                node: x.node.to_string(),
+            },
+            E::InvalidEvidence(x) => OracleRevert::InvalidEvidence { reason: x.reason },
         }
     }
 }
@@ -321,6 +346,14 @@ pub enum EvmError {
     /// The oracle reverted; the decoded reason.
     #[error("oracle reverted: {0}")]
     Reverted(#[from] OracleRevert),
+    /// No version of the transaction was mined and confirmed within the receipt timeout.
+    #[error("transaction {tx} not mined ({versions} versions sent)")]
+    NotMined {
+        /// The latest version's hash.
+        tx: String,
+        /// Versions sent (the same nonce, rising fees).
+        versions: usize,
+    },
     /// A transaction was mined but failed.
     #[error("transaction {0} failed on chain")]
     TransactionFailed(String),

@@ -50,9 +50,13 @@ pub struct EvmConfig {
     /// How long a submission keeps retrying through RPC failures before giving up.
     #[serde(with = "humantime_serde")]
     pub retry_for: Duration,
-    /// How long to wait for a receipt before checking the chain again and resending.
+    /// Longest wait for a transaction to be mined and confirmed (across its fee bumps).
     #[serde(with = "humantime_serde")]
     pub receipt_timeout: Duration,
+    /// A transaction not in a block this long after it was sent is sent again with the same
+    /// nonce and higher fees (0: never).
+    #[serde(with = "humantime_serde")]
+    pub replace_after: Duration,
     /// Nodes that agreed take turns: the node ranked `k` for a request waits `k × stagger`
     /// and submits only when nobody has yet, so that one transaction usually suffices.
     #[serde(with = "humantime_serde")]
@@ -72,7 +76,8 @@ impl Default for EvmConfig {
             confirmations: 3,
             lookback_blocks: 0,
             retry_for: Duration::from_secs(120),
-            receipt_timeout: Duration::from_secs(90),
+            receipt_timeout: Duration::from_secs(180),
+            replace_after: Duration::from_secs(30),
             stagger: Duration::from_secs(2),
             deployed_at_block: 0,
         }
@@ -96,6 +101,7 @@ impl EvmConfig {
             poll_interval: Duration::from_millis(200),
             retry_for: Duration::from_secs(60),
             receipt_timeout: Duration::from_secs(5),
+            replace_after: Duration::from_secs(2),
             stagger: Duration::from_millis(300),
             ..EvmConfig::new(rpc_url, oracle)
         }
@@ -141,10 +147,6 @@ impl OracleDeployment {
         }
     }
 }
-
-/// Gas added to every estimate (see [`EvmChain`]'s sends): more than a first write of a
-/// storage slot costs.
-const GAS_MARGIN: u64 = 30_000;
 
 /// The alloy signer of a node key: a node that pays its own gas, or withdraws its rewards,
 /// signs transactions with the key whose address the oracle knows.
@@ -298,6 +300,11 @@ impl EvmChain {
         &self.inner.provider
     }
 
+    /// The lock that sends one transaction at a time (nonces in order).
+    pub(crate) fn send_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.send_lock
+    }
+
     /// The configuration.
     pub fn config(&self) -> &EvmConfig {
         &self.inner.config
@@ -445,48 +452,6 @@ impl EvmChain {
             .request_logs(RakisOracle::ResultSubmitted::SIGNATURE_HASH, id)
             .await?
             .len())
-    }
-
-    /// Fills and sends a transaction, one at a time per chain (the nonce is read from the
-    /// node's pool); a revert found while estimating gas comes back decoded.
-    pub(crate) async fn send<C: alloy::sol_types::SolCall>(
-        &self,
-        call: alloy::contract::SolCallBuilder<&DynProvider, C>,
-    ) -> Result<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>, EvmError>
-    {
-        let _send = self.inner.send_lock.lock().await;
-        // The estimate runs without a gas price, under which the oracle credits no gas
-        // reimbursement (a storage write it then skips): leave room for it.
-        // Against the pending block: its clock, not the last block's, decides whether a
-        // result comes too early.
-        let estimate = call
-            .clone()
-            .block(alloy::eips::BlockId::pending())
-            .estimate_gas()
-            .await
-            .map_err(classify)?;
-        call.gas(estimate + estimate / 5 + GAS_MARGIN)
-            .send()
-            .await
-            .map_err(classify)
-    }
-
-    pub(crate) async fn confirm(
-        &self,
-        pending: alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
-    ) -> Result<alloy::rpc::types::TransactionReceipt, EvmError> {
-        let receipt = pending
-            .with_required_confirmations(self.inner.config.confirmations + 1)
-            .with_timeout(Some(self.inner.config.receipt_timeout))
-            .get_receipt()
-            .await
-            .map_err(|e| EvmError::Rpc(SharedError::new(e)))?;
-        if !receipt.status() {
-            return Err(EvmError::TransactionFailed(
-                receipt.transaction_hash.to_string(),
-            ));
-        }
-        Ok(receipt)
     }
 
     /// Submits `result` of `request` (a request this oracle made) with the signatures of
@@ -654,10 +619,9 @@ impl EvmChain {
         let pending = self
             .send(oracle.submitResult(key, prepared.submission))
             .await?;
-        let tx = pending.tx_hash().to_string();
-        debug!(%tx, signatures = prepared.signers.len(), "result transaction sent");
-        self.confirm(pending).await?;
-        Ok(tx)
+        debug!(tx = %pending.tx_hash(), signatures = prepared.signers.len(), "result transaction sent");
+        let receipt = self.confirm(pending).await?;
+        Ok(receipt.transaction_hash.to_string())
     }
 
     /// The stream of requests the oracle emits, polled every
@@ -1008,6 +972,21 @@ impl ChainSink for EvmChain {
             .call()
             .await
             .map_err(|e| ChainError::from(classify(e)))
+    }
+
+    /// Evidence goes to the oracle, which slashes the node's stake there (see
+    /// [`EvmChain::report_misbehaviour`]).
+    async fn report(
+        &self,
+        evidence: &rakis_core::Misbehaviour,
+    ) -> Result<Option<SubmitReceipt>, ChainError> {
+        Ok(self
+            .report_misbehaviour(evidence)
+            .await?
+            .map(|reference| SubmitReceipt {
+                sink: self.name(),
+                reference,
+            }))
     }
 }
 

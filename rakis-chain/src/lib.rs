@@ -81,6 +81,8 @@ pub mod error;
 pub mod evm;
 pub mod ledger;
 pub mod registry;
+pub mod slashing;
+mod tx;
 
 pub use config::{ChainConfig, Persistence};
 pub use error::{Error, EvmError, LedgerError, OracleRevert};

@@ -14,9 +14,12 @@ use common::*;
 use rakis_chain::contracts::{RakisOracle, SampleConsumer};
 use rakis_chain::dev::{AnvilOptions, LocalChain};
 use rakis_chain::evm::evm_address;
+use rakis_chain::slashing::signed_commit;
 use rakis_chain::{EvmChain, EvmError, OracleDeployment, OracleRevert};
+use rakis_core::consensus::commit_statement;
 use rakis_core::identity::{eth_signed_message_hash, keccak256, public_key_xy};
-use rakis_core::{NodeKey, RequestId};
+use rakis_core::misbehaviour::{sign_statement, SignedCommit};
+use rakis_core::{Misbehaviour, NodeKey, RequestId};
 
 /// Gas limit of submissions sent here directly (an estimate without a gas price misses the
 /// reimbursement's storage write).
@@ -576,6 +579,62 @@ async fn every_custom_error_of_the_oracle_is_reached() {
         saw(revert_of(oracle.withdraw(*consumer.address())).await),
         OracleRevert::TransferFailed { .. }
     ));
+
+    // Slashing: unknown nodes, evidence that proves nothing, a node slashed twice.
+    let net = rakis_core::consensus::network_digest("attacks");
+    let commit_of = |key: &NodeKey, commitment: u8| {
+        let commit = rakis_core::consensus::Commit {
+            request_id: id,
+            node: key.node_id(),
+            inference_id: rakis_core::InferenceId([1; 32]),
+            commitment: rakis_core::consensus::Commitment([commitment; 32]),
+        };
+        SignedCommit {
+            signature: sign_statement(key, &commit_statement(&net, &commit)),
+            commit,
+        }
+    };
+    let id_of = |key: &NodeKey| Bytes::from(key.node_id().0.to_vec());
+    let stranger = node_key(90);
+    assert!(matches!(
+        saw(revert_of(oracle.slashEquivocation(
+            id_of(&stranger),
+            FixedBytes(net.0),
+            signed_commit(&commit_of(&stranger, 1)),
+            signed_commit(&commit_of(&stranger, 2)),
+        ))
+        .await),
+        OracleRevert::UnknownNode { .. }
+    ));
+    let cheat = &keys[4];
+    assert!(matches!(
+        saw(revert_of(oracle.slashEquivocation(
+            id_of(cheat),
+            FixedBytes(net.0),
+            signed_commit(&commit_of(cheat, 1)),
+            signed_commit(&commit_of(cheat, 1)),
+        ))
+        .await),
+        OracleRevert::InvalidEvidence { .. }
+    ));
+    let evidence = Misbehaviour::Equivocation {
+        network: net,
+        first: commit_of(cheat, 1),
+        second: commit_of(cheat, 2),
+    };
+    assert!(evm.report_misbehaviour(&evidence).await.unwrap().is_some());
+    assert!(matches!(
+        saw(revert_of(oracle.slashEquivocation(
+            id_of(cheat),
+            FixedBytes(net.0),
+            signed_commit(&commit_of(cheat, 1)),
+            signed_commit(&commit_of(cheat, 2)),
+        ))
+        .await),
+        OracleRevert::NothingToSlash { .. }
+    ));
+    // A second report of slashed evidence is no error: someone was first.
+    assert_eq!(evm.report_misbehaviour(&evidence).await.unwrap(), None);
 
     // Every error the contract declares was reached.
     let abi: serde_json::Value =

@@ -91,6 +91,18 @@
 //! re-embedding of the output ([`check_reembedding`]; default `ceil(dim/48)`, i.e. 8 of 384).
 //! Verified embeddings must share one dimension.
 //!
+//! ### Statements ([`statement`])
+//! ```text
+//! network = SHA-256("rakis/network/v1" ‖ 0x00 ‖ network_id UTF-8)
+//! commit  = SHA-256("rakis/commit-statement/v1" ‖ 0x00 ‖ network ‖ request_id ‖ node_id
+//!                   ‖ inference_id ‖ commitment)
+//! reveal  = SHA-256("rakis/reveal-statement/v1" ‖ 0x00 ‖ network ‖ request_id ‖ node_id
+//!                   ‖ inference_id ‖ SHA-256(output) ‖ dim:u32 ‖ canonical_bytes ‖ salt)
+//! ```
+//! A committer signs both (EIP-191 over the digest, as the result digest). Two commit
+//! statements of one node, request and network that differ prove equivocation; a reveal
+//! statement whose fields do not hash to the node's signed commitment proves a false reveal.
+//!
 //! ### Integer parameters ([`ConsensusParams`])
 //! `distance_ppm = round(sec_distance × 10⁶)`, `percentage_ppm = round(sec_percentage × 10⁶)`;
 //! `radius = floor(distance_ppm × dim / 10⁶)`;
@@ -150,6 +162,7 @@ pub mod error;
 pub mod frame;
 pub mod hashing;
 pub mod outcome;
+pub mod statement;
 
 pub use cluster::PackedPoints;
 pub use commit::{
@@ -169,3 +182,4 @@ pub use outcome::{
     evaluate, joint_hash, payees, payees_digest, result_digest, selection_index, AcceptedReveal,
     ConsensusOutcome, Decision, FailureReason, Rejection, Selection, Submission,
 };
+pub use statement::{commit_statement, network_digest, RevealStatement};

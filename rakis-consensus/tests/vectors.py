@@ -31,6 +31,15 @@ def payees(nodes):  # distinct node ids, ascending
 def result(req, out_hash, j, pay, config=bytes(32)):
     return sha(b"rakis/result/v2\x00" + req + out_hash + j + pay + config)
 
+def network(name): return sha(b"rakis/network/v1\x00" + name.encode())
+
+def commit_statement(net, req, node, inf, com):
+    return sha(b"rakis/commit-statement/v1\x00" + net + req + node + inf + com)
+
+def reveal_statement(net, req, node, inf, output, dim, word_list, salt):
+    return sha(b"rakis/reveal-statement/v1\x00" + net + req + node + inf + sha(output.encode())
+               + u32(dim) + canonical(dim, word_list) + salt)
+
 def popcount(x): return bin(x).count("1")
 
 def bits(lo, hi):  # bits lo..=hi set in a 64-bit word
@@ -58,6 +67,11 @@ print("result             ", result(R, OH, joint(R, [C1, C2, C3]), PAY, bytes([0
 # commitment with a 130-bit embedding (crosses a word boundary; bits 0, 63, 64, 129)
 print("commit130          ", commitment(R, bytes([0x02]) * 33, bytes([0x03]) * 32, "héllo",
                                         130, [1 | 1 << 63, 1, 1 << 1], bytes([0x04]) * 32).hex())
+NET = network("rakis-testnet")
+print("network(testnet)   ", NET.hex())
+print("commit statement   ", commit_statement(NET, R, bytes([0x02]) * 33, bytes([0x03]) * 32, C1).hex())
+print("reveal statement   ", reveal_statement(NET, R, bytes([0x02]) * 33, bytes([0x03]) * 32, "héllo",
+                                              130, [1 | 1 << 63, 1, 1 << 1], bytes([0x04]) * 32).hex())
 
 print("\n== scenarios (64-bit embeddings, radius floor(0.30*64) = 19) ==")
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"

@@ -153,6 +153,45 @@ fn commitment_vector_130_bits_utf8_output() {
     );
 }
 
+#[test]
+fn statement_vectors() {
+    // Python: network(), commit_statement(), reveal_statement() in tests/vectors.py.
+    let net = network_digest("rakis-testnet");
+    assert_eq!(
+        net,
+        h32("d94282964cb26e8bb4950d1f73c5388a716653e16448b550dfabcb9b73aaf254")
+    );
+    let commit = Commit {
+        request_id: R11,
+        node: NodeId([0x02; 33]),
+        inference_id: InferenceId([0x03; 32]),
+        commitment: Commitment([0x01; 32]),
+    };
+    assert_eq!(
+        commit_statement(&net, &commit),
+        h32("7d93e2d67424257782870e7c83a3c5f746b1200de144ec0e02e175f13c0cf4f5")
+    );
+    let reveal = Reveal {
+        request_id: R11,
+        node: NodeId([0x02; 33]),
+        inference_id: InferenceId([0x03; 32]),
+        output: "héllo".into(),
+        embedding: BinaryEmbedding::from_words(130, vec![1 | 1 << 63, 1, 1 << 1]).unwrap(),
+        salt: Salt([0x04; 32]),
+        embedding_model: "any".into(),
+    };
+    let statement = RevealStatement::of(&reveal);
+    assert_eq!(
+        statement.digest(&net),
+        h32("134739ca00a5a463dc7fd8c484345cf5b157e9e2a362d41689e909bfb83bce72")
+    );
+    // The statement opens the same commitment as the reveal (commit130 above).
+    assert_eq!(
+        statement.commitment(),
+        cm("d4990863193367903c5824aabd0c65df07f7b970ec866f16a5eb79db0ab47044")
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scenario helpers: 64-bit embeddings; node n has id [n; 33], inference id [0x30 + n; 32] and
 // output "answer n". The default frame gives radius floor(0.30 × 64) = 19 bits and a

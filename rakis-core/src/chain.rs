@@ -9,6 +9,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SharedError;
+use crate::misbehaviour::Misbehaviour;
 use crate::protocol::{ConsensusResultMsg, InferenceRequest};
 use crate::RequestId;
 
@@ -49,6 +50,14 @@ pub trait ChainSink: Send + Sync {
     ) -> Result<SubmitReceipt, ChainError>;
     /// Whether the result of `request_id` is already written.
     async fn is_submitted(&self, request_id: &RequestId) -> Result<bool, ChainError>;
+    /// Sends verified evidence of a committer's misbehaviour to the chain, which punishes the
+    /// committer (the oracle contract slashes its stake and rewards the reporter). `Ok(None)`:
+    /// this sink does not punish (the default) or the committer has nothing at stake there;
+    /// evidence already acted on answers `Ok(None)` too.
+    async fn report(&self, evidence: &Misbehaviour) -> Result<Option<SubmitReceipt>, ChainError> {
+        let _ = evidence;
+        Ok(None)
+    }
 }
 
 /// A source of chain-originated requests (for example contract events).

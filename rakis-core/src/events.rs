@@ -139,6 +139,29 @@ pub enum NodeEvent {
         /// The error.
         error: String,
     },
+    /// A committer signed conflicting statements for a request (two commitments, or a reveal
+    /// that does not open its commitment); the evidence goes to the chain sinks
+    /// ([`ChainSink::report`](crate::ChainSink::report)).
+    Misbehaved {
+        /// The request.
+        request_id: RequestId,
+        /// The committer.
+        node: NodeId,
+        /// What it did ([`Misbehaviour::kind`](crate::Misbehaviour::kind)).
+        kind: &'static str,
+    },
+    /// Evidence of misbehaviour was sent to a chain sink (`reference`: its transaction), or
+    /// the sink refused it (`error`).
+    MisbehaviourReported {
+        /// The request.
+        request_id: RequestId,
+        /// The committer.
+        node: NodeId,
+        /// The sink.
+        sink: String,
+        /// The sink's reference, or why it failed.
+        result: Result<String, String>,
+    },
     /// A message of another node was ignored (the first few per request are reported; the
     /// rest are only counted).
     Ignored {
@@ -181,6 +204,8 @@ impl NodeEvent {
             | Submitted { request_id, .. }
             | SubmitFailed { request_id, .. }
             | Ignored { request_id, .. }
+            | Misbehaved { request_id, .. }
+            | MisbehaviourReported { request_id, .. }
             | Certified { request_id, .. } => Some(*request_id),
         }
     }
@@ -221,4 +246,8 @@ pub enum IgnoreReason {
     /// tracks (`max_state_bytes`).
     #[error("this node's budget for request state is spent")]
     StateBudget,
+    /// A commit or reveal whose statement signature is not its sender's (or has a high `s`):
+    /// it could not be held against its sender, so it does not count.
+    #[error("the statement signature is not the sender's")]
+    InvalidStatement,
 }

@@ -54,7 +54,7 @@
 //!   [`engine`], [`embedder`], [`store`] (and the durable `RedbStore`, feature `redb`),
 //!   [`chain`], [`membership`] (who may answer, and each request's committee). Every part trait is implemented for `&T`, `Arc<T>` and `Box<T>`.
 //! * Requests and messages: [`protocol`]; signing and the wire format: [`envelope`];
-//!   node keys: [`identity`].
+//!   node keys: [`identity`]; evidence of misbehaviour: [`misbehaviour`].
 //! * The pure state machine: [`coordinator`]; what it tells the host: [`events`].
 //! * The consensus math: [`consensus`] (the `rakis-consensus` crate).
 //! * [`testing`] (feature `test-utils`): in-memory hub, scripted engine, hash embedder,
@@ -77,6 +77,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod membership;
+pub mod misbehaviour;
 pub mod node;
 pub mod protocol;
 pub mod store;
@@ -96,6 +97,7 @@ pub use engine::{
     EngineError, FinishReason, Generation, GenerationJob, InferenceEngine, Score, ScoreJob,
 };
 pub use membership::{Committee, Epoch, Membership, StaticMembership};
+pub use misbehaviour::Misbehaviour;
 #[cfg(feature = "redb")]
 pub use store::redb::RedbStore;
 pub use store::{CommitStore, MemoryStore, StoreError};

@@ -371,13 +371,48 @@ pub fn chain_request_id(
     RequestId(rakis_consensus::sha256(&pre).0)
 }
 
-/// A commit as broadcast: the consensus commit plus the model that produced the output.
+/// A commit as broadcast: the consensus commit, the model that produced the output, and the
+/// committer's signature over the commit's statement (what makes equivocation provable on a
+/// chain: [`crate::misbehaviour`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitMsg {
     /// The commitment.
     pub commit: Commit,
     /// The model that generated the committed output.
     pub model: String,
+    /// The committer's signature over
+    /// [`commit_statement`](rakis_consensus::commit_statement) for the network.
+    pub statement: Signature,
+}
+
+impl CommitMsg {
+    /// `commit` for `model`, its statement signed by `key` for `network` (a
+    /// [`network_digest`](rakis_consensus::network_digest)).
+    pub fn signed(
+        key: &crate::identity::NodeKey,
+        network: &Hash32,
+        commit: Commit,
+        model: impl Into<String>,
+    ) -> Self {
+        let statement = crate::misbehaviour::sign_statement(
+            key,
+            &rakis_consensus::commit_statement(network, &commit),
+        );
+        CommitMsg {
+            commit,
+            model: model.into(),
+            statement,
+        }
+    }
+
+    /// The commit with its statement signature (checked or not: see
+    /// [`SignedCommit::verify`](crate::misbehaviour::SignedCommit::verify)).
+    pub fn signed_commit(&self) -> crate::misbehaviour::SignedCommit {
+        crate::misbehaviour::SignedCommit {
+            commit: self.commit.clone(),
+            signature: self.statement,
+        }
+    }
 }
 
 /// Extra verification material attached to a reveal (room for likelihood scores and other
@@ -390,7 +425,8 @@ pub struct Evidence {
     pub data: Vec<u8>,
 }
 
-/// A reveal as broadcast.
+/// A reveal as broadcast, with the revealer's signature over its statement (what makes a
+/// reveal that does not open its commitment provable: [`crate::misbehaviour`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevealMsg {
     /// The opening of the commit.
@@ -399,6 +435,40 @@ pub struct RevealMsg {
     pub model: String,
     /// Optional verification evidence.
     pub evidence: Vec<Evidence>,
+    /// The revealer's signature over the reveal's
+    /// [`RevealStatement`](rakis_consensus::RevealStatement) digest for the network.
+    pub statement: Signature,
+}
+
+impl RevealMsg {
+    /// `reveal` for `model` with `evidence`, its statement signed by `key` for `network`.
+    pub fn signed(
+        key: &crate::identity::NodeKey,
+        network: &Hash32,
+        reveal: Reveal,
+        model: impl Into<String>,
+        evidence: Vec<Evidence>,
+    ) -> Self {
+        let statement = crate::misbehaviour::sign_statement(
+            key,
+            &rakis_consensus::RevealStatement::of(&reveal).digest(network),
+        );
+        RevealMsg {
+            reveal,
+            model: model.into(),
+            evidence,
+            statement,
+        }
+    }
+
+    /// The reveal's statement with its signature (checked or not: see
+    /// [`SignedReveal::verify`](crate::misbehaviour::SignedReveal::verify)).
+    pub fn signed_reveal(&self) -> crate::misbehaviour::SignedReveal {
+        crate::misbehaviour::SignedReveal {
+            statement: rakis_consensus::RevealStatement::of(&self.reveal),
+            signature: self.statement,
+        }
+    }
 }
 
 /// A node's signed statement of the result it computed.

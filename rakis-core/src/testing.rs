@@ -499,6 +499,8 @@ pub struct QuorumFixture {
 impl QuorumFixture {
     /// Creation time of the fixture's requests.
     pub const CREATED_AT_MS: u64 = 1_700_000_000_000;
+    /// The network the commits' and reveals' statements are signed for.
+    pub const NETWORK_ID: &'static str = "rakis-fixture";
 
     /// A quorum of `n` nodes (at least 1); `nonce` makes the request distinct.
     pub fn new(n: usize, nonce: u64) -> Self {
@@ -548,34 +550,43 @@ impl QuorumFixture {
                 salt,
             });
         }
+        let network = crate::consensus::network_digest(Self::NETWORK_ID);
         let commits: Vec<CommitMsg> = keys
             .iter()
             .zip(&owns)
-            .map(|(key, o)| CommitMsg {
-                commit: Commit {
-                    request_id: id,
-                    node: key.node_id(),
-                    inference_id: o.inference_id,
-                    commitment: o.commitment,
-                },
-                model: o.model.clone(),
+            .map(|(key, o)| {
+                CommitMsg::signed(
+                    key,
+                    &network,
+                    Commit {
+                        request_id: id,
+                        node: key.node_id(),
+                        inference_id: o.inference_id,
+                        commitment: o.commitment,
+                    },
+                    o.model.clone(),
+                )
             })
             .collect();
         let reveals: Vec<RevealMsg> = keys
             .iter()
             .zip(&owns)
-            .map(|(key, o)| RevealMsg {
-                reveal: Reveal {
-                    request_id: id,
-                    node: key.node_id(),
-                    inference_id: o.inference_id,
-                    output: o.output.clone(),
-                    embedding: o.embedding.clone(),
-                    salt: o.salt,
-                    embedding_model: o.embedding_model.clone(),
-                },
-                model: o.model.clone(),
-                evidence: Vec::new(),
+            .map(|(key, o)| {
+                RevealMsg::signed(
+                    key,
+                    &network,
+                    Reveal {
+                        request_id: id,
+                        node: key.node_id(),
+                        inference_id: o.inference_id,
+                        output: o.output.clone(),
+                        embedding: o.embedding.clone(),
+                        salt: o.salt,
+                        embedding_model: o.embedding_model.clone(),
+                    },
+                    o.model.clone(),
+                    Vec::new(),
+                )
             })
             .collect();
         let params =

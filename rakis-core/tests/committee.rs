@@ -61,15 +61,17 @@ fn request(h: &NodeHandle, quorum: u32) -> InferenceRequest {
 async fn commit_and_vanish(hub: &MemoryHub, seeds: std::ops::Range<u64>, id: RequestId) {
     for key in keys(seeds) {
         let t = hub.join(key.node_id());
-        let commit = rakis_core::protocol::CommitMsg {
-            commit: rakis_core::consensus::Commit {
+        let commit = rakis_core::protocol::CommitMsg::signed(
+            &key,
+            &rakis_core::consensus::network_digest(NET),
+            rakis_core::consensus::Commit {
                 request_id: id,
                 node: key.node_id(),
                 inference_id: InferenceId([7; 32]),
                 commitment: rakis_core::consensus::Commitment([key.node_id().0[1]; 32]),
             },
-            model: MODEL.into(),
-        };
+            MODEL,
+        );
         let bytes = rakis_core::envelope::seal(
             &key,
             NET,

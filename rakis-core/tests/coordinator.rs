@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use rakis_core::coordinator::{Action, Coordinator, CoordinatorConfig, Input, SyncedMessage};
+use rakis_core::protocol::{CommitMsg, RevealMsg};
 use rakis_core::store::apply_to_records;
 use rakis_core::store::{QuorumRecord, StoreOp};
 use rakis_core::testing::{self, HashEmbedder, QuorumFixture, ScriptedEngine};
@@ -60,12 +61,27 @@ struct Sim {
     sync_requests: usize,
 }
 
+/// The network id of the simulated nodes (their statements are signed for it).
+const SIM_NET: &str = "coordinator-sim";
+
+/// The evidence node `i` sent to its sinks.
+fn reports(n: &SimNode) -> Vec<&rakis_core::Misbehaviour> {
+    n.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Report(m) => Some(&**m),
+            _ => None,
+        })
+        .collect()
+}
+
 impl Sim {
     fn new(n: usize, answers: impl Fn(usize) -> Option<String>) -> Sim {
         let nodes = (0..n)
             .map(|i| {
                 let engine = answers(i).map(|a| ScriptedEngine::constant(MODEL, &a));
                 let config = CoordinatorConfig {
+                    network_id: SIM_NET.into(),
                     served_models: engine
                         .as_ref()
                         .map(|_| vec![MODEL.to_string()])
@@ -197,6 +213,8 @@ impl Sim {
                     self.apply(i, next);
                 }
                 Action::Emit(e) => self.nodes[i].events.push(e),
+                // Kept in `actions`: the tests look at the evidence there.
+                Action::Report(_) => {}
                 Action::RequestSync { peer, request_id } => {
                     let Some(j) = self.nodes.iter().position(|n| n.coord.node_id() == peer) else {
                         continue;
@@ -492,7 +510,31 @@ fn a_reveal_that_differs_from_its_commit_is_rejected_by_all_with_the_reason_broa
         unreachable!()
     };
     forged.reveal.output = "The capital of France is Lyon.".into();
+    // Unsigned again, the forged reveal is the sender's own in no way: dropped, not evidence.
+    let unsigned = forged.clone();
+    // Signed by node 4 (a liar signs its lie): provable.
+    let forged = RevealMsg::signed(
+        &NodeKey::from_seed(4),
+        &rakis_core::consensus::network_digest(SIM_NET),
+        forged.reveal,
+        forged.model,
+        forged.evidence,
+    );
     let from = sim.nodes[4].coord.node_id();
+    let actions = sim.nodes[0].coord.handle(
+        sim.now + 1,
+        Input::Message {
+            from,
+            message: Message::Reveal(unsigned),
+        },
+    );
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Emit(NodeEvent::Ignored {
+            reason: rakis_core::IgnoreReason::InvalidStatement,
+            ..
+        })
+    )));
     for to in 0..4 {
         sim.push(
             sim.now + 1,
@@ -513,6 +555,15 @@ fn a_reveal_that_differs_from_its_commit_is_rejected_by_all_with_the_reason_broa
         assert_eq!(outcome.accepted.len(), 4);
         assert!(outcome.accepted.iter().all(|a| a.node != from));
         joint.push(outcome.joint_hash().unwrap());
+        // Each honest node holds evidence a chain accepts, once.
+        let evidence = reports(n);
+        assert_eq!(evidence.len(), 1, "node {i}");
+        assert!(matches!(
+            evidence[0],
+            rakis_core::Misbehaviour::FalseReveal { .. }
+        ));
+        assert_eq!(evidence[0].node(), from);
+        evidence[0].verify().unwrap();
     }
     assert!(joint.windows(2).all(|w| w[0] == w[1]));
 }
@@ -613,8 +664,14 @@ fn equivocating_committer_is_rejected() {
     else {
         unreachable!()
     };
-    let mut c2 = c.clone();
-    c2.commit.commitment.0[5] ^= 0xFF;
+    let mut c2 = c.commit.clone();
+    c2.commitment.0[5] ^= 0xFF;
+    let c2 = CommitMsg::signed(
+        &NodeKey::from_seed(3),
+        &rakis_core::consensus::network_digest(SIM_NET),
+        c2,
+        c.model.clone(),
+    );
     for to in 0..3 {
         sim.push(
             sim.now + 1,
@@ -634,7 +691,22 @@ fn equivocating_committer_is_rejected() {
             .any(|r| matches!(r.reason, RejectReason::Equivocation { .. })));
         assert_eq!(outcome.accepted.len(), 3);
         assert_eq!(outcome.committed, 4);
+        let evidence = reports(&sim.nodes[i]);
+        assert_eq!(evidence.len(), 1, "node {i}");
+        assert!(matches!(
+            evidence[0],
+            rakis_core::Misbehaviour::Equivocation { .. }
+        ));
+        evidence[0].verify().unwrap();
     }
+    // Nobody but the equivocator is reported (it learnt of its second commit by sync, and
+    // holds the same evidence against its own key).
+    let equivocator = sim.nodes[3].coord.node_id();
+    assert!(sim
+        .nodes
+        .iter()
+        .flat_map(reports)
+        .all(|m| m.node() == equivocator));
 }
 
 #[test]
@@ -1413,15 +1485,17 @@ fn what_peers_can_make_a_node_hold_is_bounded_in_bytes() {
     // An open network tracks at most 64 committers per request.
     for k in 0..65u64 {
         let node = NodeKey::from_seed(1_000 + k).node_id();
-        let commit = rakis_core::protocol::CommitMsg {
-            commit: rakis_core::consensus::Commit {
+        let commit = rakis_core::protocol::CommitMsg::signed(
+            &NodeKey::from_seed(1_000 + k),
+            &rakis_core::consensus::network_digest(&c.config().network_id),
+            rakis_core::consensus::Commit {
                 request_id: first.id(),
                 node,
                 inference_id: rakis_core::InferenceId([k as u8; 32]),
                 commitment: rakis_core::consensus::Commitment([k as u8; 32]),
             },
-            model: MODEL.into(),
-        };
+            MODEL,
+        );
         let actions = c.handle(
             t0 + 20,
             Input::Message {

@@ -164,15 +164,18 @@ async fn rogue(hub: MemoryHub, key: NodeKey, committed: &'static str, revealed: 
             &embedding,
             &salt,
         );
-        let commit = CommitMsg {
-            commit: Commit {
+        let network = rakis_core::consensus::network_digest(NET);
+        let commit = CommitMsg::signed(
+            &key,
+            &network,
+            Commit {
                 request_id: id,
                 node: key.node_id(),
                 inference_id,
                 commitment,
             },
-            model: MODEL.into(),
-        };
+            MODEL,
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         transport
             .broadcast(seal(&key, NET, clock.now_ms(), Message::Commit(commit)).unwrap())
@@ -180,8 +183,10 @@ async fn rogue(hub: MemoryHub, key: NodeKey, committed: &'static str, revealed: 
             .unwrap();
         let wait = req.deadline_ms() + 20 - clock.now_ms();
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let reveal = RevealMsg {
-            reveal: Reveal {
+        let reveal = RevealMsg::signed(
+            &key,
+            &network,
+            Reveal {
                 request_id: id,
                 node: key.node_id(),
                 inference_id,
@@ -190,9 +195,9 @@ async fn rogue(hub: MemoryHub, key: NodeKey, committed: &'static str, revealed: 
                 salt,
                 embedding_model: embedder_model(),
             },
-            model: MODEL.into(),
-            evidence: vec![],
-        };
+            MODEL,
+            vec![],
+        );
         transport
             .broadcast(seal(&key, NET, clock.now_ms(), Message::Reveal(reveal)).unwrap())
             .await

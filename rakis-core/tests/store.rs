@@ -258,7 +258,17 @@ async fn a_newer_schema_or_a_wrong_marker_is_refused_without_writing() {
     ));
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 
+    // Schema 1 (commits without statement signatures) cannot be migrated: refused.
     set_meta(&path, "schema", &1u32.to_le_bytes());
+    assert!(matches!(
+        RedbStore::open(&path).unwrap_err(),
+        StoreError::UnsupportedSchema(1)
+    ));
+    set_meta(
+        &path,
+        "schema",
+        &rakis_core::store::redb::SCHEMA_VERSION.to_le_bytes(),
+    );
     set_meta(&path, "format", b"someone-else");
     assert!(matches!(
         RedbStore::open(&path).unwrap_err(),

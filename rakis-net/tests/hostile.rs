@@ -89,15 +89,17 @@ async fn assert_no_honest_peer_blocked(
 fn orphan_commit(key: &NodeKey, net: &str, i: u64) -> Vec<u8> {
     let mut id = [0x0Fu8; 32];
     id[..8].copy_from_slice(&i.to_be_bytes());
-    let commit = CommitMsg {
-        commit: Commit {
+    let commit = CommitMsg::signed(
+        key,
+        &rakis_core::consensus::network_digest(net),
+        Commit {
             request_id: RequestId(id),
             node: key.node_id(),
             inference_id: InferenceId([7; 32]),
             commitment: Commitment([i as u8; 32]),
         },
-        model: MODEL.into(),
-    };
+        MODEL,
+    );
     seal(key, net, now_ms(), Message::Commit(commit)).unwrap()
 }
 

@@ -91,6 +91,7 @@ pub async fn wait_fulfilled(evm: &EvmChain, id: &RequestId, within: Duration) ->
 
 /// A request made directly and the results its committee's members among `keys` sign for it
 /// (all of `keys` accepted, the payees).
+#[derive(Clone)]
 pub struct Signed {
     pub request: InferenceRequest,
     pub epoch: std::sync::Arc<Epoch>,

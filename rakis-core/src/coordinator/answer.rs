@@ -423,15 +423,17 @@ impl Coordinator {
             Self::skip(q, "own output stored after the deadline".into(), &mut out);
             return out;
         }
-        let msg = CommitMsg {
-            commit: Commit {
+        let msg = CommitMsg::signed(
+            &self.key,
+            &self.network,
+            Commit {
                 request_id: id,
                 node,
                 inference_id: own.inference_id,
                 commitment: own.commitment,
             },
-            model: own.model.clone(),
-        };
+            own.model.clone(),
+        );
         q.commits.entry(node).or_default().push(msg.clone());
         q.phase = Phase::Committing;
         q.own = OwnState::Committed(own.clone());

@@ -8,6 +8,7 @@ use tracing::{debug, info, warn};
 use super::quorum::{OwnState, Quorum, Reembedding};
 use super::*;
 use crate::events::{IgnoreReason, NodeEvent};
+use crate::misbehaviour::Misbehaviour;
 use crate::protocol::{CommitMsg, ConsensusResultMsg, Message, RevealMsg};
 use crate::store::StoreOp;
 use crate::{InferenceId, NodeId, RejectReason, Rejection};
@@ -130,10 +131,36 @@ impl Coordinator {
             return;
         }
         let list = q.commits.entry(from).or_default();
-        if list.contains(&c) || list.len() >= 2 {
+        if list
+            .iter()
+            .any(|k| k.commit == c.commit && k.model == c.model)
+            || list.len() >= 2
+        {
             return;
         }
+        // The statement makes the commit provable: one without a valid one is refused (a
+        // node keeps only commits it could hold against their committer).
+        let signed = c.signed_commit();
+        if let Err(e) = signed.verify(&self.network) {
+            warn!(request = %id.short(), node = %from.short(), error = %e, "commit without a valid statement signature; dropped");
+            if list.is_empty() {
+                q.commits.remove(&from);
+            }
+            out.push(Action::ignored(id, from, IgnoreReason::InvalidStatement));
+            return;
+        }
+        let equivocation =
+            list.iter()
+                .find(|k| k.commit != c.commit)
+                .map(|first| Misbehaviour::Equivocation {
+                    network: self.network,
+                    first: first.signed_commit(),
+                    second: signed,
+                });
         list.push(c.clone());
+        if let Some(evidence) = equivocation {
+            Self::report(q, evidence, out);
+        }
         match q.phase {
             Phase::Open => q.phase = Phase::Committing,
             Phase::Failed(QuorumFailure::QuorumNotReached { .. })
@@ -252,7 +279,27 @@ impl Coordinator {
         if list.contains(&r) || list.len() >= 2 {
             return;
         }
+        let signed = r.signed_reveal();
+        if let Err(e) = signed.verify(&self.network) {
+            warn!(request = %id.short(), node = %from.short(), error = %e, "reveal without a valid statement signature; dropped");
+            if list.is_empty() {
+                q.reveals.remove(&from);
+            }
+            out.push(Action::ignored(id, from, IgnoreReason::InvalidStatement));
+            return;
+        }
         list.push(r.clone());
+        // A reveal that does not open the committer's only commitment is provable.
+        if let [commit] = q.commits.get(&from).map(Vec::as_slice).unwrap_or_default() {
+            if signed.statement.commitment() != commit.commit.commitment {
+                let evidence = Misbehaviour::FalseReveal {
+                    network: self.network,
+                    commit: commit.signed_commit(),
+                    reveal: signed,
+                };
+                Self::report(q, evidence, out);
+            }
+        }
         out.push(Action::Persist(StoreOp::Reveal(r.clone())));
         out.push(Action::Emit(NodeEvent::RevealSeen {
             request_id: id,
@@ -477,5 +524,26 @@ impl Coordinator {
                 signatures: signers.values().cloned().collect(),
             }));
         }
+    }
+
+    /// Reports `evidence` (checked again before it leaves: only evidence a chain accepts is
+    /// sent) once per committer and request.
+    fn report(q: &mut Quorum, evidence: Misbehaviour, out: &mut Vec<Action>) {
+        let node = evidence.node();
+        if q.reported.contains(&node) {
+            return;
+        }
+        if let Err(e) = evidence.verify() {
+            warn!(request = %q.id.short(), node = %node.short(), error = %e, "evidence that does not hold; not reported");
+            return;
+        }
+        q.reported.insert(node);
+        warn!(request = %q.id.short(), node = %node.short(), kind = evidence.kind(), "committer misbehaved: reporting");
+        out.push(Action::Emit(NodeEvent::Misbehaved {
+            request_id: q.id,
+            node,
+            kind: evidence.kind(),
+        }));
+        out.push(Action::Report(Box::new(evidence)));
     }
 }

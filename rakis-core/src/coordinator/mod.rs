@@ -72,6 +72,9 @@ const COMMITTER_OVERHEAD_BYTES: usize = 4 * 1024;
 /// Static configuration of a coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CoordinatorConfig {
+    /// The network's id, as its envelopes name it: the statements this node signs with its
+    /// commits and reveals are bound to it ([`crate::misbehaviour`]).
+    pub network_id: String,
     /// Models this node generates with.
     pub served_models: Vec<String>,
     /// Generation workers.
@@ -114,6 +117,7 @@ pub struct CoordinatorConfig {
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         CoordinatorConfig {
+            network_id: String::new(),
             served_models: Vec::new(),
             workers: 1,
             embedding_model: None,
@@ -265,6 +269,8 @@ pub enum Action {
     PersistOwnOutput(OwnOutput),
     /// Emit an event to the host.
     Emit(NodeEvent),
+    /// Send evidence of a committer's misbehaviour to the chain sinks (it has been verified).
+    Report(Box<crate::misbehaviour::Misbehaviour>),
     /// Ask `peer` directly for what it saw of a request ([`Message::SyncRequest`]).
     RequestSync {
         /// Whom to ask.
@@ -333,6 +339,8 @@ pub struct KnownPeer {
 pub struct Coordinator {
     key: NodeKey,
     node: NodeId,
+    /// The digest of the network id that statements are signed for.
+    network: crate::Hash32,
     config: CoordinatorConfig,
     /// Who may answer (`None`: an open network, where every key counts).
     membership: Option<Arc<dyn Membership>>,
@@ -406,6 +414,7 @@ impl Coordinator {
         Coordinator {
             node: key.node_id(),
             key,
+            network: crate::consensus::network_digest(&config.network_id),
             generation_estimate_ms: config.initial_generation_estimate_ms,
             config,
             membership: None,
@@ -609,6 +618,7 @@ impl Coordinator {
             phase: Phase::Open,
             commits: BTreeMap::new(),
             reveals: BTreeMap::new(),
+            reported: BTreeSet::new(),
             reembeddings: BTreeMap::new(),
             announced: BTreeSet::new(),
             early_reveals: BTreeMap::new(),

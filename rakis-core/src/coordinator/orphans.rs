@@ -128,6 +128,7 @@ mod tests {
                 commitment: crate::consensus::Commitment([2; 32]),
             },
             model: "m".repeat(model_bytes),
+            statement: crate::Signature([0; 65]),
         })
     }
 

@@ -41,6 +41,8 @@ pub(super) struct Quorum {
     pub(super) phase: Phase,
     /// Distinct commits per node (at most two kept: enough to prove equivocation).
     pub(super) commits: BTreeMap<NodeId, Vec<CommitMsg>>,
+    /// Committers whose misbehaviour this node has reported for this request.
+    pub(super) reported: BTreeSet<NodeId>,
     /// Distinct reveals per node (at most two kept).
     pub(super) reveals: BTreeMap<NodeId, Vec<RevealMsg>>,
     /// Re-embeddings keyed by (node, opened commitment).

@@ -50,8 +50,10 @@ impl Coordinator {
                     _ => None,
                 };
                 if let Some(own) = own {
-                    let reveal = RevealMsg {
-                        reveal: Reveal {
+                    let reveal = RevealMsg::signed(
+                        &self.key,
+                        &self.network,
+                        Reveal {
                             request_id: id,
                             node: self.node,
                             inference_id: own.inference_id,
@@ -60,9 +62,9 @@ impl Coordinator {
                             salt: own.salt,
                             embedding_model: own.embedding_model.clone(),
                         },
-                        model: own.model.clone(),
-                        evidence: Vec::new(),
-                    };
+                        own.model.clone(),
+                        Vec::new(),
+                    );
                     q.reveals.insert(self.node, vec![reveal.clone()]);
                     q.reembeddings.insert(
                         (self.node, own.commitment),

@@ -259,6 +259,7 @@ impl NodeBuilder {
         };
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let cconfig = CoordinatorConfig {
+            network_id: network_id.clone(),
             served_models: self.engine.as_ref().map(|e| e.models()).unwrap_or_default(),
             workers: self.engine.as_ref().map(|e| e.workers()).unwrap_or(0),
             embedding_model: self.embedder.as_ref().map(|e| e.model()),

@@ -110,6 +110,13 @@ pub(super) enum DriverInput {
     RetrySubmission {
         request_id: RequestId,
     },
+    /// A sink answered evidence of misbehaviour.
+    Reported {
+        request_id: RequestId,
+        node: NodeId,
+        sink: String,
+        result: Result<String, String>,
+    },
     /// A direct send to `peer` ended (acknowledged, refused or timed out).
     Sent {
         peer: NodeId,
@@ -483,6 +490,19 @@ impl Driver {
                 sink,
                 result,
             } => self.on_submitted(request_id, sink, result).await,
+            DriverInput::Reported {
+                request_id,
+                node,
+                sink,
+                result,
+            } => {
+                let _ = self.events.send(NodeEvent::MisbehaviourReported {
+                    request_id,
+                    node,
+                    sink,
+                    result,
+                });
+            }
         }
     }
 
@@ -660,6 +680,7 @@ impl Driver {
                     );
                 }
                 Action::RequestSync { peer, request_id } => self.ask_sync(peer, request_id),
+                Action::Report(evidence) => self.report_to_sinks(*evidence),
                 Action::Emit(ev) => {
                     match &ev {
                         NodeEvent::PeerResult { request_id, result } => {

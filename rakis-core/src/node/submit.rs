@@ -10,6 +10,7 @@ use tracing::{debug, error, info_span, warn, Instrument};
 use super::driver::{Driver, DriverInput};
 use crate::chain::{ChainError, ChainSink};
 use crate::events::NodeEvent;
+use crate::misbehaviour::Misbehaviour;
 use crate::protocol::ConsensusResultMsg;
 use crate::store::{StoreOp, SubmissionState};
 use crate::RequestId;
@@ -200,6 +201,37 @@ impl Driver {
                     let _ = tx.send(DriverInput::Submitted {
                         request_id: id,
                         sink: name,
+                        result,
+                    });
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// Sends verified evidence to every sink, each in a task of its own (the loop never waits
+    /// on a chain); the answers come back as [`NodeEvent::MisbehaviourReported`].
+    pub(super) fn report_to_sinks(&mut self, evidence: Misbehaviour) {
+        let evidence = Arc::new(evidence);
+        let (request_id, node) = (evidence.request_id(), evidence.node());
+        for sink in self.sinks.clone() {
+            let tx = self.jobs_tx.clone();
+            let evidence = evidence.clone();
+            let span = info_span!("report", request = %request_id.short(), node = %node.short(), sink = %sink.name());
+            self.tasks.spawn(
+                async move {
+                    let result = match sink.report(&evidence).await {
+                        Ok(Some(receipt)) => Ok(receipt.reference),
+                        Ok(None) => return,
+                        Err(e) => {
+                            warn!(error = %e, "the sink refused the evidence");
+                            Err(e.to_string())
+                        }
+                    };
+                    let _ = tx.send(DriverInput::Reported {
+                        request_id,
+                        node,
+                        sink: sink.name(),
                         result,
                     });
                 }

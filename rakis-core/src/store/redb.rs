@@ -52,7 +52,7 @@ use crate::store::{CommitStore, StoreError};
 use crate::RequestId;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// The marker in the metadata table that identifies a Rakis store.
 pub const FORMAT_MARKER: &[u8] = b"rakis-store";
 /// Cache redb may use, at most (it grows with use).
@@ -77,7 +77,10 @@ struct Migration {
     apply: fn(&WriteTransaction) -> Result<(), StoreError>,
 }
 
-/// The migrations of this build, oldest first. Schema 1 is the first: none yet.
+/// The migrations of this build, oldest first. None yet: schema 2 (commits and reveals with
+/// their statement signatures, results bound to a configuration) cannot be made from schema 1,
+/// whose commits carry no statement signature to hold against their committers; a store of
+/// schema 1 is refused ([`StoreError::UnsupportedSchema`]) and is started anew.
 const MIGRATIONS: &[Migration] = &[];
 
 /// A [`CommitStore`] on an embedded redb database file. Clones share the same open database.

@@ -181,6 +181,7 @@ impl Simulation {
             (Behaviour::WithholdReveal, Message::Reveal(_)) => {}
             (Behaviour::RevealMismatch, Message::Reveal(mut r)) => {
                 r.reveal.output.push_str(" Actually, it is something else.");
+                let r = self.resign_reveal(i, r);
                 self.broadcast(i, Message::Reveal(r));
             }
             (Behaviour::Freerider, Message::Reveal(r)) => {
@@ -190,6 +191,7 @@ impl Simulation {
                 let mut second = c.clone();
                 second.commit.commitment =
                     Commitment(rakis_core::consensus::sha256(&c.commit.commitment.0).0);
+                let second = self.resign_commit(i, second);
                 self.broadcast(i, Message::Commit(c));
                 self.broadcast(i, Message::Commit(second));
             }
@@ -197,6 +199,7 @@ impl Simulation {
                 let mut second = c.clone();
                 second.commit.commitment =
                     Commitment(rakis_core::consensus::sha256(&c.commit.commitment.0).0);
+                let second = self.resign_commit(i, second);
                 self.broadcast_where(i, Message::Commit(c), |to| to % 2 == 0);
                 self.broadcast_where(i, Message::Commit(second), |to| to % 2 == 1);
             }
@@ -218,12 +221,14 @@ impl Simulation {
             (Behaviour::GrindSalt { tries }, Message::Commit(c)) => {
                 let tries = *tries;
                 let c = self.grind(i, c, tries);
+                let c = self.resign_commit(i, c);
                 self.broadcast(i, Message::Commit(c));
             }
             (Behaviour::GrindSalt { .. }, Message::Reveal(mut r)) => {
                 if let Some(salt) = self.nodes[i].ground.get(&r.reveal.request_id) {
                     r.reveal.salt = *salt;
                 }
+                let r = self.resign_reveal(i, r);
                 self.broadcast(i, Message::Reveal(r));
             }
             (Behaviour::SteerSelection { group }, Message::Reveal(r)) => {
@@ -294,5 +299,27 @@ impl Simulation {
         let mut c = c;
         c.commit.commitment = best.1;
         c
+    }
+
+    /// A commit the adversary changed, its statement signed again by its key (as a real
+    /// adversary would: a statement that does not hold only gets the commit dropped).
+    fn resign_commit(&self, i: usize, c: CommitMsg) -> CommitMsg {
+        CommitMsg::signed(
+            &self.nodes[i].key,
+            &rakis_core::consensus::network_digest(NETWORK),
+            c.commit,
+            c.model,
+        )
+    }
+
+    /// A reveal the adversary changed, its statement signed again by its key.
+    fn resign_reveal(&self, i: usize, r: RevealMsg) -> RevealMsg {
+        RevealMsg::signed(
+            &self.nodes[i].key,
+            &rakis_core::consensus::network_digest(NETWORK),
+            r.reveal,
+            r.model,
+            r.evidence,
+        )
     }
 }

@@ -236,6 +236,7 @@ impl Simulation {
                 let key = key_of(i);
                 let member = !sc.outsiders.contains(&i);
                 let config = CoordinatorConfig {
+                    network_id: NETWORK.into(),
                     served_models: if sc.answers(i) {
                         vec![MODEL.to_string()]
                     } else {
@@ -611,6 +612,8 @@ impl Simulation {
                     self.apply(i, next);
                 }
                 Action::Emit(e) => self.record(i, e),
+                // The simulator has no chain: `Misbehaved` events count what nodes saw.
+                Action::Report(_) => {}
                 Action::RequestSync { peer, request_id } => {
                     if !self.sc.sync {
                         continue;
