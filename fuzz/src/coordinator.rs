@@ -419,6 +419,7 @@ impl Harness {
                         model,
                         prompt_tokens: 8,
                         tokens: 6,
+                        token_ids: Vec::new(),
                         tokens_per_sec: speed,
                         finish: FinishReason::Eos,
                     })

@@ -162,6 +162,7 @@ pub mod error;
 pub mod frame;
 pub mod hashing;
 pub mod outcome;
+pub mod sampling;
 pub mod statement;
 
 pub use cluster::PackedPoints;

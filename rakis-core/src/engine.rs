@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SharedError;
 use crate::protocol::{ChatMessage, InferenceRequest};
-use crate::RequestId;
+use crate::{Hash32, RequestId};
 
 /// One generation job.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,15 +25,18 @@ pub struct GenerationJob {
     pub top_p: f32,
     /// Token limit.
     pub max_tokens: u32,
-    /// Sampling seed.
-    pub seed: u64,
+    /// Sampling seed: the random number of output position `k` is
+    /// [`position_random(seed, k)`](crate::consensus::sampling::position_random). A node uses
+    /// its VRF output for the request ([`NodeKey::sampling_seed`](crate::NodeKey::sampling_seed)),
+    /// which it cannot choose and others can check.
+    pub seed: Hash32,
     /// Wall-clock deadline (ms since epoch); engines stop and fail after it.
     pub deadline_ms: u64,
 }
 
 impl GenerationJob {
     /// The job for `request` on `model`.
-    pub fn for_request(request: &InferenceRequest, model: &str, seed: u64) -> Self {
+    pub fn for_request(request: &InferenceRequest, model: &str, seed: Hash32) -> Self {
         GenerationJob {
             request_id: request.id(),
             model: model.to_string(),
@@ -68,6 +71,10 @@ pub struct Generation {
     pub prompt_tokens: u32,
     /// Generated tokens.
     pub tokens: u32,
+    /// Ids of the generated tokens, without the end-of-turn token (empty when the engine has
+    /// no tokenizer, as scripted engines).
+    #[serde(default)]
+    pub token_ids: Vec<u32>,
     /// Generation speed.
     pub tokens_per_sec: f32,
     /// Why it stopped.

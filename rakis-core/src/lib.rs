@@ -84,6 +84,7 @@ pub mod store;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod transport;
+pub mod vrf;
 
 // Assembly: a node from parts.
 pub use node::{

@@ -371,6 +371,7 @@ impl ScriptedEngine {
                 .map(|m| m.content.split_whitespace().count() as u32)
                 .sum(),
             tokens,
+            token_ids: Vec::new(),
             tokens_per_sec: 0.0,
             finish: FinishReason::Eos,
             text,

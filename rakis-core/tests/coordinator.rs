@@ -771,8 +771,9 @@ fn scheduling_takes_soonest_deadline_first_and_skips_hopeless_requests() {
         now + 10,
         Input::Generated {
             request_id: late.id(),
-            result: ScriptedEngine::constant(MODEL, "x")
-                .run(&rakis_core::GenerationJob::for_request(&late, MODEL, 0)),
+            result: ScriptedEngine::constant(MODEL, "x").run(
+                &rakis_core::GenerationJob::for_request(&late, MODEL, rakis_core::Hash32([0; 32])),
+            ),
         },
     );
     let gen: Vec<_> = done

@@ -8,10 +8,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
-use rakis_core::FinishReason;
+use rakis_core::consensus::sampling::{position_random, Distribution, SamplerSpec};
 use rakis_core::{EngineError, Generation, GenerationJob, InferenceEngine};
+use rakis_core::{FinishReason, Hash32};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 use tokio::sync::{oneshot, Semaphore};
@@ -342,14 +342,20 @@ impl TextGenerator {
                     .unwrap_or(false)
             })
         };
-        let mut lp = sampling.processor();
+        let spec = sampling.spec();
         let t0 = Instant::now();
         let mut logits = self.forward_prompt(ids)?;
         let prompt_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let mut out: Vec<u32> = Vec::new();
         let finish = loop {
-            let next = lp.sample(&logits)?;
+            let row = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+            let u = position_random(&sampling.seed, out.len() as u32);
+            let Some(next) = Distribution::new(&row, spec).sample(u) else {
+                return Err(InferenceError::InvalidPrompt(
+                    "the model gave no finite logit".into(),
+                ));
+            };
             if self.stop_tokens.contains(&next) {
                 break FinishReason::Eos;
             }
@@ -384,15 +390,16 @@ impl TextGenerator {
     }
 }
 
-/// Sampling settings.
+/// Sampling settings: the protocol's canonical sampler ([`rakis_core::consensus::sampling`])
+/// with the random numbers of `seed`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplingParams {
     /// Temperature; `<= 0` = greedy.
-    pub temperature: f64,
+    pub temperature: f32,
     /// Nucleus mass; `>= 1` = no nucleus cut.
-    pub top_p: f64,
-    /// Seed of the sampler.
-    pub seed: u64,
+    pub top_p: f32,
+    /// The sampling seed (a committer's VRF output for the request).
+    pub seed: Hash32,
     /// Token limit.
     pub max_tokens: usize,
 }
@@ -403,25 +410,17 @@ impl SamplingParams {
         SamplingParams {
             temperature: 0.0,
             top_p: 1.0,
-            seed: 0,
+            seed: Hash32([0; 32]),
             max_tokens,
         }
     }
 
-    fn processor(&self) -> LogitsProcessor {
-        let sampling = if self.temperature <= 0.0 {
-            Sampling::ArgMax
-        } else if self.top_p >= 1.0 {
-            Sampling::All {
-                temperature: self.temperature,
-            }
-        } else {
-            Sampling::TopP {
-                p: self.top_p,
-                temperature: self.temperature,
-            }
-        };
-        LogitsProcessor::from_sampling(self.seed, sampling)
+    /// The canonical sampler's settings.
+    pub fn spec(&self) -> SamplerSpec {
+        SamplerSpec {
+            temperature: self.temperature,
+            top_p: self.top_p,
+        }
     }
 }
 
@@ -501,8 +500,8 @@ fn worker(index: usize, generator: &mut TextGenerator, rx: &Mutex<mpsc::Receiver
         let span = info_span!("generate", request = %job.request_id.short(), worker = index);
         let _e = span.enter();
         let sampling = SamplingParams {
-            temperature: job.temperature as f64,
-            top_p: job.top_p as f64,
+            temperature: job.temperature,
+            top_p: job.top_p,
             seed: job.seed,
             max_tokens: job.max_tokens as usize,
         };
@@ -524,6 +523,7 @@ fn worker(index: usize, generator: &mut TextGenerator, rx: &Mutex<mpsc::Receiver
                     model: job.model.clone(),
                     prompt_tokens: t.prompt_tokens as u32,
                     tokens: t.tokens as u32,
+                    token_ids: o.token_ids,
                     tokens_per_sec: (t.tokens as f64 / t.decode_secs.max(1e-9)) as f32,
                     finish: o.finish,
                 }

@@ -77,7 +77,7 @@ fn seeded_sampling_is_reproducible_and_limits_are_respected() {
     let p = SamplingParams {
         temperature: 0.9,
         top_p: 0.9,
-        seed: 42,
+        seed: rakis_core::Hash32([42; 32]),
         max_tokens: 24,
     };
     let a = g.generate(&msgs, p, None, &never).unwrap();
@@ -144,7 +144,7 @@ fn job(seed: u64, temperature: f32) -> GenerationJob {
         temperature,
         top_p: 0.9,
         max_tokens: 32,
-        seed,
+        seed: rakis_core::Hash32([seed as u8; 32]),
         deadline_ms: u64::MAX,
     }
 }

@@ -216,7 +216,13 @@ fn three_colluders_of_five_always_win() {
             // picks a colluder's text in about 3 of 5 rounds (20 of 40 here).
             assert!(r.wrong_results > 0, "{lie:?}: {}", r.summary());
         } else {
-            assert_eq!(r.wrong_results, ROUNDS, "{lie:?}: {}", r.summary());
+            // Selected in nearly every round: now and then an honest answer sits inside the
+            // colluders' ball and is drawn instead (docs/security.md: 98 %).
+            assert!(
+                r.wrong_results >= ROUNDS * 9 / 10,
+                "{lie:?}: {}",
+                r.summary()
+            );
         }
     }
     // Two colluders on random words never win.

@@ -1,6 +1,6 @@
 //! Taking requests, and this node's own answer: generation, embedding, storing, committing.
 
-use rand::{Rng, RngCore};
+use rand::RngCore;
 use tracing::{debug, info, warn};
 
 use super::quorum::{OwnState, Quorum, Reembedding};
@@ -268,7 +268,8 @@ impl Coordinator {
             q.own = OwnState::Generating;
             self.busy += 1;
             *self.served.entry(Requester::of(&q.request)).or_default() += 1;
-            let seed = self.rng.gen();
+            // The VRF output of this node's key over the request: a seed it cannot choose.
+            let (_, seed) = self.key.sampling_seed(&q.id);
             out.push(Action::Generate(GenerationJob::for_request(
                 &q.request, &model, seed,
             )));

@@ -121,10 +121,10 @@ impl Simulation {
 
     pub(super) fn answer(&mut self, i: usize, job: &GenerationJob) -> String {
         let Some(&k) = self.by_id.get(&job.request_id) else {
-            return Corpus::garbage(&mut StdRng::seed_from_u64(job.seed));
+            return Corpus::garbage(&mut StdRng::seed_from_u64(seed_u64(&job.seed)));
         };
         let prompt = self.reqs[k].prompt;
-        let mut rng = StdRng::seed_from_u64(job.seed);
+        let mut rng = StdRng::seed_from_u64(seed_u64(&job.seed));
         let corpus = &self.sc.corpus;
         let honest = |rng: &mut StdRng| corpus.honest(prompt, rng);
         let (text, is_honest) = match &self.nodes[i].behaviour {
@@ -163,7 +163,7 @@ impl Simulation {
                     request: k,
                     prompt,
                     node: i,
-                    seed: job.seed,
+                    seed: seed_u64(&job.seed),
                 }),
                 false,
             ),
@@ -322,4 +322,9 @@ impl Simulation {
             r.evidence,
         )
     }
+}
+
+/// The first 8 bytes of a sampling seed, for the simulator's generators.
+fn seed_u64(seed: &rakis_core::Hash32) -> u64 {
+    u64::from_le_bytes(seed.0[..8].try_into().expect("8 bytes"))
 }

@@ -556,6 +556,7 @@ impl Simulation {
                         text,
                         model: job.model.clone(),
                         prompt_tokens: 0,
+                        token_ids: Vec::new(),
                         tokens_per_sec: 0.0,
                         finish: FinishReason::Eos,
                     };

@@ -1,0 +1,273 @@
+//! The canonical sampler: how a committer draws each token from its model's logits, so that
+//! any verifier holding the same logits and the same random numbers replays every draw.
+//!
+//! ```text
+//! greedy (T <= 0):  the token with the highest logit (ties: the lowest id)
+//! otherwise:        w_i = exp((l_i - max_j l_j) / T)                (f64; temperature first)
+//!                   nucleus = the fewest tokens, by w descending (ties: lower id first), whose
+//!                             sum reaches p × Σ w  (p >= 1: every token)
+//!                   token   = the first id, in ascending id order over the nucleus, at which
+//!                             the running sum of w passes u × Σ_nucleus w
+//! u_k               = (u64_be(SHA-256("rakis/sample/v1" ‖ 0x00 ‖ seed[32] ‖ k:u32)[0..8]) >> 11) / 2^53
+//! ```
+//!
+//! Temperature comes before the nucleus cut (candle's order; llama.cpp cuts first — the same
+//! request would otherwise mean two distributions). The inverse CDF runs over token ids, not
+//! over probabilities: a near-tie between two tokens then moves a boundary a little instead of
+//! swapping the tokens' places, so a verifier whose logits differ slightly from the
+//! generator's (another engine, weight format, thread count) finds `u` near the token's
+//! interval rather than in another token's. [`check`] measures how far `u` lies outside the
+//! claimed token's interval; a tolerance band absorbs honest numerical differences.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hashing::Hasher;
+use crate::Hash32;
+
+/// Domain tag of the per-position random numbers.
+pub const SAMPLE_TAG: &str = "rakis/sample/v1";
+
+/// What a request asks of sampling.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SamplerSpec {
+    /// Temperature; `<= 0` is greedy.
+    pub temperature: f32,
+    /// Nucleus mass; `>= 1` keeps every token.
+    pub top_p: f32,
+}
+
+impl SamplerSpec {
+    /// Greedy decoding.
+    pub const GREEDY: SamplerSpec = SamplerSpec {
+        temperature: 0.0,
+        top_p: 1.0,
+    };
+
+    /// Whether this is greedy decoding.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.temperature.is_nan()
+    }
+}
+
+/// The random number of output position `k` under `seed` (a committer's VRF output for the
+/// request), uniform in `[0, 1)` with 53 bits.
+pub fn position_random(seed: &Hash32, k: u32) -> f64 {
+    let h = Hasher::new(SAMPLE_TAG).bytes(&seed.0).u32(k).finish();
+    let v = u64::from_be_bytes(h.0[..8].try_into().expect("8 bytes"));
+    (v >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// One position's distribution under a spec: the nucleus (ascending ids) and the weights.
+#[derive(Clone, Debug)]
+pub struct Distribution {
+    /// Nucleus token ids, ascending.
+    ids: Vec<u32>,
+    /// Their weights `w`, in the same order.
+    weights: Vec<f64>,
+    /// `Σ` of the nucleus weights.
+    total: f64,
+    /// For greedy specs: the highest logit and its token.
+    greedy: Option<(u32, f32)>,
+}
+
+impl Distribution {
+    /// The distribution `spec` makes of `logits` (non-finite logits count as `-∞`).
+    pub fn new(logits: &[f32], spec: SamplerSpec) -> Self {
+        if spec.is_greedy() {
+            let mut best: Option<(u32, f32)> = None;
+            for (i, &l) in logits.iter().enumerate() {
+                if l.is_finite() && best.is_none_or(|(_, b)| l > b) {
+                    best = Some((i as u32, l));
+                }
+            }
+            return Distribution {
+                ids: Vec::new(),
+                weights: Vec::new(),
+                total: 0.0,
+                greedy: best,
+            };
+        }
+        let t = f64::from(spec.temperature);
+        let max = logits
+            .iter()
+            .copied()
+            .filter(|l| l.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
+        let mut pairs: Vec<(f64, u32)> = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_finite())
+            .map(|(i, &l)| ((f64::from(l) - f64::from(max)) / t, i as u32))
+            .map(|(x, i)| (x.exp(), i))
+            .filter(|(w, _)| *w > 0.0)
+            .collect();
+        let all: f64 = pairs.iter().map(|(w, _)| w).sum();
+        if spec.top_p < 1.0 {
+            pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let need = f64::from(spec.top_p.max(0.0)) * all;
+            let mut sum = 0.0;
+            let mut keep = 0;
+            for (w, _) in &pairs {
+                sum += w;
+                keep += 1;
+                if sum >= need {
+                    break;
+                }
+            }
+            pairs.truncate(keep.max(1));
+            pairs.sort_unstable_by_key(|&(_, i)| i);
+        }
+        let total = pairs.iter().map(|(w, _)| w).sum();
+        Distribution {
+            ids: pairs.iter().map(|&(_, i)| i).collect(),
+            weights: pairs.iter().map(|&(w, _)| w).collect(),
+            total,
+            greedy: None,
+        }
+    }
+
+    /// The token drawn with random number `u` (`None`: no finite logit at all).
+    pub fn sample(&self, u: f64) -> Option<u32> {
+        if let Some((id, _)) = self.greedy {
+            return Some(id);
+        }
+        let target = u * self.total;
+        let mut sum = 0.0;
+        for (&id, &w) in self.ids.iter().zip(&self.weights) {
+            sum += w;
+            if sum > target {
+                return Some(id);
+            }
+        }
+        self.ids.last().copied()
+    }
+
+    /// The interval `[lo, hi)` of `u` that draws `token`, as fractions of the nucleus mass
+    /// (`None` when the token is outside the nucleus).
+    pub fn interval(&self, token: u32) -> Option<(f64, f64)> {
+        let at = self.ids.binary_search(&token).ok()?;
+        let below: f64 = self.weights[..at].iter().sum();
+        Some((below / self.total, (below + self.weights[at]) / self.total))
+    }
+
+    /// Tokens in the nucleus (0 for greedy specs).
+    pub fn nucleus_len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// How a claimed token stands against a verifier's own distribution and the position's
+/// random number.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Draw {
+    /// The verifier draws the same token.
+    Same,
+    /// Another token, but `u` lies `distance` (a fraction of the nucleus mass; for greedy, a
+    /// logit gap) outside the claimed token's interval.
+    Near {
+        /// How far outside.
+        distance: f64,
+    },
+    /// The claimed token is outside the verifier's nucleus (or has no finite logit).
+    Outside,
+}
+
+impl Draw {
+    /// Whether the draw is within `band` (a fraction of the nucleus mass, or a logit gap for
+    /// greedy specs).
+    pub fn within(&self, band: f64) -> bool {
+        match *self {
+            Draw::Same => true,
+            Draw::Near { distance } => distance <= band,
+            Draw::Outside => false,
+        }
+    }
+}
+
+/// Compares a claimed `token` with what `spec` draws from `logits` with random number `u`.
+pub fn check(logits: &[f32], spec: SamplerSpec, u: f64, token: u32) -> Draw {
+    let d = Distribution::new(logits, spec);
+    if let Some((best, top)) = d.greedy {
+        if best == token {
+            return Draw::Same;
+        }
+        return match logits.get(token as usize) {
+            Some(&l) if l.is_finite() => Draw::Near {
+                distance: f64::from(top) - f64::from(l),
+            },
+            _ => Draw::Outside,
+        };
+    }
+    match d.interval(token) {
+        None => Draw::Outside,
+        Some((lo, hi)) if u >= lo && u < hi => Draw::Same,
+        Some((lo, hi)) => Draw::Near {
+            distance: if u < lo { lo - u } else { u - hi },
+        },
+    }
+}
+
+/// [`Distribution::new`] then [`Distribution::sample`].
+pub fn sample(logits: &[f32], spec: SamplerSpec, u: f64) -> Option<u32> {
+    Distribution::new(logits, spec).sample(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOT: SamplerSpec = SamplerSpec {
+        temperature: 1.0,
+        top_p: 1.0,
+    };
+
+    #[test]
+    fn greedy_takes_the_highest_logit_and_the_lowest_id_on_ties() {
+        assert_eq!(
+            sample(&[0.0, 3.0, 3.0, 1.0], SamplerSpec::GREEDY, 0.9),
+            Some(1)
+        );
+        assert_eq!(
+            check(&[0.0, 3.0, 2.5], SamplerSpec::GREEDY, 0.1, 2),
+            Draw::Near { distance: 0.5 }
+        );
+    }
+
+    #[test]
+    fn the_inverse_cdf_runs_over_ids() {
+        // Equal weights: u in [0, 1/3) draws 0, [1/3, 2/3) draws 1, the rest 2.
+        let l = [0.0f32; 3];
+        assert_eq!(sample(&l, HOT, 0.0), Some(0));
+        assert_eq!(sample(&l, HOT, 0.34), Some(1));
+        assert_eq!(sample(&l, HOT, 0.99), Some(2));
+        assert_eq!(check(&l, HOT, 0.34, 1), Draw::Same);
+        match check(&l, HOT, 0.34, 2) {
+            Draw::Near { distance } => assert!((distance - (2.0 / 3.0 - 0.34)).abs() < 1e-12),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_nucleus_keeps_the_fewest_heaviest_tokens() {
+        // Probabilities ~ 0.64, 0.24, 0.09, 0.03: p = 0.8 keeps the first two.
+        let l = [3.0f32, 2.0, 1.0, 0.0];
+        let spec = SamplerSpec {
+            temperature: 1.0,
+            top_p: 0.8,
+        };
+        let d = Distribution::new(&l, spec);
+        assert_eq!(d.nucleus_len(), 2);
+        assert_eq!(check(&l, spec, 0.5, 2), Draw::Outside);
+        assert_eq!(sample(&l, spec, 0.99), Some(1));
+    }
+
+    #[test]
+    fn position_randoms_are_uniform_looking_and_seeded() {
+        let s = Hash32([7; 32]);
+        let us: Vec<f64> = (0..1000).map(|k| position_random(&s, k)).collect();
+        assert!(us.iter().all(|u| (0.0..1.0).contains(u)));
+        let mean = us.iter().sum::<f64>() / us.len() as f64;
+        assert!((mean - 0.5).abs() < 0.05, "{mean}");
+        assert_ne!(position_random(&s, 0), position_random(&Hash32([8; 32]), 0));
+    }
+}
