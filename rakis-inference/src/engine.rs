@@ -8,7 +8,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_llama::{ModelWeights, MAX_SEQ_LEN};
 use rakis_core::consensus::sampling::{position_random, Distribution, SamplerSpec};
 use rakis_core::{EngineError, Generation, GenerationJob, InferenceEngine};
 use rakis_core::{FinishReason, Hash32};
@@ -18,6 +17,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tracing::{debug, info, info_span};
 
 use crate::chat::ChatTemplate;
+use crate::llama::LlamaModel;
 use crate::tokenizer::{special_tokens, tokenizer_from_gguf};
 use crate::{InferenceError, ModelSource};
 use rakis_core::error::SharedError;
@@ -92,6 +92,9 @@ impl EngineConfig {
     }
 }
 
+/// Longest context a model is read with (positions of the rotary tables).
+pub const MAX_CONTEXT: usize = 4096;
+
 /// Timing of one generation.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Timings {
@@ -122,12 +125,11 @@ pub struct GenerationOutput {
 /// thread. Cloning shares the weights and gives the clone its own KV cache.
 #[derive(Clone)]
 pub struct TextGenerator {
-    model: ModelWeights,
+    model: LlamaModel,
     tokenizer: Arc<Tokenizer>,
     template: Arc<ChatTemplate>,
     stop_tokens: Vec<u32>,
     context: usize,
-    device: Device,
 }
 
 impl std::fmt::Debug for TextGenerator {
@@ -230,16 +232,16 @@ impl TextGenerator {
             .metadata
             .get("llama.context_length")
             .and_then(|v| v.to_u32().ok())
-            .map(|c| (c as usize).min(MAX_SEQ_LEN))
-            .unwrap_or(MAX_SEQ_LEN);
+            .map(|c| (c as usize).min(MAX_CONTEXT))
+            .unwrap_or(MAX_CONTEXT);
         let device = Device::Cpu;
         let model = match weights {
-            WeightFormat::AsStored => ModelWeights::from_gguf(ct, &mut file, &device)?,
+            WeightFormat::AsStored => LlamaModel::from_gguf(&ct, &mut file, &device)?,
             WeightFormat::Q8_0 => {
                 let bytes = requantize_q8(&ct, &mut file)?;
                 let mut cursor = Cursor::new(bytes);
                 let ct2 = gguf_file::Content::read(&mut cursor)?;
-                ModelWeights::from_gguf(ct2, &mut cursor, &device)?
+                LlamaModel::from_gguf(&ct2, &mut cursor, &device)?
             }
         };
         info!(
@@ -256,7 +258,6 @@ impl TextGenerator {
             template: Arc::new(template),
             stop_tokens,
             context,
-            device,
         })
     }
 
@@ -288,16 +289,21 @@ impl TextGenerator {
     /// Clears the KV cache and reads a prompt in one forward pass; returns the logits of the
     /// next token.
     pub fn forward_prompt(&mut self, ids: &[u32]) -> Result<Tensor, InferenceError> {
-        self.model.clear_kv_cache();
-        let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
-        Ok(self.model.forward(&input, 0)?.squeeze(0)?)
+        self.model.clear_cache();
+        Ok(self.model.forward_prompt(ids, 0)?)
     }
 
     /// Feeds one token at position `pos` (after the prompt and earlier tokens); returns the
     /// logits of the next token.
     pub fn forward_token(&mut self, token: u32, pos: usize) -> Result<Tensor, InferenceError> {
-        let input = Tensor::new(&[token], &self.device)?.unsqueeze(0)?;
-        Ok(self.model.forward(&input, pos)?.squeeze(0)?)
+        Ok(self.model.forward_rows(&[token], pos)?.squeeze(0)?)
+    }
+
+    /// Feeds `tokens` at positions `pos..` in one pass; returns the logits after each,
+    /// `(tokens.len(), vocab)`, bit for bit what [`forward_token`](Self::forward_token) gives
+    /// token by token (see [`crate::llama`]).
+    pub fn forward_rows(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor, InferenceError> {
+        Ok(self.model.forward_rows(tokens, pos)?)
     }
 
     /// Generates from chat messages. `deadline_ms` (wall clock, ms since the epoch) and

@@ -40,6 +40,7 @@ pub mod chat;
 pub mod embedder;
 pub mod engine;
 pub mod error;
+pub mod llama;
 pub mod source;
 pub mod tokenizer;
 

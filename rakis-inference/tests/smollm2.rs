@@ -191,3 +191,57 @@ async fn the_engine_runs_jobs_on_several_workers_identically() {
         .unwrap_err();
     assert!(matches!(err, rakis_core::EngineError::UnknownModel(_)));
 }
+
+/// One pass over prompt + answer gives, row for row, the bits token-by-token decoding gave:
+/// what makes a verifier's replay of a committer's sampling exact and cheap.
+#[test]
+fn one_pass_over_an_answer_gives_the_decoding_logits_bit_for_bit() {
+    for weights in [WeightFormat::Q8_0, WeightFormat::AsStored] {
+        let mut g = generator(weights);
+        let prompt = g.encode(&g.render(&question()).unwrap()).unwrap();
+        let p = SamplingParams {
+            temperature: 0.8,
+            top_p: 0.95,
+            seed: rakis_core::Hash32([5; 32]),
+            max_tokens: 40,
+        };
+        let out = g.generate_ids(&prompt, p, None, &never).unwrap();
+        assert!(out.token_ids.len() > 10, "{out:?}");
+        // Decoding, step by step, keeping every step's logits.
+        let mut decoded = vec![g.forward_prompt(&prompt).unwrap()];
+        for (i, &t) in out.token_ids.iter().enumerate() {
+            decoded.push(g.forward_token(t, prompt.len() + i).unwrap());
+        }
+        // One pass over the answer.
+        let first = g.forward_prompt(&prompt).unwrap();
+        let rows = g.forward_rows(&out.token_ids, prompt.len()).unwrap();
+        // (differing logits, largest difference) between two rows.
+        let diff = |a: &candle_core::Tensor, b: &candle_core::Tensor| -> (usize, f32) {
+            let (a, b) = (a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+            let n = a
+                .iter()
+                .zip(&b)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            let max = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            (n, max)
+        };
+        assert_eq!(
+            diff(&first, &decoded[0]),
+            (0, 0.0),
+            "{weights:?}: prompt logits"
+        );
+        for (i, d) in decoded[1..].iter().enumerate() {
+            assert_eq!(
+                diff(&rows.get(i).unwrap(), d),
+                (0, 0.0),
+                "{weights:?}: row {i} of {} (differing logits, largest difference)",
+                out.token_ids.len()
+            );
+        }
+    }
+}
