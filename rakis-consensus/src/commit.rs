@@ -158,6 +158,9 @@ pub enum RejectReason {
     /// The reveal belongs to another request.
     #[error("reveal is for another request")]
     RequestMismatch,
+    /// The verifier's replay of the committer's sampling failed (the second check).
+    #[error("unfaithful sampling: {0}")]
+    UnfaithfulSampling(crate::sampling::SamplingFault),
 }
 
 /// Checks that `reveal` opens `commit`: same request, node and inference id, and the

@@ -48,7 +48,7 @@
 //!         commitment: reveal.commitment(),
 //!     });
 //!     // A verifier re-embeds the output itself; here it gets the same bits.
-//!     submissions.push(Submission { reveal, reembedding: Some(embedding) });
+//!     submissions.push(Submission { reveal, reembedding: Some(embedding), sampling_fault: None });
 //! }
 //!
 //! let outcome = evaluate(&request, &params, &commits, &submissions).unwrap();

@@ -27,6 +27,10 @@ pub struct Submission {
     /// The verifier's binary embedding of `reveal.output`; `None` when it did not embed it
     /// (a reveal that otherwise verifies is then rejected, see [`evaluate`]).
     pub reembedding: Option<BinaryEmbedding>,
+    /// Why the verifier's replay of the committer's sampling failed; `None` when it passed or
+    /// the verifier could not replay it (it does not serve the model).
+    #[serde(default)]
+    pub sampling_fault: Option<crate::sampling::SamplingFault>,
 }
 
 /// A reveal that passed every check and sits in the winning ball.
@@ -229,6 +233,7 @@ type SubmissionKey<'a> = (
     &'a str,
     bool,
     Option<(u32, &'a [u64])>,
+    Option<&'a crate::sampling::SamplingFault>,
 );
 
 /// Canonical order of submissions: node, inference id, commitment, embedding model, then the
@@ -241,6 +246,7 @@ fn submission_key<'a>(s: &'a Submission, commitment: &Commitment) -> SubmissionK
         &s.reveal.embedding_model,
         s.reembedding.is_none(),
         s.reembedding.as_ref().map(|e| (e.dim(), e.words())),
+        s.sampling_fault.as_ref(),
     )
 }
 
@@ -337,6 +343,9 @@ pub fn evaluate(
                 // Several different reveals from one node, one of which opens the commit:
                 // only one reveal per node is allowed; reject them all, order-independently.
                 return Err(RejectReason::DuplicateInferenceId);
+            }
+            if let Some(fault) = &s.sampling_fault {
+                return Err(RejectReason::UnfaithfulSampling(fault.clone()));
             }
             let own = s
                 .reembedding

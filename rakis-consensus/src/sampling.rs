@@ -212,6 +212,175 @@ pub fn sample(logits: &[f32], spec: SamplerSpec, u: f64) -> Option<u32> {
     Distribution::new(logits, spec).sample(u)
 }
 
+/// How an answer ended, as its committer claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ending {
+    /// The sampler drew a stop (end-of-turn) token after the last answer token.
+    Stop,
+    /// The answer reached the request's token limit.
+    Limit,
+}
+
+/// A verifier's replay of one answer's sampling: how each position's claimed token stands
+/// against the verifier's own logits and the committer's random numbers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Replay {
+    /// Answer tokens replayed.
+    pub tokens: u32,
+    /// Positions the verifier draws identically.
+    pub same: u32,
+    /// Positions drawn otherwise, with how far `u` lay outside the claimed token's interval
+    /// (a fraction of the nucleus mass; a logit gap for greedy).
+    pub near: Vec<(u32, f64)>,
+    /// Positions whose claimed token lies outside the verifier's nucleus.
+    pub outside: Vec<u32>,
+    /// The end: for [`Ending::Stop`], how the best stop token's draw stands after the last
+    /// token; `None` for [`Ending::Limit`].
+    pub end: Option<Draw>,
+    /// The revealed text is not the decoding of the revealed token ids.
+    #[serde(default)]
+    pub text_mismatch: bool,
+}
+
+impl Replay {
+    /// Records position `k`'s draw.
+    pub fn record(&mut self, k: u32, draw: Draw) {
+        self.tokens += 1;
+        match draw {
+            Draw::Same => self.same += 1,
+            Draw::Near { distance } => self.near.push((k, distance)),
+            Draw::Outside => self.outside.push(k),
+        }
+    }
+
+    /// The largest distance among the positions drawn otherwise (0 when none).
+    pub fn worst(&self) -> f64 {
+        self.near.iter().map(|&(_, d)| d).fold(0.0, f64::max)
+    }
+
+    /// Judges the replay under `policy`.
+    pub fn judge(&self, policy: &ReplayPolicy, greedy: bool) -> Result<(), SamplingFault> {
+        let band = if greedy {
+            policy.greedy_band
+        } else {
+            policy.band
+        };
+        if self.text_mismatch {
+            return Err(SamplingFault::TextMismatch);
+        }
+        if let Some(&position) = self.outside.first() {
+            return Err(SamplingFault::OutsideNucleus { position });
+        }
+        let beyond: Vec<&(u32, f64)> = self.near.iter().filter(|(_, d)| *d > band).collect();
+        let allowed = policy.allowed_beyond(self.tokens);
+        if beyond.len() as u32 > allowed {
+            let &&(position, distance) = beyond
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .expect("non-empty");
+            return Err(SamplingFault::Unfaithful {
+                position,
+                distance_ppm: ppm(distance),
+                beyond_band: beyond.len() as u32,
+                allowed,
+            });
+        }
+        match self.end {
+            Some(d) if !d.within(band) => Err(SamplingFault::Truncated {
+                distance_ppm: match d {
+                    Draw::Near { distance } => ppm(distance),
+                    _ => u32::MAX,
+                },
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How much honest numerical difference a verifier tolerates (defaults measured: see
+/// docs/consensus.md).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplayPolicy {
+    /// Largest distance of `u` outside a claimed token's interval that counts as agreement
+    /// (fraction of the nucleus mass).
+    pub band: f64,
+    /// For greedy decoding: largest logit gap between the claimed token and the verifier's
+    /// best that counts as agreement.
+    pub greedy_band: f64,
+    /// Positions beyond the band tolerated per 100 answer tokens (rounded down; at least
+    /// `min_beyond`).
+    pub beyond_per_100: u32,
+    /// Positions beyond the band always tolerated.
+    pub min_beyond: u32,
+}
+
+impl Default for ReplayPolicy {
+    fn default() -> Self {
+        ReplayPolicy {
+            band: 0.02,
+            greedy_band: 0.5,
+            beyond_per_100: 0,
+            min_beyond: 0,
+        }
+    }
+}
+
+impl ReplayPolicy {
+    /// Positions beyond the band allowed in an answer of `tokens` tokens.
+    pub fn allowed_beyond(&self, tokens: u32) -> u32 {
+        (tokens * self.beyond_per_100 / 100).max(self.min_beyond)
+    }
+}
+
+/// A distance in millionths, saturating (`u32::MAX`: outside the nucleus or unbounded).
+fn ppm(distance: f64) -> u32 {
+    let v = (distance * 1e6).round();
+    if v.is_finite() && v >= 0.0 && v < f64::from(u32::MAX) {
+        v as u32
+    } else {
+        u32::MAX
+    }
+}
+
+/// Why a replay fails (distances in millionths of the nucleus mass, or of a logit for greedy).
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, thiserror::Error,
+)]
+#[non_exhaustive]
+pub enum SamplingFault {
+    /// A claimed token lies outside the verifier's nucleus.
+    #[error("token {position} lies outside the sampling nucleus")]
+    OutsideNucleus {
+        /// The position.
+        position: u32,
+    },
+    /// More positions than tolerated were drawn otherwise beyond the band.
+    #[error("{beyond_band} positions drawn otherwise beyond the band (allowed {allowed}); worst at {position}: {distance_ppm} ppm")]
+    Unfaithful {
+        /// The worst position.
+        position: u32,
+        /// Its distance, in millionths.
+        distance_ppm: u32,
+        /// Positions beyond the band.
+        beyond_band: u32,
+        /// Positions allowed.
+        allowed: u32,
+    },
+    /// The answer claims to end where the sampler would not stop (or claims the token limit
+    /// short of it).
+    #[error("the sampler would not stop where the answer ends ({distance_ppm} ppm)")]
+    Truncated {
+        /// How far the best stop token's draw lies, in millionths (`u32::MAX`: outside).
+        distance_ppm: u32,
+    },
+    /// The revealed text is not the decoding of the revealed token ids.
+    #[error("the text is not the decoding of the token ids")]
+    TextMismatch,
+    /// The reveal's sampling seed proof is not the committer's VRF proof for the request.
+    #[error("the sampling seed's proof does not hold")]
+    BadSeedProof,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

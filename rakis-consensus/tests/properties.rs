@@ -85,6 +85,7 @@ fn sub(r: Reveal) -> Submission {
     Submission {
         reveal: r,
         reembedding: Some(own),
+        sampling_fault: None,
     }
 }
 
@@ -1027,7 +1028,11 @@ proptest! {
                 2 => Some(garbage_emb(g.dim, g.bits_seed ^ 1)),
                 _ => Some(garbage_emb(g.reembedding_dim, g.bits_seed)),
             };
-            subs.push(Submission { reveal: r, reembedding });
+            subs.push(Submission {
+                reveal: r,
+                reembedding,
+                sampling_fault: None,
+            });
         }
         for (other, node, inference, c) in extra_commits {
             commits.push(Commit {

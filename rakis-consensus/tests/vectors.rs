@@ -259,6 +259,7 @@ fn sub(r: Reveal) -> Submission {
     Submission {
         reveal: r,
         reembedding: Some(own),
+        sampling_fault: None,
     }
 }
 

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::consensus::sampling::{Ending, Replay};
 use crate::error::SharedError;
 use crate::protocol::{ChatMessage, InferenceRequest};
 use crate::{Hash32, RequestId};
@@ -81,34 +82,37 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
-/// A request to score an existing output (the second check, verifiable sampling; see
-/// docs/consensus.md).
+/// A request to replay a committer's sampling of an answer (the second check; see
+/// [`crate::consensus::sampling`] and docs/consensus.md).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoreJob {
-    /// The model to score with.
+    /// The request answered.
+    pub request_id: RequestId,
+    /// The model the answer claims.
     pub model: String,
     /// The chat prompt.
     pub messages: Vec<ChatMessage>,
-    /// The output to score.
-    pub output: String,
-    /// Nucleus mass the output was sampled with.
-    pub top_p: f32,
-    /// Temperature it was sampled with.
+    /// The revealed text (it must be the decoding of `token_ids`).
+    pub text: String,
+    /// The answer's token ids (without the stop token).
+    pub token_ids: Vec<u32>,
+    /// Temperature the request asked for.
     pub temperature: f32,
+    /// Nucleus mass the request asked for.
+    pub top_p: f32,
+    /// Token limit of the request.
+    pub max_tokens: u32,
+    /// The committer's sampling seed (its checked VRF output).
+    pub seed: Hash32,
+    /// How the committer says the answer ended.
+    pub ending: Ending,
+    /// Wall-clock deadline (ms since epoch) after which the engine gives up.
+    pub deadline_ms: u64,
 }
 
-/// The result of scoring.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Score {
-    /// Output tokens read.
-    pub tokens: u32,
-    /// Tokens that fall outside the sampling nucleus.
-    pub outside_nucleus: u32,
-    /// Mean log-probability of the output tokens.
-    pub mean_logprob: f32,
-    /// Whether the model would end the answer where it ends.
-    pub ends_plausibly: bool,
-}
+/// The result of scoring: how each position replays (judge it with
+/// [`Replay::judge`](crate::consensus::sampling::Replay::judge)).
+pub type Score = Replay;
 
 /// Runs LLM generation.
 ///
@@ -123,7 +127,8 @@ pub trait InferenceEngine: Send + Sync {
     fn workers(&self) -> usize;
     /// Generates text for a job.
     async fn generate(&self, job: GenerationJob) -> Result<Generation, EngineError>;
-    /// Scores an output (likelihood verification). Engines that cannot score keep the default.
+    /// Replays a committer's sampling of an answer with this engine's model. Engines that
+    /// cannot keep the default (unsupported).
     async fn score(&self, job: ScoreJob) -> Result<Score, EngineError> {
         Err(EngineError::Unsupported(format!(
             "scoring with {} is not supported by this engine",

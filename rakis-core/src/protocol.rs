@@ -438,6 +438,14 @@ pub struct RevealMsg {
     /// The revealer's signature over the reveal's
     /// [`RevealStatement`](rakis_consensus::RevealStatement) digest for the network.
     pub statement: Signature,
+    /// The generated token ids (without the stop token): the output is their decoding, and a
+    /// verifier serving the model replays each draw (empty from engines without a tokenizer).
+    pub token_ids: Vec<u32>,
+    /// How the committer says the answer ended.
+    pub ending: rakis_consensus::sampling::Ending,
+    /// The committer's VRF proof of its sampling seed for the request
+    /// ([`NodeKey::sampling_seed`](crate::NodeKey::sampling_seed)).
+    pub seed_proof: crate::vrf::VrfProof,
 }
 
 impl RevealMsg {
@@ -453,12 +461,27 @@ impl RevealMsg {
             key,
             &rakis_consensus::RevealStatement::of(&reveal).digest(network),
         );
+        let (seed_proof, _) = key.sampling_seed(&reveal.request_id);
         RevealMsg {
             reveal,
             model: model.into(),
             evidence,
             statement,
+            token_ids: Vec::new(),
+            ending: rakis_consensus::sampling::Ending::Stop,
+            seed_proof,
         }
+    }
+
+    /// The reveal with the generated token ids and how the answer ended.
+    pub fn with_tokens(
+        mut self,
+        token_ids: Vec<u32>,
+        ending: rakis_consensus::sampling::Ending,
+    ) -> Self {
+        self.token_ids = token_ids;
+        self.ending = ending;
+        self
     }
 
     /// The reveal's statement with its signature (checked or not: see

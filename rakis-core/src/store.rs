@@ -123,6 +123,11 @@ pub struct OwnOutput {
     pub salt: Salt,
     /// The commitment.
     pub commitment: Commitment,
+    /// The generated token ids (empty from engines without a tokenizer).
+    #[serde(default)]
+    pub token_ids: Vec<u32>,
+    /// How generation ended.
+    pub ending: crate::consensus::sampling::Ending,
 }
 
 /// Where a result stands on one chain sink.
@@ -514,6 +519,8 @@ mod tests {
             embedding_model: "e".into(),
             salt: Salt([3; 32]),
             commitment: Commitment([4; 32]),
+            token_ids: vec![7, 8],
+            ending: crate::consensus::sampling::Ending::Stop,
         };
         apply_to_records(&mut records, StoreOp::OwnOutput(own("Paris"))).unwrap();
         let before = records.clone();

@@ -549,6 +549,8 @@ impl QuorumFixture {
                 embedding,
                 embedding_model: embedder.model(),
                 salt,
+                token_ids: Vec::new(),
+                ending: crate::consensus::sampling::Ending::Stop,
             });
         }
         let network = crate::consensus::network_digest(Self::NETWORK_ID);
@@ -598,6 +600,7 @@ impl QuorumFixture {
             .map(|r| Submission {
                 reveal: r.reveal.clone(),
                 reembedding: Some(r.reveal.embedding.clone()),
+                sampling_fault: None,
             })
             .collect();
         let outcome = crate::evaluate(&id, &params, &plain, &submissions)

@@ -215,6 +215,23 @@ impl Sim {
                 Action::Emit(e) => self.nodes[i].events.push(e),
                 // Kept in `actions`: the tests look at the evidence there.
                 Action::Report(_) => {}
+                // Scripted engines cannot score.
+                Action::Score {
+                    node,
+                    commitment,
+                    job,
+                } => self.push(
+                    self.now + 1,
+                    Pending::Input {
+                        to: i,
+                        input: Input::Scored {
+                            request_id: job.request_id,
+                            node,
+                            commitment,
+                            result: Err(rakis_core::EngineError::Unsupported("scripted".into())),
+                        },
+                    },
+                ),
                 Action::RequestSync { peer, request_id } => {
                     let Some(j) = self.nodes.iter().position(|n| n.coord.node_id() == peer) else {
                         continue;

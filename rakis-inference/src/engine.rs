@@ -8,8 +8,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use rakis_core::consensus::sampling::{position_random, Distribution, SamplerSpec};
-use rakis_core::{EngineError, Generation, GenerationJob, InferenceEngine};
+use rakis_core::consensus::sampling::{
+    check, position_random, Distribution, Draw, Ending, Replay, SamplerSpec,
+};
+use rakis_core::{EngineError, Generation, GenerationJob, InferenceEngine, Score, ScoreJob};
 use rakis_core::{FinishReason, Hash32};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -323,6 +325,105 @@ impl TextGenerator {
         self.generate_ids(&ids, sampling, deadline_ms, cancelled)
     }
 
+    /// Replays a committer's sampling of `answer` (token ids, without the stop token) after
+    /// `prompt` under `sampling` (its spec, seed and token limit): one pass over the answer
+    /// ([`forward_rows`](Self::forward_rows), the generator's logits bit for bit on the same
+    /// engine), each position's claimed token checked against the canonical sampler with the
+    /// position's random number, and the end against `ending`.
+    pub fn replay_ids(
+        &mut self,
+        prompt: &[u32],
+        answer: &[u32],
+        sampling: SamplingParams,
+        ending: Ending,
+    ) -> Result<Replay, InferenceError> {
+        if prompt.is_empty() {
+            return Err(InferenceError::InvalidPrompt("no prompt tokens".into()));
+        }
+        if prompt.len() + answer.len() >= self.context {
+            return Err(InferenceError::PromptTooLong {
+                tokens: prompt.len() + answer.len(),
+                context: self.context,
+            });
+        }
+        let spec = sampling.spec();
+        let row = |t: &Tensor| -> Result<Vec<f32>, InferenceError> {
+            Ok(t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?)
+        };
+        let first = self.forward_prompt(prompt)?;
+        // An id past the vocabulary cannot have been drawn (and cannot be read).
+        let vocab = first.dim(0)?;
+        if let Some(k) = answer.iter().position(|&t| t as usize >= vocab) {
+            let mut replay = Replay::default();
+            replay.record(k as u32, Draw::Outside);
+            return Ok(replay);
+        }
+        let rows = if answer.is_empty() {
+            None
+        } else {
+            Some(self.forward_rows(answer, prompt.len())?)
+        };
+        let logits_at = |k: usize| -> Result<Vec<f32>, InferenceError> {
+            match (k, &rows) {
+                (0, _) => row(&first),
+                (k, Some(rows)) => row(&rows.get(k - 1)?),
+                (_, None) => unreachable!("only position 0 without answer rows"),
+            }
+        };
+        let mut replay = Replay::default();
+        for (k, &token) in answer.iter().enumerate() {
+            let u = position_random(&sampling.seed, k as u32);
+            replay.record(k as u32, check(&logits_at(k)?, spec, u, token));
+        }
+        replay.end = match ending {
+            Ending::Stop => {
+                let k = answer.len();
+                let logits = logits_at(k)?;
+                let u = position_random(&sampling.seed, k as u32);
+                let best = self
+                    .stop_tokens
+                    .iter()
+                    .map(|&t| check(&logits, spec, u, t))
+                    .min_by(|a, b| draw_rank(a).total_cmp(&draw_rank(b)));
+                Some(best.unwrap_or(Draw::Outside))
+            }
+            Ending::Limit
+                if answer.len() >= sampling.max_tokens
+                    || prompt.len() + answer.len() >= self.context =>
+            {
+                None
+            }
+            // Claims the limit short of it.
+            Ending::Limit => Some(Draw::Outside),
+        };
+        Ok(replay)
+    }
+
+    /// [`replay_ids`](Self::replay_ids) from chat messages.
+    pub fn replay(
+        &mut self,
+        messages: &[rakis_core::ChatMessage],
+        answer: &[u32],
+        sampling: SamplingParams,
+        ending: Ending,
+    ) -> Result<Replay, InferenceError> {
+        let prompt = self.render(messages)?;
+        let ids = self.encode(&prompt)?;
+        self.replay_ids(&ids, answer, sampling, ending)
+    }
+
+    /// The ids that stop generation (end of turn, end of text).
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop_tokens
+    }
+
+    /// Decodes token ids to text (special tokens removed), as generation does.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, InferenceError> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(InferenceError::tokenizers)
+    }
+
     /// Generates from prompt token ids.
     pub fn generate_ids(
         &mut self,
@@ -430,9 +531,15 @@ impl SamplingParams {
     }
 }
 
-struct Job {
-    job: GenerationJob,
-    reply: oneshot::Sender<Result<Generation, EngineError>>,
+enum Job {
+    Generate {
+        job: GenerationJob,
+        reply: oneshot::Sender<Result<Generation, EngineError>>,
+    },
+    Score {
+        job: ScoreJob,
+        reply: oneshot::Sender<Result<Score, EngineError>>,
+    },
 }
 
 /// The default [`InferenceEngine`]: a GGUF model served by worker threads, each with its own
@@ -499,10 +606,70 @@ impl CandleEngine {
 fn worker(index: usize, generator: &mut TextGenerator, rx: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         let next = rx.lock().map(|r| r.recv());
-        let Ok(Ok(Job { job, reply })) = next else {
+        let Ok(Ok(job)) = next else {
             debug!(worker = index, "worker stops");
             return;
         };
+        match job {
+            Job::Generate { job, reply } => generate_job(index, generator, job, reply),
+            Job::Score { job, reply } => score_job(index, generator, job, reply),
+        }
+    }
+}
+
+fn score_job(
+    index: usize,
+    generator: &mut TextGenerator,
+    job: ScoreJob,
+    reply: oneshot::Sender<Result<Score, EngineError>>,
+) {
+    let span = info_span!("score", request = %job.request_id.short(), worker = index);
+    let _e = span.enter();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|n| n.as_millis() as u64)
+        .unwrap_or(0);
+    if now > job.deadline_ms || reply.is_closed() {
+        let _ = reply.send(Err(EngineError::DeadlineExceeded));
+        return;
+    }
+    let sampling = SamplingParams {
+        temperature: job.temperature,
+        top_p: job.top_p,
+        seed: job.seed,
+        max_tokens: job.max_tokens as usize,
+    };
+    let started = Instant::now();
+    let result = generator
+        .replay(&job.messages, &job.token_ids, sampling, job.ending)
+        .and_then(|mut r| {
+            // The text must be the ids' decoding (ids past the vocabulary are already out).
+            if r.outside.is_empty() {
+                r.text_mismatch = generator.decode(&job.token_ids)? != job.text;
+            }
+            Ok(r)
+        })
+        .inspect(|r| {
+            debug!(
+                tokens = r.tokens,
+                same = r.same,
+                near = r.near.len(),
+                outside = r.outside.len(),
+                secs = started.elapsed().as_secs_f32(),
+                "replayed"
+            )
+        })
+        .map_err(EngineError::from);
+    let _ = reply.send(result);
+}
+
+fn generate_job(
+    index: usize,
+    generator: &mut TextGenerator,
+    job: GenerationJob,
+    reply: oneshot::Sender<Result<Generation, EngineError>>,
+) {
+    {
         let span = info_span!("generate", request = %job.request_id.short(), worker = index);
         let _e = span.enter();
         let sampling = SamplingParams {
@@ -566,26 +733,49 @@ impl InferenceEngine for CandleEngine {
         if job.model != self.model_name {
             return Err(EngineError::UnknownModel(job.model));
         }
-        // Backpressure: wait for a slot (running or queued).
+        let (reply, rx) = oneshot::channel();
+        self.run(Job::Generate { job, reply }, rx).await
+    }
+
+    /// One pass over the answer on a worker (the generator's logits bit for bit when the
+    /// weights and build are the committer's; see [`crate::llama`]).
+    async fn score(&self, job: ScoreJob) -> Result<Score, EngineError> {
+        if job.model != self.model_name {
+            return Err(EngineError::UnknownModel(job.model));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.run(Job::Score { job, reply }, rx).await
+    }
+}
+
+impl CandleEngine {
+    /// Queues `job` for a worker (waiting for a slot: backpressure) and waits for its answer.
+    async fn run<T>(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        let stopped = || EngineError::Other(SharedError::new(InferenceError::Stopped));
         let _permit = self
             .slots
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| EngineError::Other(SharedError::new(InferenceError::Stopped)))?;
-        let (reply, rx) = oneshot::channel();
+            .map_err(|_| stopped())?;
         {
-            let q = self
-                .queue
-                .lock()
-                .map_err(|_| EngineError::Other(SharedError::new(InferenceError::Stopped)))?;
-            let tx = q
-                .as_ref()
-                .ok_or_else(|| EngineError::Other(SharedError::new(InferenceError::Stopped)))?;
-            tx.send(Job { job, reply })
-                .map_err(|_| EngineError::Other(SharedError::new(InferenceError::Stopped)))?;
+            let q = self.queue.lock().map_err(|_| stopped())?;
+            let tx = q.as_ref().ok_or_else(stopped)?;
+            tx.send(job).map_err(|_| stopped())?;
         }
-        rx.await
-            .map_err(|_| EngineError::Other(SharedError::new(InferenceError::Stopped)))?
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// Orders draws from best to worst (for picking the best stop token).
+fn draw_rank(d: &Draw) -> f64 {
+    match *d {
+        Draw::Same => -1.0,
+        Draw::Near { distance } => distance,
+        Draw::Outside => f64::INFINITY,
     }
 }

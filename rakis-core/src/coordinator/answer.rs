@@ -383,6 +383,11 @@ impl Coordinator {
                     embedding_model,
                     salt,
                     commitment,
+                    token_ids: generation.token_ids.clone(),
+                    ending: match generation.finish {
+                        crate::FinishReason::Eos => crate::consensus::sampling::Ending::Stop,
+                        _ => crate::consensus::sampling::Ending::Limit,
+                    },
                 };
                 q.own = OwnState::Persisting(own.clone());
                 out.push(Action::PersistOwnOutput(own));

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
-use super::quorum::{OwnState, Quorum, Reembedding};
+use super::quorum::{OwnState, Quorum, Reembedding, Scoring};
 use super::*;
+use crate::consensus::sampling::SamplingFault;
 use crate::events::{IgnoreReason, NodeEvent};
 use crate::misbehaviour::Misbehaviour;
 use crate::protocol::{CommitMsg, ConsensusResultMsg, Message, RevealMsg};
@@ -300,6 +301,8 @@ impl Coordinator {
                 Self::report(q, evidence, out);
             }
         }
+        let serves_model = self.config.served_models.contains(&r.model);
+        let verify_grace = self.config.verify_grace_ms;
         out.push(Action::Persist(StoreOp::Reveal(r.clone())));
         out.push(Action::Emit(NodeEvent::RevealSeen {
             request_id: id,
@@ -307,7 +310,7 @@ impl Coordinator {
             model: r.model.clone(),
             output: r.reveal.output.clone(),
         }));
-        Self::check_reveal(q, own_model.as_deref(), &r, out);
+        Self::check_reveal(q, own_model.as_deref(), serves_model, verify_grace, &r, out);
         self.try_finalize(id, false, out);
     }
 
@@ -317,6 +320,8 @@ impl Coordinator {
     pub(super) fn check_reveal(
         q: &mut Quorum,
         own_model: Option<&str>,
+        serves_model: bool,
+        verify_grace: u64,
         r: &RevealMsg,
         out: &mut Vec<Action>,
     ) {
@@ -338,6 +343,38 @@ impl Coordinator {
             Self::announce_rejection(q, from, r.reveal.inference_id, reason, out);
             return;
         };
+        // The second check: the committer's sampling, replayed by a node serving its model
+        // with the seed its VRF proof gives (a proof that does not hold is refused by all).
+        if let std::collections::btree_map::Entry::Vacant(slot) = q.scores.entry((from, commitment))
+        {
+            match crate::vrf::sampling_seed(&from, &id, &r.seed_proof) {
+                Err(_) => {
+                    warn!(request = %id.short(), node = %from.short(), "sampling seed proof does not hold");
+                    slot.insert(Scoring::Done(Some(SamplingFault::BadSeedProof)));
+                }
+                Ok(seed) if serves_model => {
+                    slot.insert(Scoring::Pending);
+                    out.push(Action::Score {
+                        node: from,
+                        commitment,
+                        job: crate::engine::ScoreJob {
+                            request_id: id,
+                            model: r.model.clone(),
+                            messages: q.request.messages.clone(),
+                            text: r.reveal.output.clone(),
+                            token_ids: r.token_ids.clone(),
+                            temperature: q.request.temperature,
+                            top_p: q.request.top_p,
+                            max_tokens: q.request.max_tokens,
+                            seed,
+                            ending: r.ending,
+                            deadline_ms: q.reveal_deadline.saturating_add(verify_grace),
+                        },
+                    });
+                }
+                Ok(_) => {}
+            }
+        }
         if own_model != Some(r.reveal.embedding_model.as_str()) {
             return;
         }
@@ -545,5 +582,44 @@ impl Coordinator {
             kind: evidence.kind(),
         }));
         out.push(Action::Report(Box::new(evidence)));
+    }
+
+    /// A replay of a committer's sampling came back: judged under the node's policy.
+    pub(super) fn on_scored(
+        &mut self,
+        request_id: RequestId,
+        node: NodeId,
+        commitment: crate::Commitment,
+        result: Result<crate::engine::Score, crate::EngineError>,
+        out: &mut Vec<Action>,
+    ) {
+        let policy = self.config.sampling_policy;
+        let Some(q) = self.quorums.get_mut(&request_id) else {
+            return;
+        };
+        let greedy = q.request.temperature <= 0.0;
+        let Some(state) = q.scores.get_mut(&(node, commitment)) else {
+            return;
+        };
+        if *state != Scoring::Pending {
+            return;
+        }
+        *state = Scoring::Done(match result {
+            Ok(replay) => {
+                let verdict = replay.judge(&policy, greedy).err();
+                if let Some(fault) = &verdict {
+                    warn!(request = %request_id.short(), node = %node.short(), %fault, "sampling does not replay");
+                } else {
+                    debug!(request = %request_id.short(), node = %node.short(), tokens = replay.tokens, same = replay.same, "sampling replays");
+                }
+                verdict
+            }
+            Err(crate::EngineError::Unsupported(_)) => None,
+            Err(e) => {
+                warn!(request = %request_id.short(), node = %node.short(), error = %e, "could not replay the sampling; not checked");
+                None
+            }
+        });
+        self.try_finalize(request_id, false, out);
     }
 }

@@ -90,6 +90,8 @@ pub struct CoordinatorConfig {
     pub initial_generation_estimate_ms: u64,
     /// Re-embedding tolerance override in bits (default: scaled 8 per 384 bits).
     pub reembed_tolerance_bits: Option<u32>,
+    /// How much honest numerical difference the replay of a committer's sampling tolerates.
+    pub sampling_policy: crate::consensus::sampling::ReplayPolicy,
     /// How long a node that is ready to decide waits for the other committers' inventories and
     /// for what they list (a decision over the same inputs on every honest node).
     pub reconcile_window_ms: u64,
@@ -126,6 +128,7 @@ impl Default for CoordinatorConfig {
             reconcile_window_ms: DEFAULT_RECONCILE_WINDOW_MS,
             initial_generation_estimate_ms: 0,
             reembed_tolerance_bits: None,
+            sampling_policy: Default::default(),
             max_open_requests: DEFAULT_MAX_OPEN_REQUESTS,
             max_open_per_requester: DEFAULT_MAX_OPEN_PER_REQUESTER,
             max_request_time_ms: DEFAULT_MAX_REQUEST_TIME_MS,
@@ -216,6 +219,17 @@ pub enum Input {
         /// The result.
         result: Result<BinaryEmbedding, EmbedError>,
     },
+    /// A replay of a committer's sampling finished (answer to [`Action::Score`]).
+    Scored {
+        /// The request.
+        request_id: RequestId,
+        /// The committer.
+        node: NodeId,
+        /// The commitment its reveal opens.
+        commitment: crate::Commitment,
+        /// The replay, or the engine's error (`Unsupported`: this engine cannot replay).
+        result: Result<crate::engine::Score, crate::EngineError>,
+    },
     /// The own output was durably stored (answer to [`Action::PersistOwnOutput`]).
     OwnOutputPersisted {
         /// The request.
@@ -269,6 +283,15 @@ pub enum Action {
     PersistOwnOutput(OwnOutput),
     /// Emit an event to the host.
     Emit(NodeEvent),
+    /// Replay a committer's sampling with the engine; answer with [`Input::Scored`].
+    Score {
+        /// The committer.
+        node: NodeId,
+        /// The commitment its reveal opens.
+        commitment: crate::Commitment,
+        /// The job.
+        job: crate::engine::ScoreJob,
+    },
     /// Send evidence of a committer's misbehaviour to the chain sinks (it has been verified).
     Report(Box<crate::misbehaviour::Misbehaviour>),
     /// Ask `peer` directly for what it saw of a request ([`Message::SyncRequest`]).
@@ -585,6 +608,12 @@ impl Coordinator {
                 purpose,
                 result,
             } => self.on_embedded(now_ms, request_id, purpose, result, &mut out),
+            Input::Scored {
+                request_id,
+                node,
+                commitment,
+                result,
+            } => self.on_scored(request_id, node, commitment, result, &mut out),
             Input::OwnOutputPersisted { request_id, result } => {
                 out.extend(self.on_own_persisted(now_ms, request_id, result))
             }
@@ -620,6 +649,7 @@ impl Coordinator {
             reveals: BTreeMap::new(),
             reported: BTreeSet::new(),
             reembeddings: BTreeMap::new(),
+            scores: BTreeMap::new(),
             announced: BTreeSet::new(),
             early_reveals: BTreeMap::new(),
             own: OwnState::NotAnswering,

@@ -30,6 +30,15 @@ pub(super) enum Reembedding {
     Done(Option<BinaryEmbedding>),
 }
 
+/// Where the replay of one reveal's sampling stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Scoring {
+    /// Asked of the engine.
+    Pending,
+    /// Judged: the fault, or `None` when it passed or could not be replayed here.
+    Done(Option<crate::consensus::sampling::SamplingFault>),
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Quorum {
     /// Bytes this request reserves of the node's state budget.
@@ -45,6 +54,9 @@ pub(super) struct Quorum {
     pub(super) reported: BTreeSet<NodeId>,
     /// Distinct reveals per node (at most two kept).
     pub(super) reveals: BTreeMap<NodeId, Vec<RevealMsg>>,
+    /// Replays of committers' sampling keyed by (node, opened commitment): only for reveals
+    /// of models this node serves.
+    pub(super) scores: BTreeMap<(NodeId, crate::Commitment), Scoring>,
     /// Re-embeddings keyed by (node, opened commitment).
     pub(super) reembeddings: BTreeMap<(NodeId, crate::Commitment), Reembedding>,
     /// Rejections already announced.

@@ -57,7 +57,16 @@ impl Coordinator {
             let own_model = self.config.embedding_model.clone();
             let reveals: Vec<RevealMsg> = q.reveals.values().flatten().cloned().collect();
             for r in reveals {
-                Self::check_reveal(&mut q, own_model.as_deref(), &r, &mut out);
+                let serves_model = self.config.served_models.contains(&r.model);
+                let grace = self.config.verify_grace_ms;
+                Self::check_reveal(
+                    &mut q,
+                    own_model.as_deref(),
+                    serves_model,
+                    grace,
+                    &r,
+                    &mut out,
+                );
             }
         }
         info!(request = %id.short(), phase = ?q.phase, committed = q.committed(), revealed = q.reveals.len(), "request restored");

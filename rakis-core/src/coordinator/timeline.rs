@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::quorum::{OwnState, Quorum, Reembedding};
+use super::quorum::{OwnState, Quorum, Reembedding, Scoring};
 use super::*;
 use crate::events::NodeEvent;
 use crate::protocol::{ConsensusResultMsg, Message, RevealMsg};
@@ -64,7 +64,8 @@ impl Coordinator {
                         },
                         own.model.clone(),
                         Vec::new(),
-                    );
+                    )
+                    .with_tokens(own.token_ids.clone(), own.ending);
                     q.reveals.insert(self.node, vec![reveal.clone()]);
                     q.reembeddings.insert(
                         (self.node, own.commitment),
@@ -139,7 +140,8 @@ impl Coordinator {
             // A node without an embedder cannot verify: it waits for peers' signed results.
             return;
         }
-        let pending = q.reembeddings.values().any(|s| *s == Reembedding::Pending);
+        let pending = q.reembeddings.values().any(|s| *s == Reembedding::Pending)
+            || q.scores.values().any(|s| *s == Scoring::Pending);
         let all_revealed = q.commits.keys().all(|n| q.reveals.contains_key(n));
         let ready = match q.phase {
             Phase::Revealing => all_revealed && !pending,
@@ -212,9 +214,14 @@ impl Coordinator {
                     Some(Reembedding::Done(e)) => e.clone(),
                     _ => None,
                 };
+                let sampling_fault = match q.scores.get(&(r.reveal.node, opened)) {
+                    Some(Scoring::Done(f)) => f.clone(),
+                    _ => None,
+                };
                 Submission {
                     reveal: r.reveal.clone(),
                     reembedding,
+                    sampling_fault,
                 }
             })
             .collect();

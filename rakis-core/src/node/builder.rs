@@ -268,6 +268,7 @@ impl NodeBuilder {
             reconcile_window_ms: ms(self.config.reconcile_window),
             initial_generation_estimate_ms: ms(self.config.initial_generation_estimate),
             reembed_tolerance_bits: self.config.reembed_tolerance_bits,
+            sampling_policy: self.config.sampling_policy,
             max_open_requests: self.config.max_open_requests,
             max_open_per_requester: self.config.max_open_per_requester,
             max_request_time_ms: ms(self.config.max_request_time),

@@ -63,6 +63,10 @@ pub struct NodeConfig {
     pub event_capacity: usize,
     /// Re-embedding tolerance override in bits (default: 8 per 384 bits of the embedding).
     pub reembed_tolerance_bits: Option<u32>,
+    /// How much honest numerical difference the replay of a committer's sampling tolerates
+    /// (band, positions beyond it; defaults measured, docs/consensus.md).
+    #[serde(default)]
+    pub sampling_policy: crate::consensus::sampling::ReplayPolicy,
     /// Expected generation time before any was measured: requests whose deadline is nearer are
     /// not answered.
     #[serde(with = "humantime_serde")]
@@ -120,6 +124,7 @@ impl Default for NodeConfig {
             status_interval: Some(Duration::from_secs(30)),
             event_capacity: 1024,
             reembed_tolerance_bits: None,
+            sampling_policy: Default::default(),
             initial_generation_estimate: Duration::ZERO,
             max_open_requests: crate::coordinator::DEFAULT_MAX_OPEN_REQUESTS,
             max_open_per_requester: crate::coordinator::DEFAULT_MAX_OPEN_PER_REQUESTER,

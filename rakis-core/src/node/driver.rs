@@ -679,6 +679,34 @@ impl Driver {
                         .instrument(span),
                     );
                 }
+                Action::Score {
+                    node,
+                    commitment,
+                    job,
+                } => {
+                    let engine = self.engine.clone();
+                    let tx = self.jobs_tx.clone();
+                    let request_id = job.request_id;
+                    let span =
+                        info_span!("score", request = %request_id.short(), node = %node.short());
+                    self.tasks.spawn(
+                        async move {
+                            let result = match engine {
+                                Some(engine) => engine.score(job).await,
+                                None => Err(crate::EngineError::Unsupported(
+                                    "this node has no engine".into(),
+                                )),
+                            };
+                            let _ = tx.send(DriverInput::Coordinator(Input::Scored {
+                                request_id,
+                                node,
+                                commitment,
+                                result,
+                            }));
+                        }
+                        .instrument(span),
+                    );
+                }
                 Action::RequestSync { peer, request_id } => self.ask_sync(peer, request_id),
                 Action::Report(evidence) => self.report_to_sinks(*evidence),
                 Action::Emit(ev) => {

@@ -88,6 +88,7 @@ impl Simulation {
                 .map(|r| Submission {
                     reveal: r.reveal.clone(),
                     reembedding: Some(r.reveal.embedding.clone()),
+                    sampling_fault: None,
                 })
                 .collect();
             rakis_core::consensus::evaluate(&id, params, &commits, &submissions)

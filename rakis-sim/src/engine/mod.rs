@@ -597,6 +597,25 @@ impl Simulation {
                         },
                     );
                 }
+                // Scripted answers have no token ids to replay: the engine cannot score.
+                Action::Score {
+                    node,
+                    commitment,
+                    job,
+                } => self.push(
+                    self.now,
+                    Ev::Input {
+                        to: i,
+                        input: Input::Scored {
+                            request_id: job.request_id,
+                            node,
+                            commitment,
+                            result: Err(rakis_core::EngineError::Unsupported(
+                                "the simulator's engine does not score".into(),
+                            )),
+                        },
+                    },
+                ),
                 Action::Persist(_) => {}
                 Action::PersistOwnOutput(own) => {
                     self.nodes[i]
