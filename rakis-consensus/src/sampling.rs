@@ -186,24 +186,31 @@ impl Draw {
 
 /// Compares a claimed `token` with what `spec` draws from `logits` with random number `u`.
 pub fn check(logits: &[f32], spec: SamplerSpec, u: f64, token: u32) -> Draw {
-    let d = Distribution::new(logits, spec);
-    if let Some((best, top)) = d.greedy {
-        if best == token {
-            return Draw::Same;
+    Distribution::new(logits, spec).check(logits, u, token)
+}
+
+impl Distribution {
+    /// [`check`] against this distribution (made of `logits`), for several claimed tokens at
+    /// one position without building it again.
+    pub fn check(&self, logits: &[f32], u: f64, token: u32) -> Draw {
+        if let Some((best, top)) = self.greedy {
+            if best == token {
+                return Draw::Same;
+            }
+            return match logits.get(token as usize) {
+                Some(&l) if l.is_finite() => Draw::Near {
+                    distance: f64::from(top) - f64::from(l),
+                },
+                _ => Draw::Outside,
+            };
         }
-        return match logits.get(token as usize) {
-            Some(&l) if l.is_finite() => Draw::Near {
-                distance: f64::from(top) - f64::from(l),
+        match self.interval(token) {
+            None => Draw::Outside,
+            Some((lo, hi)) if u >= lo && u < hi => Draw::Same,
+            Some((lo, hi)) => Draw::Near {
+                distance: if u < lo { lo - u } else { u - hi },
             },
-            _ => Draw::Outside,
-        };
-    }
-    match d.interval(token) {
-        None => Draw::Outside,
-        Some((lo, hi)) if u >= lo && u < hi => Draw::Same,
-        Some((lo, hi)) => Draw::Near {
-            distance: if u < lo { lo - u } else { u - hi },
-        },
+        }
     }
 }
 

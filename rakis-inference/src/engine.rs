@@ -380,10 +380,11 @@ impl TextGenerator {
                 let k = answer.len();
                 let logits = logits_at(k)?;
                 let u = position_random(&sampling.seed, k as u32);
+                let d = Distribution::new(&logits, spec);
                 let best = self
                     .stop_tokens
                     .iter()
-                    .map(|&t| check(&logits, spec, u, t))
+                    .map(|&t| d.check(&logits, u, t))
                     .min_by(|a, b| draw_rank(a).total_cmp(&draw_rank(b)));
                 Some(best.unwrap_or(Draw::Outside))
             }

@@ -343,9 +343,15 @@ impl Coordinator {
             Self::announce_rejection(q, from, r.reveal.inference_id, reason, out);
             return;
         };
+        // This node's own reveal (a restored one) needs neither a replay nor a re-embedding.
+        let own = match &q.own {
+            OwnState::Committed(o) if o.commitment == commitment => Some(o.embedding.clone()),
+            _ => None,
+        };
         // The second check: the committer's sampling, replayed by a node serving its model
         // with the seed its VRF proof gives (a proof that does not hold is refused by all).
-        if let std::collections::btree_map::Entry::Vacant(slot) = q.scores.entry((from, commitment))
+        if let (None, std::collections::btree_map::Entry::Vacant(slot)) =
+            (&own, q.scores.entry((from, commitment)))
         {
             match crate::vrf::sampling_seed(&from, &id, &r.seed_proof) {
                 Err(_) => {
@@ -378,11 +384,7 @@ impl Coordinator {
         if own_model != Some(r.reveal.embedding_model.as_str()) {
             return;
         }
-        let own_embedding = match &q.own {
-            OwnState::Committed(o) if o.commitment == commitment => Some(o.embedding.clone()),
-            _ => None,
-        };
-        match own_embedding {
+        match own {
             Some(e) => {
                 q.reembeddings
                     .insert((from, commitment), Reembedding::Done(Some(e)));
