@@ -6,18 +6,24 @@
 //! otherwise:        w_i = exp((l_i - max_j l_j) / T)                (f64; temperature first)
 //!                   nucleus = the fewest tokens, by w descending (ties: lower id first), whose
 //!                             sum reaches p × Σ w  (p >= 1: every token)
-//!                   token   = the first id, in ascending id order over the nucleus, at which
+//!                   token   = the first, in canonical order over the nucleus, at which
 //!                             the running sum of w passes u × Σ_nucleus w
+//! canonical order   = rank r holds token (r × 1000003) mod V   (V: vocabulary size; sums of
+//!                     w run in this order too)
 //! u_k               = (u64_be(SHA-256("rakis/sample/v1" ‖ 0x00 ‖ seed[32] ‖ k:u32)[0..8]) >> 11) / 2^53
 //! ```
 //!
 //! Temperature comes before the nucleus cut (candle's order; llama.cpp cuts first — the same
-//! request would otherwise mean two distributions). The inverse CDF runs over token ids, not
-//! over probabilities: a near-tie between two tokens then moves a boundary a little instead of
+//! request would otherwise mean two distributions). The inverse CDF runs over a fixed order of
+//! the token ids ([`CanonicalOrder`]: a prime-step permutation, so that tokens a liar would swap,
+//! adjacent in id order, are far apart), not over probabilities: a near-tie between two tokens then moves a boundary a little instead of
 //! swapping the tokens' places, so a verifier whose logits differ slightly from the
 //! generator's (another engine, weight format, thread count) finds `u` near the token's
-//! interval rather than in another token's. [`check`] measures how far `u` lies outside the
-//! claimed token's interval; a tolerance band absorbs honest numerical differences.
+//! interval rather than in another token's. [`check`] measures, in logits, how far the
+//! verifier's logits would have to move for the claimed token to be drawn with `u` (the
+//! smallest such tolerance, see [`Distribution::check`]); a tolerance of a few tenths of a
+//! logit absorbs honest numerical differences, which is what another engine's rounding gives
+//! on small quantized models (docs/consensus.md has the measurement).
 
 use serde::{Deserialize, Serialize};
 
@@ -57,10 +63,67 @@ pub fn position_random(seed: &Hash32, k: u32) -> f64 {
     (v >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// One position's distribution under a spec: the nucleus (ascending ids) and the weights.
+/// The canonical order of a vocabulary of `V` tokens, in which the inverse CDF runs: rank `r`
+/// holds token `r × 1_000_003 mod V` (a prime step, so every token once). Neighbours in this
+/// order are unrelated tokens: in id order, tokens a liar would swap (the digits `4` and `5`,
+/// `Paris` and `Pari`) sit side by side, and a claim of the neighbour needs only a small shift
+/// of a boundary; here it lands anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CanonicalOrder {
+    vocab: u64,
+    /// The step's inverse modulo the vocabulary size.
+    inverse: u64,
+}
+
+/// The step of [`CanonicalOrder`] (a prime larger than any vocabulary it serves).
+pub const ORDER_STEP: u64 = 1_000_003;
+
+impl CanonicalOrder {
+    /// The order of a vocabulary of `vocab` tokens.
+    pub fn new(vocab: usize) -> Self {
+        let v = vocab.max(1) as u64;
+        // Extended Euclid: the step's inverse modulo v (v < ORDER_STEP, so they are coprime;
+        // a larger vocabulary that is a multiple of the step falls back to id order).
+        let (mut r0, mut r1) = (i128::from(v), i128::from(ORDER_STEP % v));
+        let (mut t0, mut t1) = (0i128, 1i128);
+        while r1 != 0 {
+            let q = r0 / r1;
+            (r0, r1) = (r1, r0 - q * r1);
+            (t0, t1) = (t1, t0 - q * t1);
+        }
+        let inverse = if r0 == 1 {
+            t0.rem_euclid(i128::from(v)) as u64
+        } else {
+            0
+        };
+        CanonicalOrder { vocab: v, inverse }
+    }
+
+    /// The token at rank `r`.
+    pub fn id(&self, r: usize) -> u32 {
+        if self.inverse == 0 {
+            return r as u32;
+        }
+        ((r as u64 * (ORDER_STEP % self.vocab)) % self.vocab) as u32
+    }
+
+    /// The rank of token `id`.
+    pub fn rank(&self, id: u32) -> u32 {
+        if self.inverse == 0 {
+            return id;
+        }
+        ((u64::from(id) * self.inverse) % self.vocab) as u32
+    }
+}
+
+/// One position's distribution under a spec: the nucleus (in canonical order) and the weights.
 #[derive(Clone, Debug)]
 pub struct Distribution {
-    /// Nucleus token ids, ascending.
+    /// The vocabulary's canonical order.
+    order: CanonicalOrder,
+    /// Ranks of the nucleus tokens, ascending.
+    ranks: Vec<u32>,
+    /// Nucleus token ids, in canonical order.
     ids: Vec<u32>,
     /// Their weights `w`, in the same order.
     weights: Vec<f64>,
@@ -68,6 +131,10 @@ pub struct Distribution {
     total: f64,
     /// For greedy specs: the highest logit and its token.
     greedy: Option<(u32, f32)>,
+    /// The spec it was made with.
+    spec: SamplerSpec,
+    /// The highest finite logit.
+    max: f32,
 }
 
 impl Distribution {
@@ -81,10 +148,14 @@ impl Distribution {
                 }
             }
             return Distribution {
+                order: CanonicalOrder::new(logits.len()),
+                ranks: Vec::new(),
                 ids: Vec::new(),
                 weights: Vec::new(),
                 total: 0.0,
                 greedy: best,
+                spec,
+                max: best.map_or(f32::NEG_INFINITY, |(_, l)| l),
             };
         }
         let t = f64::from(spec.temperature);
@@ -93,12 +164,14 @@ impl Distribution {
             .copied()
             .filter(|l| l.is_finite())
             .fold(f32::NEG_INFINITY, f32::max);
-        let mut pairs: Vec<(f64, u32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| ((f64::from(l) - f64::from(max)) / t, i as u32))
-            .map(|(x, i)| (x.exp(), i))
+        let order = CanonicalOrder::new(logits.len());
+        let mut pairs: Vec<(f64, u32)> = (0..logits.len())
+            .map(|r| order.id(r))
+            .filter_map(|i| {
+                let l = logits[i as usize];
+                l.is_finite()
+                    .then(|| (((f64::from(l) - f64::from(max)) / t).exp(), i))
+            })
             .filter(|(w, _)| *w > 0.0)
             .collect();
         let all: f64 = pairs.iter().map(|(w, _)| w).sum();
@@ -115,14 +188,18 @@ impl Distribution {
                 }
             }
             pairs.truncate(keep.max(1));
-            pairs.sort_unstable_by_key(|&(_, i)| i);
+            pairs.sort_unstable_by_key(|&(_, i)| order.rank(i));
         }
         let total = pairs.iter().map(|(w, _)| w).sum();
         Distribution {
+            ranks: pairs.iter().map(|&(_, i)| order.rank(i)).collect(),
+            order,
             ids: pairs.iter().map(|&(_, i)| i).collect(),
             weights: pairs.iter().map(|&(w, _)| w).collect(),
             total,
             greedy: None,
+            spec,
+            max,
         }
     }
 
@@ -145,7 +222,7 @@ impl Distribution {
     /// The interval `[lo, hi)` of `u` that draws `token`, as fractions of the nucleus mass
     /// (`None` when the token is outside the nucleus).
     pub fn interval(&self, token: u32) -> Option<(f64, f64)> {
-        let at = self.ids.binary_search(&token).ok()?;
+        let at = self.ranks.binary_search(&self.order.rank(token)).ok()?;
         let below: f64 = self.weights[..at].iter().sum();
         Some((below / self.total, (below + self.weights[at]) / self.total))
     }
@@ -162,27 +239,30 @@ impl Distribution {
 pub enum Draw {
     /// The verifier draws the same token.
     Same,
-    /// Another token, but `u` lies `distance` (a fraction of the nucleus mass; for greedy, a
-    /// logit gap) outside the claimed token's interval.
+    /// Another token, but logits within `distance` of the verifier's (each logit moved by at
+    /// most that much, in the direction most favourable to the claim) draw the claimed one
+    /// with the same random number.
     Near {
-        /// How far outside.
+        /// The smallest logit tolerance that explains the claim.
         distance: f64,
     },
-    /// The claimed token is outside the verifier's nucleus (or has no finite logit).
+    /// No logits within [`MAX_TOLERANCE`] of the verifier's draw the claimed token.
     Outside,
 }
 
 impl Draw {
-    /// Whether the draw is within `band` (a fraction of the nucleus mass, or a logit gap for
-    /// greedy specs).
-    pub fn within(&self, band: f64) -> bool {
+    /// Whether the draw is explained by logits within `tolerance` of the verifier's.
+    pub fn within(&self, tolerance: f64) -> bool {
         match *self {
             Draw::Same => true,
-            Draw::Near { distance } => distance <= band,
+            Draw::Near { distance } => distance <= tolerance,
             Draw::Outside => false,
         }
     }
 }
+
+/// The largest logit tolerance [`check`] measures; a claim needing more is [`Draw::Outside`].
+pub const MAX_TOLERANCE: f64 = 4.0;
 
 /// Compares a claimed `token` with what `spec` draws from `logits` with random number `u`.
 pub fn check(logits: &[f32], spec: SamplerSpec, u: f64, token: u32) -> Draw {
@@ -192,25 +272,102 @@ pub fn check(logits: &[f32], spec: SamplerSpec, u: f64, token: u32) -> Draw {
 impl Distribution {
     /// [`check`] against this distribution (made of `logits`), for several claimed tokens at
     /// one position without building it again.
+    ///
+    /// The distance is the smallest `δ` such that some logits within `δ` of the verifier's
+    /// (every logit moved by at most `δ`) draw the claimed token with `u`: another engine,
+    /// weight format or thread count computes logits that differ by a few tenths on small
+    /// quantized models, and a claim those differences explain is honest. Moving the tokens
+    /// before the claimed one (in id order) down by `δ` and the others up scales the mass below
+    /// the claimed token's interval by `e^{-2δ/T}` relative to the rest, so
+    /// `δ = (T/2) · ln(B (1 − u) / (u (w + C)))` when `u` lies below the interval (`B`, `w`,
+    /// `C`: the nucleus mass below, of and above the token) and
+    /// `δ = (T/2) · ln(u C / ((1 − u)(B + w)))` above it. A token outside the nucleus is first
+    /// brought in: the smallest `δ` (bisection) at which raising it and lowering the others
+    /// would keep it in the nucleus. Greedy: half the logit gap to the best token.
     pub fn check(&self, logits: &[f32], u: f64, token: u32) -> Draw {
+        let Some(&claimed) = logits.get(token as usize) else {
+            return Draw::Outside;
+        };
+        if !claimed.is_finite() {
+            return Draw::Outside;
+        }
         if let Some((best, top)) = self.greedy {
             if best == token {
                 return Draw::Same;
             }
-            return match logits.get(token as usize) {
-                Some(&l) if l.is_finite() => Draw::Near {
-                    distance: f64::from(top) - f64::from(l),
-                },
-                _ => Draw::Outside,
-            };
+            return Self::bounded((f64::from(top) - f64::from(claimed)) / 2.0);
         }
-        match self.interval(token) {
-            None => Draw::Outside,
-            Some((lo, hi)) if u >= lo && u < hi => Draw::Same,
-            Some((lo, hi)) => Draw::Near {
-                distance: if u < lo { lo - u } else { u - hi },
-            },
+        let t = f64::from(self.spec.temperature);
+        let w = ((f64::from(claimed) - f64::from(self.max)) / t).exp();
+        let (below, above, into) = match self.ranks.binary_search(&self.order.rank(token)) {
+            Ok(at) => {
+                let below: f64 = self.weights[..at].iter().sum();
+                let lo = below / self.total;
+                let hi = (below + self.weights[at]) / self.total;
+                if u >= lo && u < hi {
+                    return Draw::Same;
+                }
+                (below, self.total - below - self.weights[at], 0.0)
+            }
+            Err(at) => {
+                let Some(into) = self.inclusion_tolerance(logits, w) else {
+                    return Draw::Outside;
+                };
+                let below: f64 = self.weights[..at].iter().sum();
+                (below, self.total - below, into)
+            }
+        };
+        let total = below + w + above;
+        let (lo, hi) = (below / total, (below + w) / total);
+        let interval = if u < lo {
+            (t / 2.0) * ((below * (1.0 - u)) / (u * (w + above))).ln()
+        } else if u >= hi {
+            (t / 2.0) * ((u * above) / ((1.0 - u) * (below + w))).ln()
+        } else {
+            0.0
+        };
+        Self::bounded(interval.max(into).max(0.0))
+    }
+
+    fn bounded(distance: f64) -> Draw {
+        if distance.is_finite() && distance <= MAX_TOLERANCE {
+            Draw::Near { distance }
+        } else {
+            Draw::Outside
         }
+    }
+
+    /// The smallest `δ` at which a token of weight `w` outside the nucleus would be in it
+    /// (raised by `δ`, every other logit lowered by `δ`); `None` beyond [`MAX_TOLERANCE`].
+    fn inclusion_tolerance(&self, logits: &[f32], w: f64) -> Option<f64> {
+        let t = f64::from(self.spec.temperature);
+        let p = f64::from(self.spec.top_p.max(0.0));
+        let weights: Vec<f64> = logits
+            .iter()
+            .filter(|l| l.is_finite())
+            .map(|&l| ((f64::from(l) - f64::from(self.max)) / t).exp())
+            .collect();
+        let all: f64 = weights.iter().sum();
+        // In the nucleus under δ: the mass strictly heavier than the raised token (scaled down)
+        // stays below p × the perturbed total.
+        let included = |d: f64| {
+            let s2 = (2.0 * d / t).exp();
+            let heavier: f64 = weights.iter().filter(|&&x| x > w * s2).sum();
+            heavier < p * (all - w + w * s2)
+        };
+        if !included(MAX_TOLERANCE) {
+            return None;
+        }
+        let (mut lo, mut hi) = (0.0, MAX_TOLERANCE);
+        for _ in 0..30 {
+            let mid = (lo + hi) / 2.0;
+            if included(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Some(hi)
     }
 }
 
@@ -304,15 +461,14 @@ impl Replay {
     }
 }
 
-/// How much honest numerical difference a verifier tolerates (defaults measured: see
-/// docs/consensus.md).
+/// How much honest numerical difference a verifier tolerates, in logits (defaults measured:
+/// see docs/consensus.md).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplayPolicy {
-    /// Largest distance of `u` outside a claimed token's interval that counts as agreement
-    /// (fraction of the nucleus mass).
+    /// Largest logit tolerance ([`Draw::Near`]'s distance) that counts as agreement.
     pub band: f64,
-    /// For greedy decoding: largest logit gap between the claimed token and the verifier's
-    /// best that counts as agreement.
+    /// The same for greedy decoding (half the logit gap between the claimed token and the
+    /// verifier's best).
     pub greedy_band: f64,
     /// Positions beyond the band tolerated per 100 answer tokens (rounded down; at least
     /// `min_beyond`).
@@ -324,8 +480,8 @@ pub struct ReplayPolicy {
 impl Default for ReplayPolicy {
     fn default() -> Self {
         ReplayPolicy {
-            band: 0.02,
-            greedy_band: 0.5,
+            band: 0.3,
+            greedy_band: 0.3,
             beyond_per_100: 0,
             min_beyond: 0,
         }
@@ -349,7 +505,7 @@ fn ppm(distance: f64) -> u32 {
     }
 }
 
-/// Why a replay fails (distances in millionths of the nucleus mass, or of a logit for greedy).
+/// Why a replay fails (distances: logit tolerances, in millionths of a logit).
 #[derive(
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, thiserror::Error,
 )]
@@ -383,6 +539,10 @@ pub enum SamplingFault {
     /// The revealed text is not the decoding of the revealed token ids.
     #[error("the text is not the decoding of the token ids")]
     TextMismatch,
+    /// The reveal declares other weights (file or quantization) than the verifier's for the
+    /// model it names: a model name stands for one set of weights.
+    #[error("the reveal declares other weights than the model's")]
+    OtherWeights,
     /// The reveal's sampling seed proof is not the committer's VRF proof for the request.
     #[error("the sampling seed's proof does not hold")]
     BadSeedProof,
@@ -405,7 +565,7 @@ mod tests {
         );
         assert_eq!(
             check(&[0.0, 3.0, 2.5], SamplerSpec::GREEDY, 0.1, 2),
-            Draw::Near { distance: 0.5 }
+            Draw::Near { distance: 0.25 }
         );
     }
 
@@ -417,8 +577,12 @@ mod tests {
         assert_eq!(sample(&l, HOT, 0.34), Some(1));
         assert_eq!(sample(&l, HOT, 0.99), Some(2));
         assert_eq!(check(&l, HOT, 0.34, 1), Draw::Same);
+        // Token 2 needs tokens 0 and 1 lowered by δ and itself raised by δ until its interval
+        // starts at 0.34: 2 / (2 + e^{2δ}) = 0.34.
         match check(&l, HOT, 0.34, 2) {
-            Draw::Near { distance } => assert!((distance - (2.0 / 3.0 - 0.34)).abs() < 1e-12),
+            Draw::Near { distance } => {
+                assert!((distance - 0.5 * (2.0f64 / 0.34 - 2.0).ln()).abs() < 1e-12)
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -433,8 +597,33 @@ mod tests {
         };
         let d = Distribution::new(&l, spec);
         assert_eq!(d.nucleus_len(), 2);
-        assert_eq!(check(&l, spec, 0.5, 2), Draw::Outside);
+        // Token 2 enters the nucleus only when raised ~0.38 and the others lowered as much;
+        // token 3 never enters.
+        match check(&l, spec, 0.5, 2) {
+            Draw::Near { distance } => assert!((distance - 0.3848).abs() < 1e-3, "{distance}"),
+            other => panic!("{other:?}"),
+        }
+        let far = [12.0f32, 2.0, 1.0, 0.0];
+        assert_eq!(check(&far, spec, 0.5, 3), Draw::Outside);
         assert_eq!(sample(&l, spec, 0.99), Some(1));
+    }
+
+    #[test]
+    fn the_canonical_order_is_a_permutation_that_scatters_neighbours() {
+        for v in [1usize, 2, 3, 4, 7, 1000, 49_152, 262_144] {
+            let o = CanonicalOrder::new(v);
+            let mut seen = vec![false; v];
+            for r in 0..v {
+                let id = o.id(r);
+                assert!(!seen[id as usize], "{v}: {id} twice");
+                seen[id as usize] = true;
+                assert_eq!(o.rank(id) as usize, r);
+            }
+        }
+        // SmolLM2's vocabulary: the digits (ids 32..=41 there) are far apart.
+        let o = CanonicalOrder::new(49_152);
+        let (a, b) = (o.rank(36), o.rank(37));
+        assert!(a.abs_diff(b) > 1000, "{a} {b}");
     }
 
     #[test]

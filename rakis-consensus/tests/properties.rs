@@ -1165,21 +1165,39 @@ proptest! {
         }
     }
 
-    /// A small change of the logits (another engine, another weight format) moves the
-    /// claimed token's interval only a little: the draw stays within a band that grows with
-    /// the change, never `Outside` the nucleus when no cut is made.
+    /// The check's distance is a logit tolerance that holds: whatever token logits within
+    /// `δ` of the verifier's draw with `u` (another engine, another weight format), the
+    /// verifier finds it within `δ` (no nucleus cut; greedy: within `δ` as half the gap).
     #[test]
-    fn small_logit_noise_moves_the_draw_a_little(
+    fn logit_noise_within_the_tolerance_is_explained(
         logits in arb_logits(),
         u in 0.0f64..1.0,
-        noise in prop::collection::vec(-1e-3f32..1e-3, 64),
+        temperature in 0.0f32..2.0,
+        delta in 0.0f32..1.0,
+        noise in prop::collection::vec(-1.0f32..1.0, 64),
     ) {
         use rakis_consensus::sampling::{check, sample, SamplerSpec};
+        let spec = SamplerSpec { temperature, top_p: 1.0 };
+        let noisy: Vec<f32> = logits.iter().zip(&noise).map(|(l, n)| l + n * delta).collect();
+        // The generator's logits are the noisy ones; the verifier holds the originals.
+        let token = sample(&noisy, spec, u).unwrap();
+        let draw = check(&logits, spec, u, token);
+        prop_assert!(draw.within(f64::from(delta) + 1e-5), "{:?} beyond {}", draw, delta);
+    }
+
+    /// A lie needs a tolerance: a token whose interval lies away from `u` needs logits moved
+    /// by more than a small tolerance, and the needed tolerance grows with the distance.
+    #[test]
+    fn a_claim_far_from_u_needs_a_large_tolerance(u in 0.05f64..0.45) {
+        use rakis_consensus::sampling::{check, Draw, SamplerSpec};
+        // Two equal tokens: u < 0.5 draws token 0; claiming token 1 needs 1 / (1 + e^{2δ}) ≤ u.
         let spec = SamplerSpec { temperature: 1.0, top_p: 1.0 };
-        let token = sample(&logits, spec, u).unwrap();
-        let noisy: Vec<f32> = logits.iter().zip(&noise).map(|(l, n)| l + n).collect();
-        // Relative weights change by at most e^(2e-3) - 1 ≈ 0.2 %: the interval's ends move
-        // by at most that fraction of the mass.
-        prop_assert!(check(&noisy, spec, u, token).within(0.0025));
+        match check(&[0.0, 0.0], spec, u, 1) {
+            Draw::Near { distance } => {
+                let exact = 0.5 * ((1.0 - u) / u).ln();
+                prop_assert!((distance - exact).abs() < 1e-9, "{} vs {}", distance, exact);
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
     }
 }

@@ -110,6 +110,17 @@ pub struct ScoreJob {
     pub deadline_ms: u64,
 }
 
+/// Which weights a model runs with: the SHA-256 of its weights file and the quantization its
+/// engine computes with. A model name in the protocol stands for one such pair: the second
+/// check replays a committer's sampling only with the same weights, and receipts name them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ModelWeights {
+    /// SHA-256 of the weights file (a GGUF file for `CandleEngine`).
+    pub sha256: Hash32,
+    /// The quantization the engine computes with (`"Q4_1"`, `"Q8_0"`, ...).
+    pub quantization: String,
+}
+
 /// The result of scoring: how each position replays (judge it with
 /// [`Replay::judge`](crate::consensus::sampling::Replay::judge)).
 pub type Score = Replay;
@@ -125,6 +136,13 @@ pub trait InferenceEngine: Send + Sync {
     fn models(&self) -> Vec<String>;
     /// Number of jobs it can run at once.
     fn workers(&self) -> usize;
+
+    /// The weights `model` runs with (`None`: not known, as for scripted engines). Nodes
+    /// declare them in their reveals and replay only reveals that declare their own.
+    fn weights(&self, model: &str) -> Option<ModelWeights> {
+        let _ = model;
+        None
+    }
     /// Generates text for a job.
     async fn generate(&self, job: GenerationJob) -> Result<Generation, EngineError>;
     /// Replays a committer's sampling of an answer with this engine's model. Engines that

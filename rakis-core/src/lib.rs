@@ -95,7 +95,8 @@ pub use node::{
 pub use chain::{ChainError, ChainSink, RequestSource, SubmitReceipt};
 pub use embedder::{EmbedError, Embedder};
 pub use engine::{
-    EngineError, FinishReason, Generation, GenerationJob, InferenceEngine, Score, ScoreJob,
+    EngineError, FinishReason, Generation, GenerationJob, InferenceEngine, ModelWeights, Score,
+    ScoreJob,
 };
 pub use membership::{Committee, Epoch, Membership, StaticMembership};
 pub use misbehaviour::Misbehaviour;

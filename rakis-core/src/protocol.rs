@@ -446,6 +446,10 @@ pub struct RevealMsg {
     /// The committer's VRF proof of its sampling seed for the request
     /// ([`NodeKey::sampling_seed`](crate::NodeKey::sampling_seed)).
     pub seed_proof: crate::vrf::VrfProof,
+    /// The weights the committer generated with (SHA-256 of the file and quantization);
+    /// verifiers serving the model replay only reveals declaring their own.
+    #[serde(default)]
+    pub weights: Option<crate::engine::ModelWeights>,
 }
 
 impl RevealMsg {
@@ -463,6 +467,7 @@ impl RevealMsg {
         );
         let (seed_proof, _) = key.sampling_seed(&reveal.request_id);
         RevealMsg {
+            weights: None,
             reveal,
             model: model.into(),
             evidence,
@@ -471,6 +476,12 @@ impl RevealMsg {
             ending: rakis_consensus::sampling::Ending::Stop,
             seed_proof,
         }
+    }
+
+    /// The reveal declaring the weights its answer was generated with.
+    pub fn with_weights(mut self, weights: Option<crate::engine::ModelWeights>) -> Self {
+        self.weights = weights;
+        self
     }
 
     /// The reveal with the generated token ids and how the answer ended.
@@ -522,6 +533,16 @@ pub struct ConsensusResultMsg {
     /// Signature over [`eth_signed_message_hash`](crate::identity::eth_signed_message_hash)
     /// of `result_digest` (checkable with `ecrecover` on EVM chains).
     pub signature: Signature,
+    /// The weights the selected answer declares (SHA-256 of the file and quantization), which
+    /// a signer that replayed it checked against its own. Not part of the signed digest.
+    #[serde(default)]
+    pub weights: Option<crate::engine::ModelWeights>,
+    /// Whether this signer replayed the selected answer's sampling (the second check) and it
+    /// held, or generated that answer itself; `false` from a node that verified by
+    /// re-embedding only. Not part of the signed
+    /// digest: a certificate's results say who scored the selected output.
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 impl ConsensusResultMsg {
@@ -552,7 +573,20 @@ impl ConsensusResultMsg {
             result_digest: *result_digest,
             signer: key.node_id(),
             signature: key.sign_digest(&crate::identity::eth_signed_message_hash(&result_digest.0)),
+            weights: None,
+            replayed: false,
         })
+    }
+
+    /// The result with what its signer checked of the selected answer.
+    pub fn with_checks(
+        mut self,
+        weights: Option<crate::engine::ModelWeights>,
+        replayed: bool,
+    ) -> Self {
+        self.weights = weights;
+        self.replayed = replayed;
+        self
     }
 
     /// The signatures that support this result, one per node: this result's own (taken as it

@@ -70,6 +70,8 @@ pub fn forged_result(key: &NodeKey, id: crate::RequestId, text: &str) -> Consens
         result_digest: digest,
         signer: key.node_id(),
         signature: key.sign_digest(&crate::identity::eth_signed_message_hash(&digest.0)),
+        weights: None,
+        replayed: false,
     }
 }
 

@@ -77,10 +77,19 @@ fn reports(n: &SimNode) -> Vec<&rakis_core::Misbehaviour> {
 
 impl Sim {
     fn new(n: usize, answers: impl Fn(usize) -> Option<String>) -> Sim {
+        Sim::configured(n, answers, |_, _| {})
+    }
+
+    /// [`Sim::new`] with each node's configuration adjusted by `configure`.
+    fn configured(
+        n: usize,
+        answers: impl Fn(usize) -> Option<String>,
+        configure: impl Fn(usize, &mut CoordinatorConfig),
+    ) -> Sim {
         let nodes = (0..n)
             .map(|i| {
                 let engine = answers(i).map(|a| ScriptedEngine::constant(MODEL, &a));
-                let config = CoordinatorConfig {
+                let mut config = CoordinatorConfig {
                     network_id: SIM_NET.into(),
                     served_models: engine
                         .as_ref()
@@ -94,6 +103,7 @@ impl Sim {
                     verify_grace_ms: 1_000,
                     ..CoordinatorConfig::default()
                 };
+                configure(i, &mut config);
                 SimNode {
                     coord: Coordinator::with_rng_seed(
                         NodeKey::from_seed(i as u64),
@@ -419,6 +429,46 @@ fn five_nodes_agree_on_one_result() {
             .all(|d| *d == digests.last().unwrap().2));
     }
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+/// A model name stands for one set of weights: a committer that runs the model with other
+/// weights (a cheaper quantization, another file) and says so is rejected by the nodes serving
+/// the model (`OtherWeights`), before any replay; the results name the selected answer's weights.
+#[test]
+fn a_reveal_declaring_other_weights_fails_the_second_check() {
+    let weights = |q: &str| rakis_core::ModelWeights {
+        sha256: rakis_core::Hash32([7; 32]),
+        quantization: q.into(),
+    };
+    let mut sim = Sim::configured(4, honest, |i, c| {
+        let q = if i == 3 { "Q2_K" } else { "Q4_1" };
+        c.model_weights.insert(MODEL.into(), weights(q));
+    });
+    let req = sim.request(0, 3);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(u64::MAX);
+    let other = sim.nodes[3].coord.node_id();
+    for n in &sim.nodes[..3] {
+        let status = n.coord.status(&id).unwrap();
+        assert_eq!(status.phase, Phase::Completed, "{:?}", n.events);
+        let outcome = status.outcome.unwrap();
+        assert!(outcome.rejected.iter().any(|r| r.node == other
+            && r.reason
+                == RejectReason::UnfaithfulSampling(
+                    rakis_core::consensus::sampling::SamplingFault::OtherWeights
+                )));
+        assert!(!outcome.accepted.iter().any(|a| a.node == other));
+        let signed = n
+            .sent
+            .iter()
+            .find_map(|s| match s {
+                Message::ConsensusResult(r) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("a signed result");
+        assert_eq!(signed.weights, Some(weights("Q4_1")));
+    }
 }
 
 #[test]

@@ -132,6 +132,27 @@ pub struct TextGenerator {
     template: Arc<ChatTemplate>,
     stop_tokens: Vec<u32>,
     context: usize,
+    weights: rakis_core::ModelWeights,
+}
+
+/// SHA-256 of a file, read in chunks.
+fn file_sha256(path: &Path) -> Result<rakis_core::Hash32, InferenceError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| InferenceError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(rakis_core::Hash32(hasher.finalize().into()))
 }
 
 impl std::fmt::Debug for TextGenerator {
@@ -237,6 +258,19 @@ impl TextGenerator {
             .map(|c| (c as usize).min(MAX_CONTEXT))
             .unwrap_or(MAX_CONTEXT);
         let device = Device::Cpu;
+        // The model's identity in the protocol: the file's hash and how its weights are kept.
+        let quantization = match weights {
+            WeightFormat::Q8_0 => "Q8_0".to_string(),
+            WeightFormat::AsStored => ct
+                .tensor_infos
+                .get("blk.0.attn_q.weight")
+                .map(|t| format!("{:?}", t.ggml_dtype))
+                .unwrap_or_else(|| "as stored".into()),
+        };
+        let weights_id = rakis_core::ModelWeights {
+            sha256: file_sha256(gguf)?,
+            quantization,
+        };
         let model = match weights {
             WeightFormat::AsStored => LlamaModel::from_gguf(&ct, &mut file, &device)?,
             WeightFormat::Q8_0 => {
@@ -260,7 +294,13 @@ impl TextGenerator {
             template: Arc::new(template),
             stop_tokens,
             context,
+            weights: weights_id,
         })
+    }
+
+    /// The weights this generator runs with (SHA-256 of the GGUF file, quantization).
+    pub fn weights(&self) -> &rakis_core::ModelWeights {
+        &self.weights
     }
 
     /// The tokenizer.
@@ -548,6 +588,7 @@ enum Job {
 pub struct CandleEngine {
     model_name: String,
     workers: usize,
+    weights: rakis_core::ModelWeights,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     slots: Arc<Semaphore>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -582,6 +623,7 @@ impl CandleEngine {
     /// Starts workers around an already loaded model.
     pub fn from_generator(generator: TextGenerator, config: EngineConfig) -> Self {
         let workers = config.workers.max(1);
+        let weights = generator.weights().clone();
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let threads = (0..workers)
@@ -597,6 +639,7 @@ impl CandleEngine {
         CandleEngine {
             model_name: config.model_name,
             workers,
+            weights,
             queue: Mutex::new(Some(tx)),
             slots: Arc::new(Semaphore::new(workers + config.queue_capacity)),
             threads: Mutex::new(threads),
@@ -728,6 +771,10 @@ impl InferenceEngine for CandleEngine {
 
     fn workers(&self) -> usize {
         self.workers
+    }
+
+    fn weights(&self, model: &str) -> Option<rakis_core::ModelWeights> {
+        (model == self.model_name).then(|| self.weights.clone())
     }
 
     async fn generate(&self, job: GenerationJob) -> Result<Generation, EngineError> {

@@ -10,9 +10,11 @@
 //! differently, and one flipped 8-bit rounding of an activation spreads through every later
 //! layer. [`LlamaModel::forward_rows`] therefore runs every weight matmul, norm and MLP on all
 //! rows at once (cheap) and the attention one row at a time with exactly the shapes decoding
-//! uses; [`LlamaModel::forward_prompt`] keeps the batched masked attention for the prompt, as
-//! generation does. A scorer reads the prompt with `forward_prompt` and the answer with
-//! `forward_rows` and gets the generator's numbers.
+//! uses. The prompt is read the same way ([`LlamaModel::forward_prompt`]): every position's
+//! logits are then what single-token decoding computes — the protocol's canonical numerics,
+//! which another engine (llama.cpp decoding token by token) follows too, so that a verifier's
+//! logits differ from a generator's only by the engines' rounding, never by how the prompt was
+//! batched (docs/consensus.md).
 
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
@@ -58,7 +60,6 @@ pub struct LlamaModel {
     output: QMatMul,
     cos: Tensor,
     sin: Tensor,
-    neg_inf: Tensor,
     shape: LlamaShape,
     head_dim: usize,
 }
@@ -147,7 +148,6 @@ impl LlamaModel {
             output,
             cos,
             sin,
-            neg_inf: Tensor::new(f32::NEG_INFINITY, device)?,
             shape: LlamaShape {
                 n_head,
                 n_kv_head,
@@ -179,10 +179,10 @@ impl LlamaModel {
             .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
     }
 
-    /// Reads `ids` at positions `index_pos..` with batched, causally masked attention (how a
-    /// prompt is read); returns the logits of the last position, `(vocab,)`.
+    /// Reads `ids` at positions `index_pos..` (as [`forward_rows`](Self::forward_rows)) and
+    /// returns the logits of the last position only, `(vocab,)`.
     pub fn forward_prompt(&mut self, ids: &[u32], index_pos: usize) -> Result<Tensor> {
-        let hidden = self.run(ids, index_pos, Attention::Masked)?;
+        let hidden = self.run(ids, index_pos)?;
         let last = hidden.i((.., ids.len() - 1, ..))?;
         self.output.forward(&last)?.squeeze(0)
     }
@@ -191,12 +191,12 @@ impl LlamaModel {
     /// `(ids.len(), vocab)`: row `r` is bit for bit what decoding token `r` after the cached
     /// positions gives (the attention runs one row at a time as decoding runs it).
     pub fn forward_rows(&mut self, ids: &[u32], index_pos: usize) -> Result<Tensor> {
-        let hidden = self.run(ids, index_pos, Attention::RowByRow)?;
+        let hidden = self.run(ids, index_pos)?;
         self.output.forward(&hidden)?.squeeze(0)
     }
 
     /// The final hidden states of `ids` (normalised), `(1, L, n_embd)`.
-    fn run(&mut self, ids: &[u32], index_pos: usize, attention: Attention) -> Result<Tensor> {
+    fn run(&mut self, ids: &[u32], index_pos: usize) -> Result<Tensor> {
         if ids.is_empty() {
             candle_core::bail!("no tokens to read");
         }
@@ -210,10 +210,6 @@ impl LlamaModel {
         let device = self.cos.device().clone();
         let input = Tensor::new(ids, &device)?.unsqueeze(0)?;
         let len = ids.len();
-        let mask = match attention {
-            Attention::Masked if len > 1 => Some(causal_mask(len, index_pos, &device)?),
-            _ => None,
-        };
         let mut x = self.embeddings.forward(&input)?;
         let (cos, sin) = (
             self.cos.narrow(0, index_pos, len)?,
@@ -251,18 +247,16 @@ impl LlamaModel {
                 _ => (k, v),
             };
             layer.cache = Some((k.clone(), v.clone()));
-            let y = match (attention, len) {
-                (Attention::Masked, _) | (Attention::RowByRow, 1) => {
-                    attend(&q, &k, &v, mask.as_ref(), &self.neg_inf, shape, head_dim)?
-                }
-                (Attention::RowByRow, _) => {
+            let y = match len {
+                1 => attend(&q, &k, &v, shape, head_dim)?,
+                _ => {
                     let mut rows = Vec::with_capacity(len);
                     for r in 0..len {
                         let upto = index_pos + r + 1;
                         let qr = q.narrow(2, r, 1)?.contiguous()?;
                         let kr = k.narrow(2, 0, upto)?.contiguous()?;
                         let vr = v.narrow(2, 0, upto)?.contiguous()?;
-                        rows.push(attend(&qr, &kr, &vr, None, &self.neg_inf, shape, head_dim)?);
+                        rows.push(attend(&qr, &kr, &vr, shape, head_dim)?);
                     }
                     Tensor::cat(&rows, 2)?
                 }
@@ -279,21 +273,11 @@ impl LlamaModel {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Attention {
-    /// One masked product over all rows (prompt reading).
-    Masked,
-    /// One product per row, as decoding computes it.
-    RowByRow,
-}
-
 /// Scaled dot-product attention of `q` `(1, H, L, d)` over `k`, `v` `(1, H_kv, T, d)`.
 fn attend(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask: Option<&Tensor>,
-    neg_inf: &Tensor,
     shape: LlamaShape,
     head_dim: usize,
 ) -> Result<Tensor> {
@@ -301,22 +285,6 @@ fn attend(
     let k = candle_transformers::utils::repeat_kv(k.clone(), rep)?;
     let v = candle_transformers::utils::repeat_kv(v.clone(), rep)?;
     let att = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
-    let att = match mask {
-        None => att,
-        Some(m) => {
-            let m = m.broadcast_as(att.shape())?;
-            m.where_cond(&neg_inf.broadcast_as(att.shape())?, &att)?
-        }
-    };
     let att = candle_nn::ops::softmax_last_dim(&att)?;
     att.matmul(&v.contiguous()?)
-}
-
-/// `(L, index_pos + L)`: 1 where row `i` (position `index_pos + i`) must not see column `j`.
-fn causal_mask(len: usize, index_pos: usize, device: &Device) -> Result<Tensor> {
-    let cols = index_pos + len;
-    let mask: Vec<u8> = (0..len)
-        .flat_map(|i| (0..cols).map(move |j| u8::from(j > index_pos + i)))
-        .collect();
-    Tensor::from_slice(&mask, (len, cols), device)
 }

@@ -26,33 +26,26 @@ fn never() -> bool {
     false
 }
 
-const QUESTIONS: &[&str] = &[
-    "What is the capital of France?",
-    "How many legs does a spider have?",
-    "Who wrote Romeo and Juliet?",
-    "What is the boiling point of water in Celsius?",
-    "Which planet is closest to the Sun?",
-    "In which year did the Second World War end?",
-    "What is the largest ocean on Earth?",
-    "Who painted the Mona Lisa?",
-    "How many days are in a leap year?",
-    "What is the chemical symbol for gold?",
-    "Which country has the largest population?",
-    "How many continents are there?",
-    "Who was the first person to walk on the Moon?",
-    "What is the capital of Japan?",
-    "How many minutes are in an hour?",
-    "What language is spoken in Brazil?",
-    "What is the tallest mountain in the world?",
-    "Who discovered penicillin?",
-    "How many sides does a hexagon have?",
-    "What is the capital of Italy?",
-];
+/// The question set (shared with the llama.cpp fixture, which lists it): the first
+/// `numeric_questions` have a number for an answer.
+fn questions() -> (Vec<String>, String) {
+    let f = common::fixture("sampling_llama_cpp.json");
+    let qs = f["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q.as_str().unwrap().to_string())
+        .collect();
+    (qs, f["suffix"].as_str().unwrap().to_string())
+}
 
-/// A question as the tests ask it (short factual answers, in English).
+/// A question as the tests ask it (short factual answers, in English; the fixture's suffix).
 fn question(q: &str) -> String {
     format!("{q} Answer in one sentence.")
 }
+
+/// "What is the capital of France?" (greedy answers name Paris).
+const FRANCE: &str = "What is the capital of France?";
 
 /// Names a fact swap puts in place of another.
 const NAMES: &[&str] = &[
@@ -128,7 +121,8 @@ struct Tally {
     pass_2: BTreeMap<u32, u32>,
 }
 
-const BANDS_PPM: &[u32] = &[0, 1_000, 5_000, 10_000, 20_000, 50_000];
+/// Logit tolerances swept, in millionths of a logit.
+const BANDS_PPM: &[u32] = &[100_000, 200_000, 300_000, 400_000, 500_000, 750_000];
 
 impl Tally {
     fn add(&mut self, r: &Replay, greedy: bool) {
@@ -137,7 +131,7 @@ impl Tally {
             let band = f64::from(b) / 1e6;
             let policy = |k: u32| ReplayPolicy {
                 band,
-                greedy_band: band * 25.0,
+                greedy_band: band,
                 beyond_per_100: 0,
                 min_beyond: k,
             };
@@ -171,7 +165,7 @@ impl Tally {
 fn honest_answers_replay_and_lies_do_not() {
     let mut g = generator(WeightFormat::Q8_0);
     let policy = ReplayPolicy::default();
-    let messages = vec![ChatMessage::user(question(QUESTIONS[0]))];
+    let messages = vec![ChatMessage::user(question(FRANCE))];
     for (t, p) in [(0.0, 1.0), (0.7, 0.9), (1.0, 1.0)] {
         let s = sampling(t, p, 3, 40);
         let out = g.generate(&messages, s, None, &never).unwrap();
@@ -213,138 +207,436 @@ fn honest_answers_replay_and_lies_do_not() {
     assert!(r.judge(&policy, true).is_err(), "Lyon passed: {r:?}");
 }
 
+/// One answer of the llama.cpp fixture (`scripts/fixtures/make_sampling_fixtures.py`).
+struct FixtureAnswer {
+    messages: Vec<ChatMessage>,
+    prompt_ids: Vec<u32>,
+    sampling: SamplingParams,
+    token_ids: Vec<u32>,
+    ending: Ending,
+    text: String,
+}
+
+fn fixture_answers(key: &str) -> Vec<FixtureAnswer> {
+    let f = common::fixture("sampling_llama_cpp.json");
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .map(|a| a.iter().map(|x| x.as_u64().unwrap() as u32).collect())
+            .unwrap_or_default()
+    };
+    f[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| FixtureAnswer {
+            messages: r["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| match m["role"].as_str().unwrap() {
+                    "system" => ChatMessage::system(m["content"].as_str().unwrap()),
+                    _ => ChatMessage::user(m["content"].as_str().unwrap()),
+                })
+                .collect(),
+            prompt_ids: ids(&r["prompt_ids"]),
+            sampling: SamplingParams {
+                temperature: r["temperature"].as_f64().unwrap() as f32,
+                top_p: r["top_p"].as_f64().unwrap() as f32,
+                seed: r["seed"].as_str().unwrap().parse().unwrap(),
+                max_tokens: r["max_tokens"].as_u64().unwrap() as usize,
+            },
+            token_ids: ids(&r["token_ids"]),
+            ending: match r["ending"].as_str() {
+                Some("Limit") => Ending::Limit,
+                _ => Ending::Stop,
+            },
+            text: r["text"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+/// Verdicts of the default policy per case, with a band sweep ([`Tally`]) beside them.
+#[derive(Default)]
+struct Verdicts {
+    /// Case → (runs, runs the default policy accepts).
+    cases: BTreeMap<String, (u32, u32)>,
+    tallies: BTreeMap<String, Tally>,
+    /// Honest runs rejected and lies accepted, for the report.
+    surprises: Vec<String>,
+}
+
+impl Verdicts {
+    /// Records a replay; returns whether the default policy accepts it.
+    fn add(&mut self, case: &str, honest: bool, r: &Replay, greedy: bool, what: &str) -> bool {
+        let verdict = r.judge(&ReplayPolicy::default(), greedy);
+        let e = self.cases.entry(case.to_string()).or_default();
+        e.0 += 1;
+        e.1 += u32::from(verdict.is_ok());
+        self.tallies
+            .entry(case.to_string())
+            .or_default()
+            .add(r, greedy);
+        if verdict.is_ok() != honest {
+            self.surprises.push(format!("{case}: {what} → {verdict:?}"));
+        }
+        verdict.is_ok()
+    }
+
+    /// (runs, accepted) over the cases whose name starts with `prefix`.
+    fn sum(&self, prefix: &str) -> (u32, u32) {
+        self.cases
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .fold((0, 0), |a, (_, v)| (a.0 + v.0, a.1 + v.1))
+    }
+
+    fn print(&self) {
+        println!("| case | runs | accepted (default policy) |");
+        println!("|---|---|---|");
+        for (name, (n, ok)) in &self.cases {
+            println!(
+                "| {name} | {n} | {ok} ({:.1} %) |",
+                100.0 * f64::from(*ok) / f64::from(*n)
+            );
+        }
+        let mut header = "| case | runs |".to_string();
+        for &b in BANDS_PPM {
+            header += &format!(" {:.2} |", f64::from(b) / 1e6);
+        }
+        println!(
+            "\ntolerance sweep: passing runs (0 / ≤1 / ≤2 positions beyond the tolerance, in logits)"
+        );
+        println!("{header}");
+        for (name, t) in &self.tallies {
+            println!("{}", t.line(name));
+        }
+        for s in &self.surprises {
+            println!("surprise: {s}");
+        }
+    }
+}
+
+/// Replays a lie built from the text of an honest answer (one fact swapped), if the text has
+/// a fact to swap; the case says which kind.
+fn replay_fact_swap(
+    g: &mut TextGenerator,
+    v: &mut Verdicts,
+    prompt: &[u32],
+    text: &str,
+    pick: usize,
+    s: SamplingParams,
+    end: Ending,
+) {
+    let Some((lie, kind)) = fact_swap(text, pick) else {
+        return;
+    };
+    let lie_ids = g.encode(&lie).unwrap();
+    let r = g.replay_ids(prompt, &lie_ids, s, end).unwrap();
+    v.add(
+        &format!("lie: fact swap ({kind})"),
+        false,
+        &r,
+        s.temperature <= 0.0,
+        &lie,
+    );
+}
+
+/// Replays the fixture with `g`: llama.cpp's honest answers and one fact swapped in each (when
+/// `honest`; `check_prompts`: asserting candle's prompt ids are llama.cpp's), then Gemma's
+/// answers claimed as SmolLM2's.
+fn replay_fixture(g: &mut TextGenerator, v: &mut Verdicts, honest: bool, check_prompts: bool) {
+    let answers = if honest {
+        fixture_answers("honest")
+    } else {
+        Vec::new()
+    };
+    assert!(!honest || answers.len() >= 150, "{} answers", answers.len());
+    for (i, a) in answers.iter().enumerate() {
+        if check_prompts {
+            // The prompt as candle renders and tokenises it is llama.cpp's, id for id.
+            let ours = g.encode(&g.render(&a.messages).unwrap()).unwrap();
+            assert_eq!(ours, a.prompt_ids, "prompt of answer {i}");
+        }
+        let r = g
+            .replay_ids(&a.prompt_ids, &a.token_ids, a.sampling, a.ending)
+            .unwrap();
+        v.add(
+            "honest: llama.cpp Q4_1, candle Q4_1 verifies",
+            true,
+            &r,
+            a.sampling.temperature <= 0.0,
+            &a.text,
+        );
+        let text = g.decode(&a.token_ids).unwrap();
+        replay_fact_swap(g, v, &a.prompt_ids, &text, i, a.sampling, a.ending);
+    }
+    for a in fixture_answers("other_model_answers") {
+        let prompt = g.encode(&g.render(&a.messages).unwrap()).unwrap();
+        let lie = g.encode(&a.text).unwrap();
+        let r = g
+            .replay_ids(&prompt, &lie, a.sampling, Ending::Stop)
+            .unwrap();
+        v.add(
+            "lie: another model (Gemma 3 270M)",
+            false,
+            &r,
+            a.sampling.temperature <= 0.0,
+            &a.text,
+        );
+    }
+}
+
+/// The second engine: every llama.cpp answer of the fixture (SmolLM2 Q4_1, the canonical
+/// sampler in Python) replays in candle on the same weights file; the same answers with one fact
+/// swapped, and answers of another model (Gemma 3 270M) claimed as SmolLM2's, do not.
 #[test]
-#[ignore = "measurement; run in release with --ignored --nocapture"]
-fn sampling_check_table() {
-    let mut q8 = generator(WeightFormat::Q8_0);
-    let mut q4 = generator(WeightFormat::AsStored);
-    let configs = [
-        (0.0f32, 1.0f32),
-        (0.7, 0.9),
-        (0.7, 1.0),
-        (1.0, 0.9),
-        (1.0, 1.0),
-    ];
-    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
-    let mut swaps = BTreeMap::new();
-    let started = std::time::Instant::now();
-    let (mut gen_secs, mut replay_secs, mut gen_tokens) = (0.0, 0.0, 0usize);
+fn llama_cpp_answers_replay_in_candle_and_other_models_do_not() {
+    let mut g = generator(WeightFormat::AsStored);
+    let mut v = Verdicts::default();
+    replay_fixture(&mut g, &mut v, true, true);
+    v.print();
+    // Measured (docs/consensus.md): 148 of 150 pass at the default tolerance, and 1 to 2 % of
+    // number swaps are accepted — short of the 0.1 % / 99 % bars across engines; these bounds
+    // keep what is reached from regressing.
+    let (n, ok) = v.sum("honest");
+    assert!(
+        f64::from(n - ok) <= 0.02 * f64::from(n),
+        "{} of {n} honest llama.cpp answers rejected",
+        n - ok
+    );
+    let (n, ok) = v.sum("lie");
+    assert!(n >= 200, "{n} lies");
+    assert!(
+        f64::from(ok) <= 0.01 * f64::from(n),
+        "{ok} of {n} lies accepted"
+    );
+}
+
+/// One candle generation of the table, as a child process with another thread count writes it.
+fn candle_runs(g: &mut TextGenerator, qs: &[String]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for (qi, q) in qs.iter().enumerate() {
+        let messages = vec![ChatMessage::user(question(q))];
+        for (ci, &(t, p)) in CONFIGS.iter().enumerate() {
+            let s = sampling(t, p, seed_byte(qi, ci), 48);
+            let o = g.generate(&messages, s, None, &never).unwrap();
+            out.push(serde_json::json!({
+                "question": qi, "config": ci, "token_ids": o.token_ids,
+                "ending": if ending(&o) == Ending::Stop { "Stop" } else { "Limit" },
+            }));
+        }
+    }
+    out
+}
+
+/// The table's sampling settings: temperatures 0, 0.7, 1.0 and top-p 0.9 / 1.0.
+const CONFIGS: [(f32, f32); 5] = [(0.0, 1.0), (0.7, 0.9), (0.7, 1.0), (1.0, 0.9), (1.0, 1.0)];
+
+fn seed_byte(qi: usize, ci: usize) -> u8 {
+    (qi * CONFIGS.len() + ci + 1) as u8
+}
+
+fn questions_taken() -> Vec<String> {
     let n: usize = std::env::var("RAKIS_TABLE_QUESTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(QUESTIONS.len());
-    for (qi, q) in QUESTIONS.iter().enumerate().take(n) {
-        let messages = vec![ChatMessage::user(question(q))];
-        let pirate = vec![
-            ChatMessage::system("Answer like a pirate, in a long sentence."),
-            ChatMessage::user(question(q)),
-        ];
-        for (ci, &(t, p)) in configs.iter().enumerate() {
-            for seed in [1u8, 2] {
+        .unwrap_or(usize::MAX);
+    questions().0.into_iter().take(n).collect()
+}
+
+/// Child of `sampling_check_table`: with `RAKIS_SAMPLING_OUT` set, generates the table's
+/// candle answers in this process (whose thread count the parent chose with
+/// `RAYON_NUM_THREADS`) for both weight formats and writes them there.
+#[test]
+#[ignore = "run by sampling_check_table in a child process"]
+fn candle_answers_with_this_thread_count() {
+    let Some(path) = std::env::var_os("RAKIS_SAMPLING_OUT") else {
+        return;
+    };
+    let qs = questions_taken();
+    let doc = serde_json::json!({
+        "q8": candle_runs(&mut generator(WeightFormat::Q8_0), &qs),
+        "q4": candle_runs(&mut generator(WeightFormat::AsStored), &qs),
+    });
+    std::fs::write(path, doc.to_string()).unwrap();
+}
+
+/// The measurement behind `ReplayPolicy::default()` and the proof of the second check: honest
+/// answers of candle (both weight formats, 1 and 2 threads) and of llama.cpp (the fixture) pass;
+/// fact swaps, truncations, another system prompt, another seed or temperature than declared and
+/// another model's answers fail. A lie is counted only when it differs from what the declared
+/// settings produce (an "other seed" answer identical to the declared seed's is no lie).
+#[test]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+fn sampling_check_table() {
+    let qs = questions_taken();
+    // Answers of a one-thread candle, generated by a child process.
+    let child_out =
+        std::env::temp_dir().join(format!("rakis-sampling-{}.json", std::process::id()));
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "candle_answers_with_this_thread_count",
+            "--nocapture",
+        ])
+        .env("RAYON_NUM_THREADS", "1")
+        .env("RAKIS_SAMPLING_OUT", &child_out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let one_thread: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&child_out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&child_out);
+
+    let mut v = Verdicts::default();
+    let started = std::time::Instant::now();
+    let (mut gen_secs, mut replay_secs, mut gen_tokens) = (0.0, 0.0, 0usize);
+    for (fmt, weights) in [
+        ("Q8_0", WeightFormat::Q8_0),
+        ("Q4_1", WeightFormat::AsStored),
+    ] {
+        let mut g = generator(weights);
+        let key = if fmt == "Q8_0" { "q8" } else { "q4" };
+        // One thread's answers, verified here (two threads).
+        for run in one_thread[key].as_array().unwrap() {
+            let (qi, ci) = (
+                run["question"].as_u64().unwrap() as usize,
+                run["config"].as_u64().unwrap() as usize,
+            );
+            let (t, p) = CONFIGS[ci];
+            let s = sampling(t, p, seed_byte(qi, ci), 48);
+            let ids: Vec<u32> = run["token_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            let end = if run["ending"] == "Stop" {
+                Ending::Stop
+            } else {
+                Ending::Limit
+            };
+            let messages = vec![ChatMessage::user(question(&qs[qi]))];
+            let r = g.replay(&messages, &ids, s, end).unwrap();
+            v.add(
+                &format!("honest: candle {fmt} 1 thread, candle {fmt} 2 threads verifies"),
+                true,
+                &r,
+                t == 0.0,
+                &g.decode(&ids).unwrap(),
+            );
+        }
+        for (qi, q) in qs.iter().enumerate() {
+            let messages = vec![ChatMessage::user(question(q))];
+            let prompt = g.encode(&g.render(&messages).unwrap()).unwrap();
+            let pirate = vec![
+                ChatMessage::system("Answer like a pirate, in a long sentence."),
+                ChatMessage::user(question(q)),
+            ];
+            for (ci, &(t, p)) in CONFIGS.iter().enumerate() {
                 let greedy = t == 0.0;
-                if greedy && seed == 2 {
+                let s = sampling(t, p, seed_byte(qi, ci), 48);
+                let t0 = std::time::Instant::now();
+                let out = g.generate(&messages, s, None, &never).unwrap();
+                gen_secs += t0.elapsed().as_secs_f64();
+                gen_tokens += out.token_ids.len();
+                let end = ending(&out);
+                let ids = &out.token_ids;
+                let t1 = std::time::Instant::now();
+                let r = g.replay_ids(&prompt, ids, s, end).unwrap();
+                replay_secs += t1.elapsed().as_secs_f64();
+                v.add(
+                    &format!("honest: candle {fmt} 2 threads, candle {fmt} 2 threads verifies"),
+                    true,
+                    &r,
+                    greedy,
+                    &out.text,
+                );
+                // Truncations claiming the model stopped there.
+                for (frac, name) in [(5, "20 %"), (2, "50 %")] {
+                    let cut = &ids[..ids.len() / frac];
+                    if ids.len() >= 2 {
+                        let r = g.replay_ids(&prompt, cut, s, Ending::Stop).unwrap();
+                        v.add(
+                            &format!("lie: truncated to {name}"),
+                            false,
+                            &r,
+                            greedy,
+                            &g.decode(cut).unwrap(),
+                        );
+                    }
+                }
+                replay_fact_swap(&mut g, &mut v, &prompt, &out.text, qi + ci, s, end);
+                // Another system prompt's answer (another "model"), claimed for this prompt.
+                let po = g.generate(&pirate, s, None, &never).unwrap();
+                if po.token_ids != *ids {
+                    let r = g
+                        .replay_ids(&prompt, &po.token_ids, s, ending(&po))
+                        .unwrap();
+                    v.add("lie: another system prompt", false, &r, greedy, &po.text);
+                }
+                if greedy {
                     continue;
                 }
-                let s = sampling(t, p, seed.wrapping_add(qi as u8 * 7), 48);
-                for (gname, gen) in [("q8", &mut q8), ("q4", &mut q4)] {
-                    let t0 = std::time::Instant::now();
-                    let out = gen.generate(&messages, s, None, &never).unwrap();
-                    gen_secs += t0.elapsed().as_secs_f64();
-                    gen_tokens += out.token_ids.len();
-                    let end = ending(&out);
-                    // The same engine and format: bit for bit.
-                    let t1 = std::time::Instant::now();
-                    let same = gen.replay(&messages, &out.token_ids, s, end).unwrap();
-                    replay_secs += t1.elapsed().as_secs_f64();
-                    tallies
-                        .entry(if gname == "q8" {
-                            "honest, same format (q8)"
-                        } else {
-                            "honest, same format (q4)"
-                        })
-                        .or_default()
-                        .add(&same, greedy);
-                    // Lies against the same engine.
-                    let ids = &out.token_ids;
-                    for (frac, name) in [(5, "truncated to 20 %"), (2, "truncated to 50 %")] {
-                        if ids.len() >= 4 {
-                            let cut = &ids[..ids.len() / frac];
-                            let r = gen.replay(&messages, cut, s, Ending::Stop).unwrap();
-                            tallies.entry(name).or_default().add(&r, greedy);
-                        }
-                    }
-                    if !greedy {
-                        let other = sampling(t, p, seed.wrapping_add(100), 48);
-                        let r = gen.replay(&messages, ids, other, end).unwrap();
-                        tallies.entry("another seed").or_default().add(&r, false);
-                        let colder = sampling(t * 0.5, p, s.seed.0[0], 48);
-                        let r = gen.replay(&messages, ids, colder, end).unwrap();
-                        tallies
-                            .entry("another temperature (half)")
-                            .or_default()
-                            .add(&r, false);
-                    }
-                    let text = gen.decode(ids).unwrap();
-                    if let Some((lie, kind)) = fact_swap(&text, qi + ci + usize::from(seed)) {
-                        let lie_ids = gen.encode(&lie).unwrap();
-                        let r = gen.replay(&messages, &lie_ids, s, end).unwrap();
-                        let key = if kind == "number" {
-                            "fact swap: number"
-                        } else {
-                            "fact swap: name"
-                        };
-                        tallies.entry(key).or_default().add(&r, greedy);
-                        *swaps.entry(kind).or_insert(0) += 1;
-                    }
-                    // Another system prompt (another "model"), claimed for the plain prompt.
-                    let pirate_out = gen.generate(&pirate, s, None, &never).unwrap();
-                    let r = gen
-                        .replay(&messages, &pirate_out.token_ids, s, ending(&pirate_out))
-                        .unwrap();
-                    tallies
-                        .entry("another system prompt")
-                        .or_default()
-                        .add(&r, greedy);
+                // This answer claimed under another seed, and under half the temperature: lies
+                // only where those settings produce something else.
+                let other = sampling(t, p, seed_byte(qi, ci).wrapping_add(128), 48);
+                let oo = g.generate(&messages, other, None, &never).unwrap();
+                if oo.token_ids != *ids {
+                    let r = g.replay_ids(&prompt, ids, other, end).unwrap();
+                    v.add(
+                        "lie: another seed than declared",
+                        false,
+                        &r,
+                        false,
+                        &out.text,
+                    );
                 }
-                // Cross-format: q4's answer verified by q8, and q8's by q4.
-                let out4 = q4.generate(&messages, s, None, &never).unwrap();
-                let r = q8
-                    .replay(&messages, &out4.token_ids, s, ending(&out4))
-                    .unwrap();
-                tallies
-                    .entry("honest, q4 verified by q8")
-                    .or_default()
-                    .add(&r, greedy);
-                let out8 = q8.generate(&messages, s, None, &never).unwrap();
-                let r = q4
-                    .replay(&messages, &out8.token_ids, s, ending(&out8))
-                    .unwrap();
-                tallies
-                    .entry("honest, q8 verified by q4")
-                    .or_default()
-                    .add(&r, greedy);
+                let colder = sampling(t * 0.5, p, seed_byte(qi, ci), 48);
+                let co = g.generate(&messages, colder, None, &never).unwrap();
+                if co.token_ids != *ids {
+                    let r = g.replay_ids(&prompt, ids, colder, end).unwrap();
+                    v.add(
+                        "lie: another temperature than declared (T/2)",
+                        false,
+                        &r,
+                        false,
+                        &out.text,
+                    );
+                }
             }
+            eprintln!(
+                "{fmt}: question {qi} done after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
         }
-        eprintln!(
-            "question {qi} done after {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
+        // Another model's answers (Gemma 3 270M) claimed as this one's, and the second
+        // engine's (llama.cpp's answers on the Q4_1 file: only that format's verifier).
+        replay_fixture(&mut g, &mut v, fmt == "Q4_1", false);
     }
-    let mut header = "| case | runs |".to_string();
-    for &b in BANDS_PPM {
-        header += &format!(" band {:.3} |", f64::from(b) / 1e6);
-    }
-    println!("passing runs (0 / ≤1 / ≤2 positions beyond the band; greedy: band × 25 in logits)");
-    println!("{header}");
-    for (name, t) in &tallies {
-        println!("{}", t.line(name));
-    }
-    println!("fact swaps: {swaps:?}");
+    v.print();
+    let (hn, hok) = v.sum("honest");
+    let (ln, lok) = v.sum("lie");
+    println!(
+        "honest: {hok}/{hn} accepted; lies: {} of {ln} rejected ({:.2} %)",
+        ln - lok,
+        100.0 * f64::from(ln - lok) / f64::from(ln)
+    );
     println!(
         "generation {gen_tokens} tokens in {gen_secs:.1} s ({:.1} tok/s); same-engine replays {replay_secs:.1} s ({:.2} of generation time)",
         gen_tokens as f64 / gen_secs,
         replay_secs / gen_secs
     );
+    // The proof's bars: on candle (both formats, 1 and 2 threads) no honest answer fails;
+    // lies are rejected ≥ 99 %. Across engines (llama.cpp) the rate is printed above.
+    let (cn, cok) = v.sum("honest: candle");
+    assert_eq!(cok, cn, "honest candle answers rejected");
+    assert!(
+        f64::from(lok) <= 0.01 * f64::from(ln),
+        "{lok} of {ln} lies accepted"
+    );
+    let _ = hok;
 }
 
 /// Through the `InferenceEngine` trait: the engine scores on its workers what it generated.
@@ -355,7 +647,7 @@ async fn the_engine_scores_what_it_generated() {
         generator(WeightFormat::Q8_0),
         rakis_inference::EngineConfig::new("smollm2"),
     );
-    let messages = vec![ChatMessage::user(question(QUESTIONS[2]))];
+    let messages = vec![ChatMessage::user(question("Who wrote Romeo and Juliet?"))];
     let seed = Hash32([9; 32]);
     let job = GenerationJob {
         request_id: RequestId([1; 32]),

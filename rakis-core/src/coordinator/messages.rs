@@ -302,6 +302,7 @@ impl Coordinator {
             }
         }
         let serves_model = self.config.served_models.contains(&r.model);
+        let own_weights = self.config.model_weights.get(&r.model).cloned();
         let verify_grace = self.config.verify_grace_ms;
         out.push(Action::Persist(StoreOp::Reveal(r.clone())));
         out.push(Action::Emit(NodeEvent::RevealSeen {
@@ -310,7 +311,15 @@ impl Coordinator {
             model: r.model.clone(),
             output: r.reveal.output.clone(),
         }));
-        Self::check_reveal(q, own_model.as_deref(), serves_model, verify_grace, &r, out);
+        Self::check_reveal(
+            q,
+            own_model.as_deref(),
+            serves_model,
+            own_weights.as_ref(),
+            verify_grace,
+            &r,
+            out,
+        );
         self.try_finalize(id, false, out);
     }
 
@@ -321,6 +330,7 @@ impl Coordinator {
         q: &mut Quorum,
         own_model: Option<&str>,
         serves_model: bool,
+        own_weights: Option<&crate::engine::ModelWeights>,
         verify_grace: u64,
         r: &RevealMsg,
         out: &mut Vec<Action>,
@@ -357,6 +367,15 @@ impl Coordinator {
                 Err(_) => {
                     warn!(request = %id.short(), node = %from.short(), "sampling seed proof does not hold");
                     slot.insert(Scoring::Done(Some(SamplingFault::BadSeedProof)));
+                }
+                // A model name stands for one set of weights: a reveal declaring others is
+                // not an answer of this model (and replaying it here would prove nothing).
+                Ok(_)
+                    if serves_model
+                        && own_weights.is_some_and(|w| r.weights.as_ref() != Some(w)) =>
+                {
+                    warn!(request = %id.short(), node = %from.short(), "reveal declares other weights");
+                    slot.insert(Scoring::Done(Some(SamplingFault::OtherWeights)));
                 }
                 Ok(seed) if serves_model => {
                     slot.insert(Scoring::Pending);

@@ -77,6 +77,10 @@ pub struct CoordinatorConfig {
     pub network_id: String,
     /// Models this node generates with.
     pub served_models: Vec<String>,
+    /// The weights of each served model (as its engine reports them): declared in this node's
+    /// reveals; reveals of that model declaring other weights fail the second check.
+    #[serde(default)]
+    pub model_weights: BTreeMap<String, crate::engine::ModelWeights>,
     /// Generation workers.
     pub workers: usize,
     /// The embedding model, when the node embeds (needed to commit and to verify).
@@ -121,6 +125,7 @@ impl Default for CoordinatorConfig {
         CoordinatorConfig {
             network_id: String::new(),
             served_models: Vec::new(),
+            model_weights: BTreeMap::new(),
             workers: 1,
             embedding_model: None,
             reveal_window_ms: DEFAULT_REVEAL_WINDOW_MS,

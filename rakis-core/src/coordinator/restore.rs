@@ -58,11 +58,13 @@ impl Coordinator {
             let reveals: Vec<RevealMsg> = q.reveals.values().flatten().cloned().collect();
             for r in reveals {
                 let serves_model = self.config.served_models.contains(&r.model);
+                let own_weights = self.config.model_weights.get(&r.model).cloned();
                 let grace = self.config.verify_grace_ms;
                 Self::check_reveal(
                     &mut q,
                     own_model.as_deref(),
                     serves_model,
+                    own_weights.as_ref(),
                     grace,
                     &r,
                     &mut out,

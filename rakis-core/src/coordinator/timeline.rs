@@ -65,7 +65,8 @@ impl Coordinator {
                         own.model.clone(),
                         Vec::new(),
                     )
-                    .with_tokens(own.token_ids.clone(), own.ending);
+                    .with_tokens(own.token_ids.clone(), own.ending)
+                    .with_weights(self.config.model_weights.get(&own.model).cloned());
                     q.reveals.insert(self.node, vec![reveal.clone()]);
                     q.reembeddings.insert(
                         (self.node, own.commitment),
@@ -238,9 +239,26 @@ impl Coordinator {
         let outcome = Arc::new(outcome);
         q.outcome = Some(outcome.clone());
         match &outcome.decision {
-            Decision::Agreed { result_digest, .. } => {
+            Decision::Agreed {
+                result_digest,
+                selected,
+                ..
+            } => {
+                // What this node checked of the selected answer: its declared weights, and
+                // whether its sampling replayed here.
+                let chosen = q.reveals.get(&selected.node).and_then(|rs| {
+                    rs.iter()
+                        .find(|r| r.reveal.inference_id == selected.inference_id)
+                });
+                let weights = chosen.and_then(|r| r.weights.clone());
+                let replayed = selected.node == self.node
+                    || chosen.is_some_and(|r| {
+                        q.scores.get(&(r.reveal.node, r.reveal.commitment()))
+                            == Some(&Scoring::Done(None))
+                    });
                 let signed = ConsensusResultMsg::sign(&self.key, &outcome)
-                    .expect("an agreed outcome has a result to sign");
+                    .expect("an agreed outcome has a result to sign")
+                    .with_checks(weights, replayed);
                 info!(
                     request = %id.short(),
                     accepted = outcome.accepted.len(),

@@ -261,6 +261,16 @@ impl NodeBuilder {
         let cconfig = CoordinatorConfig {
             network_id: network_id.clone(),
             served_models: self.engine.as_ref().map(|e| e.models()).unwrap_or_default(),
+            model_weights: self
+                .engine
+                .as_ref()
+                .map(|e| {
+                    e.models()
+                        .into_iter()
+                        .filter_map(|m| e.weights(&m).map(|w| (m, w)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             workers: self.engine.as_ref().map(|e| e.workers()).unwrap_or(0),
             embedding_model: self.embedder.as_ref().map(|e| e.model()),
             reveal_window_ms: ms(self.config.reveal_window),
