@@ -71,6 +71,8 @@ pub fn position_random(seed: &Hash32, k: u32) -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CanonicalOrder {
     vocab: u64,
+    /// The step modulo the vocabulary size.
+    step: u64,
     /// The step's inverse modulo the vocabulary size.
     inverse: u64,
 }
@@ -96,7 +98,11 @@ impl CanonicalOrder {
         } else {
             0
         };
-        CanonicalOrder { vocab: v, inverse }
+        CanonicalOrder {
+            vocab: v,
+            step: ORDER_STEP % v,
+            inverse,
+        }
     }
 
     /// The token at rank `r`.
@@ -104,7 +110,7 @@ impl CanonicalOrder {
         if self.inverse == 0 {
             return r as u32;
         }
-        ((r as u64 * (ORDER_STEP % self.vocab)) % self.vocab) as u32
+        ((r as u64 * self.step) % self.vocab) as u32
     }
 
     /// The rank of token `id`.

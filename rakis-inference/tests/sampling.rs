@@ -581,29 +581,21 @@ fn sampling_check_table() {
                 }
                 // This answer claimed under another seed, and under half the temperature: lies
                 // only where those settings produce something else.
-                let other = sampling(t, p, seed_byte(qi, ci).wrapping_add(128), 48);
-                let oo = g.generate(&messages, other, None, &never).unwrap();
-                if oo.token_ids != *ids {
-                    let r = g.replay_ids(&prompt, ids, other, end).unwrap();
-                    v.add(
+                for (case, declared) in [
+                    (
                         "lie: another seed than declared",
-                        false,
-                        &r,
-                        false,
-                        &out.text,
-                    );
-                }
-                let colder = sampling(t * 0.5, p, seed_byte(qi, ci), 48);
-                let co = g.generate(&messages, colder, None, &never).unwrap();
-                if co.token_ids != *ids {
-                    let r = g.replay_ids(&prompt, ids, colder, end).unwrap();
-                    v.add(
+                        sampling(t, p, seed_byte(qi, ci).wrapping_add(128), 48),
+                    ),
+                    (
                         "lie: another temperature than declared (T/2)",
-                        false,
-                        &r,
-                        false,
-                        &out.text,
-                    );
+                        sampling(t * 0.5, p, seed_byte(qi, ci), 48),
+                    ),
+                ] {
+                    let theirs = g.generate(&messages, declared, None, &never).unwrap();
+                    if theirs.token_ids != *ids {
+                        let r = g.replay_ids(&prompt, ids, declared, end).unwrap();
+                        v.add(case, false, &r, false, &out.text);
+                    }
                 }
             }
             eprintln!(

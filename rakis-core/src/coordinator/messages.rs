@@ -232,7 +232,6 @@ impl Coordinator {
                 return;
             }
         }
-        let own_model = self.config.embedding_model.clone();
         let Some(q) = self.quorums.get_mut(&id) else {
             return;
         };
@@ -301,9 +300,6 @@ impl Coordinator {
                 Self::report(q, evidence, out);
             }
         }
-        let serves_model = self.config.served_models.contains(&r.model);
-        let own_weights = self.config.model_weights.get(&r.model).cloned();
-        let verify_grace = self.config.verify_grace_ms;
         out.push(Action::Persist(StoreOp::Reveal(r.clone())));
         out.push(Action::Emit(NodeEvent::RevealSeen {
             request_id: id,
@@ -311,30 +307,23 @@ impl Coordinator {
             model: r.model.clone(),
             output: r.reveal.output.clone(),
         }));
-        Self::check_reveal(
-            q,
-            own_model.as_deref(),
-            serves_model,
-            own_weights.as_ref(),
-            verify_grace,
-            &r,
-            out,
-        );
+        Self::check_reveal(q, &self.config, &r, out);
         self.try_finalize(id, false, out);
     }
 
     /// Checks a kept reveal against the revealer's commits: a reveal that opens none is
     /// rejected; one that opens a commit is re-embedded (when this node verifies with the
-    /// reveal's embedding model), or takes the own embedding when it is the own reveal.
+    /// reveal's embedding model), or takes the own embedding when it is the own reveal; its
+    /// sampling is replayed when this node serves the reveal's model with the weights the
+    /// reveal declares (`config` says which models, weights and embedding model).
     pub(super) fn check_reveal(
         q: &mut Quorum,
-        own_model: Option<&str>,
-        serves_model: bool,
-        own_weights: Option<&crate::engine::ModelWeights>,
-        verify_grace: u64,
+        config: &super::CoordinatorConfig,
         r: &RevealMsg,
         out: &mut Vec<Action>,
     ) {
+        let serves_model = config.served_models.contains(&r.model);
+        let own_weights = config.model_weights.get(&r.model);
         let id = q.id;
         let from = r.reveal.node;
         let Some(commits) = q.commits.get(&from) else {
@@ -393,14 +382,14 @@ impl Coordinator {
                             max_tokens: q.request.max_tokens,
                             seed,
                             ending: r.ending,
-                            deadline_ms: q.reveal_deadline.saturating_add(verify_grace),
+                            deadline_ms: q.reveal_deadline.saturating_add(config.verify_grace_ms),
                         },
                     });
                 }
                 Ok(_) => {}
             }
         }
-        if own_model != Some(r.reveal.embedding_model.as_str()) {
+        if config.embedding_model.as_deref() != Some(r.reveal.embedding_model.as_str()) {
             return;
         }
         match own {

@@ -54,21 +54,9 @@ impl Coordinator {
                 q.own = OwnState::Queued;
                 self.queue.insert((q.deadline, id));
             }
-            let own_model = self.config.embedding_model.clone();
             let reveals: Vec<RevealMsg> = q.reveals.values().flatten().cloned().collect();
             for r in reveals {
-                let serves_model = self.config.served_models.contains(&r.model);
-                let own_weights = self.config.model_weights.get(&r.model).cloned();
-                let grace = self.config.verify_grace_ms;
-                Self::check_reveal(
-                    &mut q,
-                    own_model.as_deref(),
-                    serves_model,
-                    own_weights.as_ref(),
-                    grace,
-                    &r,
-                    &mut out,
-                );
+                Self::check_reveal(&mut q, &self.config, &r, &mut out);
             }
         }
         info!(request = %id.short(), phase = ?q.phase, committed = q.committed(), revealed = q.reveals.len(), "request restored");
