@@ -290,6 +290,10 @@ impl Distribution {
     /// `δ = (T/2) · ln(u C / ((1 − u)(B + w)))` above it. A token outside the nucleus is first
     /// brought in: the smallest `δ` (bisection) at which raising it and lowering the others
     /// would keep it in the nucleus. Greedy: half the logit gap to the best token.
+    ///
+    /// The masses beside the token are summed, never taken as the total minus the rest: a
+    /// token whose weight is below the total's rounding would otherwise leave a negative or
+    /// zero mass above it and a claim any tolerance explains would read as `Outside`.
     pub fn check(&self, logits: &[f32], u: f64, token: u32) -> Draw {
         let Some(&claimed) = logits.get(token as usize) else {
             return Draw::Outside;
@@ -313,14 +317,16 @@ impl Distribution {
                 if u >= lo && u < hi {
                     return Draw::Same;
                 }
-                (below, self.total - below - self.weights[at], 0.0)
+                let above: f64 = self.weights[at + 1..].iter().sum();
+                (below, above, 0.0)
             }
             Err(at) => {
                 let Some(into) = self.inclusion_tolerance(logits, w) else {
                     return Draw::Outside;
                 };
                 let below: f64 = self.weights[..at].iter().sum();
-                (below, self.total - below, into)
+                let above: f64 = self.weights[at..].iter().sum();
+                (below, above, into)
             }
         };
         let total = below + w + above;
@@ -612,6 +618,23 @@ mod tests {
         let far = [12.0f32, 2.0, 1.0, 0.0];
         assert_eq!(check(&far, spec, 0.5, 3), Draw::Outside);
         assert_eq!(sample(&l, spec, 0.99), Some(1));
+    }
+
+    #[test]
+    fn a_token_below_the_totals_rounding_is_near_not_outside() {
+        // At T 0.0007 token 3 weighs ~4e-18 of token 22 (ranked before it): the total rounds
+        // to 1 and the mass above token 3, taken as a difference, was negative (→ Outside).
+        let mut l = vec![0.0f32; 45];
+        l[3] = 19.4831;
+        l[22] = 19.511_415;
+        let spec = SamplerSpec {
+            temperature: 0.000_704_577_9,
+            top_p: 1.0,
+        };
+        match check(&l, spec, 0.228, 3) {
+            Draw::Near { distance } => assert!(distance < 0.02, "{distance}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
