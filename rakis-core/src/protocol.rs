@@ -858,6 +858,20 @@ pub struct InventoryItem {
     pub commitments: Vec<crate::consensus::Commitment>,
     /// Whether the sender holds a reveal of it that opens one of them.
     pub revealed: bool,
+    /// What the sender's replay of that reveal's sampling found (the second check), when the
+    /// sender serves its model and has judged it; `None` otherwise. Nodes that do not serve
+    /// the model decide the second check by these verdicts (see the coordinator's docs).
+    pub sampling: Option<SamplingVerdict>,
+}
+
+/// A committee member's verdict on one reveal's sampling, replayed by its engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SamplingVerdict {
+    /// Every sampling decision replayed within the tolerance.
+    Passed,
+    /// The replay failed: why.
+    Failed(crate::consensus::sampling::SamplingFault),
 }
 
 impl Message {

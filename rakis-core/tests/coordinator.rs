@@ -59,6 +59,8 @@ struct Sim {
     down: Vec<usize>,
     /// Sync requests made.
     sync_requests: usize,
+    /// Rewrites of what a node broadcasts (a node lying in its messages).
+    tamper: BTreeMap<usize, Box<dyn Fn(&mut Message)>>,
 }
 
 /// The network id of the simulated nodes (their statements are signed for it).
@@ -131,6 +133,7 @@ impl Sim {
             lost_reveals: Vec::new(),
             down: Vec::new(),
             sync_requests: 0,
+            tamper: BTreeMap::new(),
         }
     }
 
@@ -152,7 +155,10 @@ impl Sim {
         for a in actions {
             self.nodes[i].actions.push(a.clone());
             match a {
-                Action::Broadcast(m) => {
+                Action::Broadcast(mut m) => {
+                    if let Some(rewrite) = self.tamper.get(&i) {
+                        rewrite(&mut m);
+                    }
                     self.nodes[i].sent.push(m.clone());
                     let me = self.nodes[i].coord.node_id();
                     self.nodes[i].log.push(SyncedMessage {
@@ -468,6 +474,92 @@ fn a_reveal_declaring_other_weights_fails_the_second_check() {
             })
             .expect("a signed result");
         assert_eq!(signed.weights, Some(weights("Q4_1")));
+    }
+}
+
+/// Nodes 0–3 serve the model (node 3 with other weights, which its reveal declares, so the
+/// others' second check rejects it); node 4 only embeds.
+fn one_liar_and_one_node_without_the_model() -> Sim {
+    let weights = |q: &str| rakis_core::ModelWeights {
+        sha256: rakis_core::Hash32([7; 32]),
+        quantization: q.into(),
+    };
+    Sim::configured(
+        5,
+        |i| honest(i).filter(|_| i < 4),
+        move |i, c| {
+            if i < 4 {
+                let q = if i == 3 { "Q2_K" } else { "Q4_1" };
+                c.model_weights.insert(MODEL.into(), weights(q));
+            }
+        },
+    )
+}
+
+/// A node of the committee that does not serve the request's model cannot replay anyone's
+/// sampling: it takes the second check from the verdicts in the inventories of the members
+/// that do. Without them it accepted the answer its peers rejected and signed another result.
+#[test]
+fn a_node_that_does_not_serve_the_model_takes_the_committees_sampling_verdicts() {
+    let mut sim = one_liar_and_one_node_without_the_model();
+    let req = sim.request(0, 3);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(u64::MAX);
+    let liar = sim.nodes[3].coord.node_id();
+    let digest = |n: &SimNode| match &n.coord.status(&id).unwrap().outcome.unwrap().decision {
+        Decision::Agreed { result_digest, .. } => *result_digest,
+        d => panic!("{d:?}"),
+    };
+    let outcome = sim.nodes[4].coord.status(&id).unwrap().outcome.unwrap();
+    assert!(
+        outcome.rejected.iter().any(|r| r.node == liar
+            && r.reason
+                == RejectReason::UnfaithfulSampling(
+                    rakis_core::consensus::sampling::SamplingFault::OtherWeights
+                )),
+        "{:?}",
+        outcome.rejected
+    );
+    assert_eq!(outcome.accepted.len(), 3);
+    assert_eq!(digest(&sim.nodes[4]), digest(&sim.nodes[0]));
+}
+
+/// Verdicts are votes of the committers: one liar can neither clear its own reveal (its
+/// verdict on itself does not count) nor reject an honest one, even where no honest committer
+/// could replay it (a first version, "more faults than passes", let it).
+#[test]
+fn a_lying_sampling_verdict_does_not_sway_a_node_that_does_not_serve_the_model() {
+    let mut sim = one_liar_and_one_node_without_the_model();
+    let victim = sim.nodes[0].coord.node_id();
+    let fault = rakis_core::consensus::sampling::SamplingFault::OutsideNucleus { position: 0 };
+    // The liar says its own reveal passed and node 0's failed.
+    sim.tamper.insert(
+        3,
+        Box::new(move |m| {
+            if let Message::Inventory { items, .. } = m {
+                for item in items {
+                    item.sampling = Some(if item.node == victim {
+                        rakis_core::protocol::SamplingVerdict::Failed(fault.clone())
+                    } else {
+                        rakis_core::protocol::SamplingVerdict::Passed
+                    });
+                }
+            }
+        }),
+    );
+    let req = sim.request(0, 3);
+    let id = req.id();
+    sim.feed(0, Input::LocalRequest(req));
+    sim.run_until(u64::MAX);
+    let liar = sim.nodes[3].coord.node_id();
+    // The scripted engines cannot replay: on nodes 1 and 4 the victim has no verdict but the
+    // liar's, one of three other committers.
+    for n in [&sim.nodes[1], &sim.nodes[4]] {
+        let outcome = n.coord.status(&id).unwrap().outcome.unwrap();
+        let accepted: Vec<_> = outcome.accepted.iter().map(|a| a.node).collect();
+        assert!(accepted.contains(&victim), "{:?}", outcome.rejected);
+        assert!(!accepted.contains(&liar), "{accepted:?}");
     }
 }
 

@@ -355,7 +355,7 @@ impl Coordinator {
             match crate::vrf::sampling_seed(&from, &id, &r.seed_proof) {
                 Err(_) => {
                     warn!(request = %id.short(), node = %from.short(), "sampling seed proof does not hold");
-                    slot.insert(Scoring::Done(Some(SamplingFault::BadSeedProof)));
+                    slot.insert(Scoring::Failed(SamplingFault::BadSeedProof));
                 }
                 // A model name stands for one set of weights: a reveal declaring others is
                 // not an answer of this model (and replaying it here would prove nothing).
@@ -364,7 +364,7 @@ impl Coordinator {
                         && own_weights.is_some_and(|w| r.weights.as_ref() != Some(w)) =>
                 {
                     warn!(request = %id.short(), node = %from.short(), "reveal declares other weights");
-                    slot.insert(Scoring::Done(Some(SamplingFault::OtherWeights)));
+                    slot.insert(Scoring::Failed(SamplingFault::OtherWeights));
                 }
                 Ok(seed) if serves_model => {
                     slot.insert(Scoring::Pending);
@@ -614,22 +614,23 @@ impl Coordinator {
         if *state != Scoring::Pending {
             return;
         }
-        *state = Scoring::Done(match result {
-            Ok(replay) => {
-                let verdict = replay.judge(&policy, greedy).err();
-                if let Some(fault) = &verdict {
+        *state = match result {
+            Ok(replay) => match replay.judge(&policy, greedy) {
+                Err(fault) => {
                     warn!(request = %request_id.short(), node = %node.short(), %fault, "sampling does not replay");
-                } else {
-                    debug!(request = %request_id.short(), node = %node.short(), tokens = replay.tokens, same = replay.same, "sampling replays");
+                    Scoring::Failed(fault)
                 }
-                verdict
-            }
-            Err(crate::EngineError::Unsupported(_)) => None,
+                Ok(()) => {
+                    debug!(request = %request_id.short(), node = %node.short(), tokens = replay.tokens, same = replay.same, "sampling replays");
+                    Scoring::Passed
+                }
+            },
+            Err(crate::EngineError::Unsupported(_)) => Scoring::Unchecked,
             Err(e) => {
-                warn!(request = %request_id.short(), node = %node.short(), error = %e, "could not replay the sampling; not checked");
-                None
+                warn!(request = %request_id.short(), node = %node.short(), error = %e, "could not replay the sampling; the committee's verdicts decide");
+                Scoring::Unchecked
             }
-        });
+        };
         self.try_finalize(request_id, false, out);
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use super::Phase;
 use crate::engine::Generation;
 use crate::membership::Committee;
-use crate::protocol::{CommitMsg, ConsensusResultMsg, InferenceRequest, InventoryItem, RevealMsg};
+use crate::protocol::{
+    CommitMsg, ConsensusResultMsg, InferenceRequest, InventoryItem, RevealMsg, SamplingVerdict,
+};
 use crate::store::OwnOutput;
 use crate::{BinaryEmbedding, ConsensusOutcome, Hash32, InferenceId, NodeId, RequestId};
 
@@ -35,8 +37,23 @@ pub(super) enum Reembedding {
 pub(super) enum Scoring {
     /// Asked of the engine.
     Pending,
-    /// Judged: the fault, or `None` when it passed or could not be replayed here.
-    Done(Option<crate::consensus::sampling::SamplingFault>),
+    /// Replayed here, and it held.
+    Passed,
+    /// Judged here as a fault (by replay, or before it: a bad seed proof, other weights).
+    Failed(crate::consensus::sampling::SamplingFault),
+    /// The engine could not replay it (an error, or it does not support scoring).
+    Unchecked,
+}
+
+impl Scoring {
+    /// The verdict this node states in its inventory: only what it judged itself.
+    pub(super) fn verdict(&self) -> Option<SamplingVerdict> {
+        match self {
+            Scoring::Passed => Some(SamplingVerdict::Passed),
+            Scoring::Failed(f) => Some(SamplingVerdict::Failed(f.clone())),
+            Scoring::Pending | Scoring::Unchecked => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -99,8 +116,46 @@ impl Quorum {
                 node: *node,
                 commitments: list.iter().map(|c| c.commit.commitment).collect(),
                 revealed: self.reveals.contains_key(node),
+                sampling: self.reveals.get(node).and_then(|rs| {
+                    rs.iter().find_map(|r| {
+                        self.scores
+                            .get(&(*node, r.reveal.commitment()))
+                            .and_then(Scoring::verdict)
+                    })
+                }),
             })
             .collect()
+    }
+
+    /// The second check of a reveal this node did not judge itself (it does not serve the
+    /// model, or its replay failed to run or did not finish): decided by the sampling verdicts
+    /// in the inventories of the other committers (the members that serve the model), each a
+    /// signed statement of its sender. The reveal fails when more than half of the other
+    /// committers found a fault; otherwise the embedding check alone decides. So liars that
+    /// are a minority of the committers can neither reject an honest reveal (even where the
+    /// honest ones could not replay it) nor clear a lie that the honest majority caught; the
+    /// committer's verdict on itself does not count. The fault of the first failing committer,
+    /// in node-id order, is the reason given.
+    pub(super) fn committee_sampling_fault(
+        &self,
+        committer: &NodeId,
+        commitment: &crate::Commitment,
+    ) -> Option<crate::consensus::sampling::SamplingFault> {
+        let voters = self.commits.keys().filter(|n| *n != committer).count();
+        let mut failed = Vec::new();
+        for (sender, items) in &self.inventories {
+            if sender == committer || !self.commits.contains_key(sender) {
+                continue;
+            }
+            let verdict = items
+                .iter()
+                .find(|i| i.node == *committer && i.commitments.contains(commitment))
+                .and_then(|i| i.sampling.as_ref());
+            if let Some(SamplingVerdict::Failed(f)) = verdict {
+                failed.push(f);
+            }
+        }
+        (2 * failed.len() > voters).then(|| failed[0].clone())
     }
 
     /// The first thing `inventories` list that this node lacks, and who listed it: a commitment,

@@ -215,9 +215,16 @@ impl Coordinator {
                     Some(Reembedding::Done(e)) => e.clone(),
                     _ => None,
                 };
+                // The second check: this node's own judgement where it made one, else the
+                // verdicts of the committee members that replayed it.
                 let sampling_fault = match q.scores.get(&(r.reveal.node, opened)) {
-                    Some(Scoring::Done(f)) => f.clone(),
-                    _ => None,
+                    Some(Scoring::Failed(f)) => Some(f.clone()),
+                    Some(Scoring::Passed) => None,
+                    // Never on others' word against this node's own answer.
+                    _ if r.reveal.node == self.node => None,
+                    Some(Scoring::Pending | Scoring::Unchecked) | None => {
+                        q.committee_sampling_fault(&r.reveal.node, &opened)
+                    }
                 };
                 Submission {
                     reveal: r.reveal.clone(),
@@ -254,7 +261,7 @@ impl Coordinator {
                 let replayed = selected.node == self.node
                     || chosen.is_some_and(|r| {
                         q.scores.get(&(r.reveal.node, r.reveal.commitment()))
-                            == Some(&Scoring::Done(None))
+                            == Some(&Scoring::Passed)
                     });
                 let signed = ConsensusResultMsg::sign(&self.key, &outcome)
                     .expect("an agreed outcome has a result to sign")
