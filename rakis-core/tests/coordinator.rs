@@ -60,8 +60,11 @@ struct Sim {
     /// Sync requests made.
     sync_requests: usize,
     /// Rewrites of what a node broadcasts (a node lying in its messages).
-    tamper: BTreeMap<usize, Box<dyn Fn(&mut Message)>>,
+    tamper: BTreeMap<usize, Rewrite>,
 }
+
+/// A rewrite of an outgoing message.
+type Rewrite = Box<dyn Fn(&mut Message)>;
 
 /// The network id of the simulated nodes (their statements are signed for it).
 const SIM_NET: &str = "coordinator-sim";

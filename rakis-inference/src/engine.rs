@@ -453,6 +453,61 @@ impl TextGenerator {
         self.replay_ids(&ids, answer, sampling, ending)
     }
 
+    /// The second check of one reveal ([`InferenceEngine::score`] without the queue or the
+    /// deadline): [`replay`](Self::replay) of the job's ids, and whether its text is their
+    /// decoding.
+    pub fn score(&mut self, job: &ScoreJob) -> Result<Score, InferenceError> {
+        let sampling = SamplingParams {
+            temperature: job.temperature,
+            top_p: job.top_p,
+            seed: job.seed,
+            max_tokens: job.max_tokens as usize,
+        };
+        let mut r = self.replay(&job.messages, &job.token_ids, sampling, job.ending)?;
+        // The text must be the ids' decoding (ids past the vocabulary are already out).
+        if r.outside.is_empty() {
+            r.text_mismatch = self.decode(&job.token_ids)? != job.text;
+        }
+        Ok(r)
+    }
+
+    /// A generation job ([`InferenceEngine::generate`] without the queue), checking its
+    /// deadline (when `deadline` is set) and `cancelled` between tokens.
+    pub fn run_job(
+        &mut self,
+        job: &GenerationJob,
+        deadline: bool,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation, InferenceError> {
+        let sampling = SamplingParams {
+            temperature: job.temperature,
+            top_p: job.top_p,
+            seed: job.seed,
+            max_tokens: job.max_tokens as usize,
+        };
+        let deadline = deadline.then_some(job.deadline_ms);
+        self.generate(&job.messages, sampling, deadline, cancelled)
+            .map(|o| {
+                let t = o.timings;
+                info!(
+                    prompt_tokens = t.prompt_tokens,
+                    tokens = t.tokens,
+                    prompt_tps = t.prompt_tokens as f64 / t.prompt_secs.max(1e-9),
+                    decode_tps = t.tokens as f64 / t.decode_secs.max(1e-9),
+                    "generated"
+                );
+                Generation {
+                    text: o.text,
+                    model: job.model.clone(),
+                    prompt_tokens: t.prompt_tokens as u32,
+                    tokens: t.tokens as u32,
+                    token_ids: o.token_ids,
+                    tokens_per_sec: (t.tokens as f64 / t.decode_secs.max(1e-9)) as f32,
+                    finish: o.finish,
+                }
+            })
+    }
+
     /// The ids that stop generation (end of turn, end of text).
     pub fn stop_tokens(&self) -> &[u32] {
         &self.stop_tokens
@@ -677,22 +732,9 @@ fn score_job(
         let _ = reply.send(Err(EngineError::DeadlineExceeded));
         return;
     }
-    let sampling = SamplingParams {
-        temperature: job.temperature,
-        top_p: job.top_p,
-        seed: job.seed,
-        max_tokens: job.max_tokens as usize,
-    };
     let started = Instant::now();
     let result = generator
-        .replay(&job.messages, &job.token_ids, sampling, job.ending)
-        .and_then(|mut r| {
-            // The text must be the ids' decoding (ids past the vocabulary are already out).
-            if r.outside.is_empty() {
-                r.text_mismatch = generator.decode(&job.token_ids)? != job.text;
-            }
-            Ok(r)
-        })
+        .score(&job)
         .inspect(|r| {
             debug!(
                 tokens = r.tokens,
@@ -713,41 +755,12 @@ fn generate_job(
     job: GenerationJob,
     reply: oneshot::Sender<Result<Generation, EngineError>>,
 ) {
-    {
-        let span = info_span!("generate", request = %job.request_id.short(), worker = index);
-        let _e = span.enter();
-        let sampling = SamplingParams {
-            temperature: job.temperature,
-            top_p: job.top_p,
-            seed: job.seed,
-            max_tokens: job.max_tokens as usize,
-        };
-        let result = generator
-            .generate(&job.messages, sampling, Some(job.deadline_ms), &|| {
-                reply.is_closed()
-            })
-            .map(|o| {
-                let t = o.timings;
-                info!(
-                    prompt_tokens = t.prompt_tokens,
-                    tokens = t.tokens,
-                    prompt_tps = t.prompt_tokens as f64 / t.prompt_secs.max(1e-9),
-                    decode_tps = t.tokens as f64 / t.decode_secs.max(1e-9),
-                    "generated"
-                );
-                Generation {
-                    text: o.text,
-                    model: job.model.clone(),
-                    prompt_tokens: t.prompt_tokens as u32,
-                    tokens: t.tokens as u32,
-                    token_ids: o.token_ids,
-                    tokens_per_sec: (t.tokens as f64 / t.decode_secs.max(1e-9)) as f32,
-                    finish: o.finish,
-                }
-            })
-            .map_err(EngineError::from);
-        let _ = reply.send(result);
-    }
+    let span = info_span!("generate", request = %job.request_id.short(), worker = index);
+    let _e = span.enter();
+    let result = generator
+        .run_job(&job, true, &|| reply.is_closed())
+        .map_err(EngineError::from);
+    let _ = reply.send(result);
 }
 
 impl Drop for CandleEngine {

@@ -8,10 +8,14 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use rakis_inference::{CandleEmbedder, EmbedderConfig, ModelSource, MINILM};
-use rakis_sim::{Behaviour, Corpus, Lie, RequestStatus, Scenario};
+use rakis_core::{EngineError, Generation, GenerationJob, Score, ScoreJob};
+use rakis_inference::{
+    CandleEmbedder, EmbedderConfig, ModelSource, TextGenerator, WeightFormat, MINILM,
+};
+use rakis_sim::{Behaviour, Corpus, Lie, RequestStatus, Scenario, SimModel};
 
 fn minilm() -> Arc<CandleEmbedder> {
     Arc::new(
@@ -136,6 +140,159 @@ fn minilm_security_table() {
             let (in_ball, wrong, failed) = s.run().rates_percent();
             println!(
                 "| {name} | {d:.2} | {p:.1} | {in_ball:.0} % | {wrong:.0} % | {failed:.0} % |"
+            );
+        }
+    }
+}
+
+/// SmolLM2-135M-Instruct in the simulator (synchronously, one generator): honest nodes answer
+/// with it, liars rewrite its answers, nodes replay reveals with it. Generations and replays
+/// are cached by job, so the cases of one table (same seed: same requests, keys and VRF seeds)
+/// share them; `replays: false` answers every score job with `Unsupported` (the check off).
+struct Smol {
+    generator: Mutex<TextGenerator>,
+    replays: bool,
+    generated: Arc<Mutex<HashMap<String, Generation>>>,
+    scored: Arc<Mutex<HashMap<String, Score>>>,
+}
+
+impl Smol {
+    fn with_replays(&self, replays: bool) -> Smol {
+        Smol {
+            generator: Mutex::new(self.generator.lock().unwrap().clone()),
+            replays,
+            generated: self.generated.clone(),
+            scored: self.scored.clone(),
+        }
+    }
+}
+
+impl SimModel for Smol {
+    fn generate(&self, job: &GenerationJob) -> Result<Generation, EngineError> {
+        let key = format!(
+            "{:?}",
+            (
+                &job.messages,
+                &job.seed,
+                job.temperature,
+                job.top_p,
+                job.max_tokens
+            )
+        );
+        if let Some(g) = self.generated.lock().unwrap().get(&key) {
+            return Ok(g.clone());
+        }
+        let g = self
+            .generator
+            .lock()
+            .unwrap()
+            .run_job(job, false, &|| false)
+            .map_err(EngineError::from)?;
+        self.generated.lock().unwrap().insert(key, g.clone());
+        Ok(g)
+    }
+
+    fn score(&self, job: &ScoreJob) -> Result<Score, EngineError> {
+        if !self.replays {
+            return Err(EngineError::Unsupported("the check is off".into()));
+        }
+        let key = format!(
+            "{:?}",
+            ScoreJob {
+                deadline_ms: 0,
+                ..job.clone()
+            }
+        );
+        if let Some(s) = self.scored.lock().unwrap().get(&key) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .generator
+            .lock()
+            .unwrap()
+            .score(job)
+            .map_err(EngineError::from)?;
+        self.scored.lock().unwrap().insert(key, s.clone());
+        Ok(s)
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        self.generator
+            .lock()
+            .unwrap()
+            .encode(text)
+            .map_err(EngineError::from)
+    }
+}
+
+/// The measurement behind the MiniLM table's rows with the second check (docs/security.md):
+/// real SmolLM2 answers at temperature 0.7 / top-p 0.95 (up to 32 tokens), one liar of five,
+/// each case with the check off and on. `RAKIS_SIM_ROUNDS` rounds (default 60).
+#[test]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+fn minilm_security_table_with_the_second_check() {
+    let rounds: usize = std::env::var("RAKIS_SIM_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let e = minilm();
+    let smol = Smol {
+        generator: Mutex::new(
+            TextGenerator::load(&common::smollm_gguf(), WeightFormat::AsStored, None, None)
+                .unwrap(),
+        ),
+        replays: true,
+        generated: Default::default(),
+        scored: Default::default(),
+    };
+    let cases: Vec<(&str, Option<Behaviour>)> = vec![
+        ("all honest", None),
+        ("fact swap 1/5", Some(Behaviour::FactSwap)),
+        (
+            "truncated 20% 1/5",
+            Some(Behaviour::Truncated { percent: 20 }),
+        ),
+        (
+            "truncated 50% 1/5",
+            Some(Behaviour::Truncated { percent: 50 }),
+        ),
+    ];
+    // RAKIS_SIM_CASES=2,4 runs only those cases (1-based); RAKIS_SIM_CHECK=on only the check on.
+    let only: Option<Vec<usize>> = std::env::var("RAKIS_SIM_CASES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect());
+    let checks: Vec<bool> = match std::env::var("RAKIS_SIM_CHECK").as_deref() {
+        Ok("on") => vec![true],
+        Ok("off") => vec![false],
+        _ => vec![false, true],
+    };
+    println!("| case (SmolLM2 answers) | second check | adversary in ball (rounds with a lie) | wrong result | failed | honest answers left out |");
+    println!("|---|---|---|---|---|---|");
+    for (c, (name, b)) in cases.iter().enumerate() {
+        if only.as_ref().is_some_and(|o| !o.contains(&(c + 1))) {
+            continue;
+        }
+        for &replays in &checks {
+            let mut s = scenario(&e, 0.30, 0.6, rounds, 1234)
+                .model(Arc::new(smol.with_replays(replays)))
+                .sampling(0.7, 0.95, 32);
+            if let Some(b) = b {
+                s = s.behaviour(4, b.clone());
+            }
+            let r = s.run();
+            let (_, wrong, failed) = r.rates_percent();
+            // Rounds where the liar's rewrite changed nothing (no fact in the model's answer, a
+            // prefix as long as the answer) had no lie to catch.
+            let lies: Vec<_> = r.requests.iter().filter(|q| !q.lie_unchanged).collect();
+            let in_ball = lies.iter().filter(|q| q.adversary_accepted).count();
+            println!(
+                "| {name} | {} | {:.1} % ({in_ball} of {}) | {wrong:.1} % | {failed:.1} % | {:.1} % ({} of {}) |",
+                if replays { "on" } else { "off" },
+                100.0 * in_ball as f64 / lies.len().max(1) as f64,
+                lies.len(),
+                r.honest_left_out_percent(),
+                r.honest_left_out.0,
+                r.honest_left_out.1,
             );
         }
     }

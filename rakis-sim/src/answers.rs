@@ -256,9 +256,25 @@ impl Corpus {
     }
 
     /// `text` with the key fact of prompt `p` swapped for a wrong one (a subtle lie).
+    ///
+    /// A text without the topic's fact (a real model's wording) gets its first number changed
+    /// instead (7 → 8, 100 → 101), the smallest lie a reader would still call wrong.
     pub fn fact_swapped(&self, p: usize, text: &str) -> String {
         let t = self.topic(p);
-        text.replace(t.fact, t.wrong_fact)
+        if text.contains(t.fact) {
+            return text.replace(t.fact, t.wrong_fact);
+        }
+        let Some(start) = text.find(|c: char| c.is_ascii_digit()) else {
+            return text.to_string();
+        };
+        let len = text[start..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len() - start);
+        let swapped = match text[start..start + len].parse::<u64>() {
+            Ok(n) => n.saturating_add(1).to_string(),
+            Err(_) => return text.to_string(),
+        };
+        format!("{}{swapped}{}", &text[..start], &text[start + len..])
     }
 
     /// An honest-looking answer to another prompt.

@@ -47,7 +47,13 @@
 //! * **Generation** is synchronous and scripted: an honest node answers from a small corpus
 //!   whose wording varies with the coordinator's sampling seed (like an LLM at temperature > 0);
 //!   it takes `generation_ms + U(0..=jitter)` of virtual time. Embeddings come from the
-//!   [`rakis_core::testing::HashEmbedder`] (a bag-of-words model, not MiniLM), cached per text.
+//!   [`rakis_core::testing::HashEmbedder`] (a bag-of-words model, not MiniLM), cached per text,
+//!   or from a real model ([`Scenario::embedder`]).
+//! * **A real language model** ([`Scenario::model`], a [`SimModel`]) replaces the scripted
+//!   wording: honest nodes answer with its generations under their coordinators' sampling
+//!   seeds, adversaries rewrite those answers (with the lie's token ids), and nodes run the
+//!   second check, replaying every reveal's sampling with it (cached per reveal). Without one,
+//!   scripted answers carry no token ids and the second check cannot run.
 //! * **Sync:** a node's `RequestSync` is answered by the peer with every message it logged for
 //!   the request (as a driver answers with the original signed envelopes).
 //! * **Honesty oracle:** an output is honest when the honest answer function produced it for
@@ -71,5 +77,5 @@ pub use engine::{MODEL, START_MS};
 pub use report::{Latency, Report, RequestReport, RequestStatus};
 pub use scenario::{
     AnswerCtx, AnswerFn, Behaviour, Committee, EmbedFn, Lie, NetworkConfig, Partition, Scenario,
-    SimEmbedder,
+    SimEmbedder, SimModel,
 };

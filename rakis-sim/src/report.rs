@@ -48,6 +48,9 @@ pub struct RequestReport {
     pub wrong_result: bool,
     /// Time from the deadline to the last honest member's result (completed requests).
     pub result_after_deadline_ms: Option<u64>,
+    /// Whether an adversary meant to lie but its rewrite of the model's answer changed nothing
+    /// (it answered honestly; its answer counts as honest).
+    pub lie_unchanged: bool,
 }
 
 /// Summary statistics of a latency sample.
@@ -102,6 +105,9 @@ pub struct Report {
     pub wrong_results: usize,
     /// Requests where an adversary's reveal was in some honest member's accepted set.
     pub adversary_accepted: usize,
+    /// Over completed requests: honest members' answers left out of the agreed accepted set
+    /// (rejected by a check, or outside the ball), and the honest answers there were.
+    pub honest_left_out: (usize, usize),
     /// Messages delivered (one per recipient; a broadcast to k nodes counts k).
     pub messages: u64,
     /// Broadcasts and direct sends.
@@ -137,6 +143,11 @@ impl Report {
     /// Bytes delivered per request.
     pub fn bytes_per_request(&self) -> f64 {
         self.bytes as f64 / self.requests.len().max(1) as f64
+    }
+
+    /// Honest answers left out of agreed results ([`Report::honest_left_out`]), in percent.
+    pub fn honest_left_out_percent(&self) -> f64 {
+        100.0 * self.honest_left_out.0 as f64 / self.honest_left_out.1.max(1) as f64
     }
 
     /// The rates of the security tables, in percent of the requests: an adversary entered an

@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::answers::Corpus;
-use rakis_core::{BinaryEmbedding, EmbedError, SecurityFrame};
+use rakis_core::engine::{Generation, GenerationJob, Score, ScoreJob};
+use rakis_core::{BinaryEmbedding, EmbedError, EngineError, SecurityFrame};
 
 /// What an adversarial answer function gets.
 #[derive(Clone, Debug)]
@@ -245,10 +246,34 @@ pub struct SimEmbedder(pub Arc<EmbedFn>);
 /// The function behind a [`SimEmbedder`].
 pub type EmbedFn = dyn Fn(&str) -> Result<BinaryEmbedding, EmbedError> + Send + Sync;
 
+/// A [`SimModel`] in a [`Scenario`].
+#[derive(Clone)]
+pub(crate) struct SimModelRef(pub(crate) Arc<dyn SimModel>);
+
+impl std::fmt::Debug for SimModelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimModel(..)")
+    }
+}
+
 impl std::fmt::Debug for SimEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SimEmbedder(..)")
     }
+}
+
+/// A real language model in the simulator, called synchronously on the simulator's thread:
+/// honest nodes answer with its generations (with the sampling seed each node's coordinator
+/// drew), adversaries rewrite those answers (and encode the lie's token ids), and every node
+/// that serves the model replays the reveals' sampling with it (the second check). The virtual
+/// clock does not advance while it runs.
+pub trait SimModel: Send + Sync {
+    /// Generates the answer of `job` (its seed, temperature, top-p and token limit).
+    fn generate(&self, job: &GenerationJob) -> Result<Generation, EngineError>;
+    /// Replays a reveal's sampling ([`InferenceEngine::score`](rakis_core::InferenceEngine::score)).
+    fn score(&self, job: &ScoreJob) -> Result<Score, EngineError>;
+    /// The token ids of `text` (an adversary's rewritten answer).
+    fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError>;
 }
 
 /// A simulation scenario. Build with [`Scenario::new`] and the builder methods, run with
@@ -274,6 +299,8 @@ pub struct Scenario {
     pub(crate) max_open_requests: usize,
     pub(crate) max_open_per_requester: usize,
     pub(crate) embedder: Option<SimEmbedder>,
+    pub(crate) model: Option<SimModelRef>,
+    pub(crate) sampling: (f32, f32, u32),
     pub(crate) outsiders: std::collections::BTreeSet<usize>,
     pub(crate) weights: BTreeMap<usize, u64>,
 }
@@ -308,6 +335,8 @@ impl Scenario {
             max_open_per_requester: rakis_core::coordinator::CoordinatorConfig::default()
                 .max_open_per_requester,
             embedder: None,
+            model: None,
+            sampling: (0.7, 0.95, 256),
             outsiders: Default::default(),
             weights: BTreeMap::new(),
         }
@@ -321,6 +350,21 @@ impl Scenario {
         embed: impl Fn(&str) -> Result<BinaryEmbedding, EmbedError> + Send + Sync + 'static,
     ) -> Self {
         self.embedder = Some(SimEmbedder(Arc::new(embed)));
+        self
+    }
+
+    /// Answers with a real language model instead of the scripted corpus wording, and turns
+    /// the second check on: nodes replay every reveal's sampling with `model` (its results
+    /// are cached per score job: every node gets the same verdict for the same reveal). The
+    /// corpus still gives the prompts and the adversaries' rewrites.
+    pub fn model(mut self, model: Arc<dyn SimModel>) -> Self {
+        self.model = Some(SimModelRef(model));
+        self
+    }
+
+    /// The requests' sampling: temperature, top-p and token limit (default 0.7, 0.95, 256).
+    pub fn sampling(mut self, temperature: f32, top_p: f32, max_tokens: u32) -> Self {
+        self.sampling = (temperature, top_p, max_tokens);
         self
     }
 

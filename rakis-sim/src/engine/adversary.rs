@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tracing::trace;
+use tracing::{trace, warn};
 
 use super::*;
 use crate::answers::Corpus;
@@ -120,14 +120,32 @@ impl Simulation {
         }
     }
 
-    pub(super) fn answer(&mut self, i: usize, job: &GenerationJob) -> String {
+    /// Node `i`'s answer to `job`: text, token ids (with a model; none for scripted wording)
+    /// and how it ended.
+    pub(super) fn answer(
+        &mut self,
+        i: usize,
+        job: &GenerationJob,
+    ) -> (String, Vec<u32>, FinishReason) {
         let Some(&k) = self.by_id.get(&job.request_id) else {
-            return Corpus::garbage(&mut StdRng::seed_from_u64(seed_u64(&job.seed)));
+            let text = Corpus::garbage(&mut StdRng::seed_from_u64(seed_u64(&job.seed)));
+            return (text, Vec::new(), FinishReason::Eos);
         };
         let prompt = self.reqs[k].prompt;
         let mut rng = StdRng::seed_from_u64(seed_u64(&job.seed));
         let corpus = &self.sc.corpus;
-        let honest = |rng: &mut StdRng| corpus.honest(prompt, rng);
+        // With a model, the honest answer is its generation with this node's seed.
+        let generated = self.sc.model.as_ref().and_then(|m| match m.0.generate(job) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                warn!(node = i, k, error = %e, "the model did not generate; scripted wording instead");
+                None
+            }
+        });
+        let honest = |rng: &mut StdRng| match &generated {
+            Some(g) => g.text.clone(),
+            None => corpus.honest(prompt, rng),
+        };
         let (text, is_honest) = match &self.nodes[i].behaviour {
             Behaviour::Honest
             | Behaviour::Replay { .. }
@@ -169,11 +187,25 @@ impl Simulation {
                 false,
             ),
         };
-        if is_honest {
+        // A rewrite that changed nothing (no fact to swap in a real model's answer, a prefix
+        // as long as the answer) is an honest answer: reported as such, not as a lie.
+        let unchanged = !is_honest && generated.as_ref().is_some_and(|g| g.text == text);
+        if unchanged {
+            self.unchanged_lies.insert(k);
+        }
+        if is_honest || unchanged {
             self.honest_texts.insert((k, text.clone()));
         }
         trace!(node = i, k, "answer");
-        text
+        match (&generated, &self.sc.model) {
+            (Some(g), _) if g.text == text => (text, g.token_ids.clone(), g.finish),
+            // A rewritten answer claims to end where it ends, with the ids of its text.
+            (_, Some(m)) => {
+                let ids = m.0.encode(&text).unwrap_or_default();
+                (text, ids, FinishReason::Eos)
+            }
+            (_, None) => (text, Vec::new(), FinishReason::Eos),
+        }
     }
 
     /// A message leaving node `i`, through its behaviour.

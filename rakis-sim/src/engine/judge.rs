@@ -13,6 +13,7 @@ impl Simulation {
         let (mut completed, mut failed, mut inconsistent, mut wrong, mut adv_acc) = (0, 0, 0, 0, 0);
         let mut split_digests = 0;
         let mut latencies = Vec::new();
+        let mut honest_left_out = (0, 0);
         let adversarial: BTreeSet<NodeId> = self
             .nodes
             .iter()
@@ -40,6 +41,7 @@ impl Simulation {
             let mut selected = None;
             let mut outputs = BTreeSet::new();
             let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+            let mut agreed_accepted = None;
             for i in &honest {
                 match r.results.get(i) {
                     Some(NodeResult::Completed {
@@ -60,6 +62,7 @@ impl Simulation {
                         if accepted.iter().any(|n| adversarial.contains(n)) {
                             adversary_accepted = true;
                         }
+                        agreed_accepted = Some(accepted);
                     }
                     Some(NodeResult::Failed(f)) => *reasons.entry(failure_key(f)).or_default() += 1,
                     None => *reasons.entry("no result".into()).or_default() += 1,
@@ -67,6 +70,14 @@ impl Simulation {
             }
             let status = if done == honest.len() && digests.len() == 1 {
                 let (s, output) = selected.expect("completed");
+                let accepted = agreed_accepted.expect("completed");
+                for &i in &r.committee {
+                    let n = &self.nodes[i];
+                    if n.behaviour.answers_honestly() && self.sc.answers(i) {
+                        honest_left_out.1 += 1;
+                        honest_left_out.0 += usize::from(!accepted.contains(&n.id));
+                    }
+                }
                 latencies.push(last.expect("completed").saturating_sub(r.deadline));
                 completed += 1;
                 RequestStatus::Completed {
@@ -103,6 +114,7 @@ impl Simulation {
                 status,
                 adversary_accepted,
                 wrong_result,
+                lie_unchanged: self.unchanged_lies.contains(&k),
             });
         }
         Report {
@@ -114,6 +126,7 @@ impl Simulation {
             split_digests,
             wrong_results: wrong,
             adversary_accepted: adv_acc,
+            honest_left_out,
             messages: self.messages,
             sends: self.sends,
             bytes: self.bytes,

@@ -182,8 +182,12 @@ pub(crate) struct Simulation {
     by_id: HashMap<RequestId, usize>,
     /// (request, text) of every answer produced by the honest answer function.
     honest_texts: HashSet<(usize, String)>,
+    /// Requests where an adversary's rewrite of a model's answer changed nothing.
+    unchanged_lies: HashSet<usize>,
     embedder: HashEmbedder,
     embed_cache: HashMap<String, Option<BinaryEmbedding>>,
+    /// Replays by score job (its debug form without the deadline), with a [`crate::SimModel`].
+    score_cache: HashMap<String, Result<rakis_core::Score, rakis_core::EngineError>>,
     all: Vec<usize>,
     messages: u64,
     sends: u64,
@@ -294,7 +298,9 @@ impl Simulation {
             reqs: Vec::new(),
             by_id: HashMap::new(),
             honest_texts: HashSet::new(),
+            unchanged_lies: HashSet::new(),
             embed_cache: HashMap::new(),
+            score_cache: HashMap::new(),
             messages: 0,
             sends: 0,
             bytes: 0,
@@ -437,6 +443,9 @@ impl Simulation {
             self.local(requester),
         );
         request.nonce = mix(self.sc.seed, k as u64);
+        if self.sc.model.is_some() {
+            (request.temperature, request.top_p, request.max_tokens) = self.sc.sampling;
+        }
         request.frame = self.sc.frame.clone();
         let id = request.id();
         let committee = match &self.epoch {
@@ -544,7 +553,7 @@ impl Simulation {
             match a {
                 Action::Broadcast(m) => self.outgoing(i, m),
                 Action::Generate(job) => {
-                    let text = self.answer(i, &job);
+                    let (text, token_ids, finish) = self.answer(i, &job);
                     let took = self.sc.generation_ms
                         + if self.sc.generation_jitter_ms > 0 {
                             self.rng.gen_range(0..=self.sc.generation_jitter_ms)
@@ -552,13 +561,17 @@ impl Simulation {
                             0
                         };
                     let generation = Generation {
-                        tokens: text.split_whitespace().count() as u32,
+                        tokens: if token_ids.is_empty() {
+                            text.split_whitespace().count() as u32
+                        } else {
+                            token_ids.len() as u32
+                        },
                         text,
                         model: job.model.clone(),
                         prompt_tokens: 0,
-                        token_ids: Vec::new(),
+                        token_ids,
                         tokens_per_sec: 0.0,
-                        finish: FinishReason::Eos,
+                        finish,
                     };
                     self.push(
                         self.now + took,
@@ -597,25 +610,27 @@ impl Simulation {
                         },
                     );
                 }
-                // Scripted answers have no token ids to replay: the engine cannot score.
+                // With a model the replay is real (cached per job: the verdict is a function
+                // of it); scripted answers have no token ids to replay.
                 Action::Score {
                     node,
                     commitment,
                     job,
-                } => self.push(
-                    self.now,
-                    Ev::Input {
-                        to: i,
-                        input: Input::Scored {
-                            request_id: job.request_id,
-                            node,
-                            commitment,
-                            result: Err(rakis_core::EngineError::Unsupported(
-                                "the simulator's engine does not score".into(),
-                            )),
+                } => {
+                    let result = self.score(&job);
+                    self.push(
+                        self.now,
+                        Ev::Input {
+                            to: i,
+                            input: Input::Scored {
+                                request_id: job.request_id,
+                                node,
+                                commitment,
+                                result,
+                            },
                         },
-                    },
-                ),
+                    )
+                }
                 Action::Persist(_) => {}
                 Action::PersistOwnOutput(own) => {
                     self.nodes[i]
@@ -652,6 +667,31 @@ impl Simulation {
                 }
             }
         }
+    }
+
+    fn score(
+        &mut self,
+        job: &rakis_core::ScoreJob,
+    ) -> Result<rakis_core::Score, rakis_core::EngineError> {
+        let Some(model) = &self.sc.model else {
+            return Err(rakis_core::EngineError::Unsupported(
+                "the simulator's scripted engine does not score".into(),
+            ));
+        };
+        // The deadline is the only field that differs between nodes scoring one reveal.
+        let key = format!(
+            "{:?}",
+            rakis_core::ScoreJob {
+                deadline_ms: 0,
+                ..job.clone()
+            }
+        );
+        if let Some(s) = self.score_cache.get(&key) {
+            return s.clone();
+        }
+        let s = model.0.score(job);
+        self.score_cache.insert(key, s.clone());
+        s
     }
 
     fn embed(&mut self, text: &str) -> Result<BinaryEmbedding, rakis_core::EmbedError> {
