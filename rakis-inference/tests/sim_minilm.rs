@@ -167,6 +167,20 @@ impl Smol {
     }
 }
 
+/// The value under `key`, computed by `make` and kept on the first call.
+fn cached<T: Clone>(
+    cache: &Mutex<HashMap<String, T>>,
+    key: String,
+    make: impl FnOnce() -> Result<T, rakis_inference::InferenceError>,
+) -> Result<T, EngineError> {
+    if let Some(v) = cache.lock().unwrap().get(&key) {
+        return Ok(v.clone());
+    }
+    let v = make().map_err(EngineError::from)?;
+    cache.lock().unwrap().insert(key, v.clone());
+    Ok(v)
+}
+
 impl SimModel for Smol {
     fn generate(&self, job: &GenerationJob) -> Result<Generation, EngineError> {
         let key = format!(
@@ -179,17 +193,12 @@ impl SimModel for Smol {
                 job.max_tokens
             )
         );
-        if let Some(g) = self.generated.lock().unwrap().get(&key) {
-            return Ok(g.clone());
-        }
-        let g = self
-            .generator
-            .lock()
-            .unwrap()
-            .run_job(job, false, &|| false)
-            .map_err(EngineError::from)?;
-        self.generated.lock().unwrap().insert(key, g.clone());
-        Ok(g)
+        cached(&self.generated, key, || {
+            self.generator
+                .lock()
+                .unwrap()
+                .run_job(job, false, &|| false)
+        })
     }
 
     fn score(&self, job: &ScoreJob) -> Result<Score, EngineError> {
@@ -203,17 +212,9 @@ impl SimModel for Smol {
                 ..job.clone()
             }
         );
-        if let Some(s) = self.scored.lock().unwrap().get(&key) {
-            return Ok(s.clone());
-        }
-        let s = self
-            .generator
-            .lock()
-            .unwrap()
-            .score(job)
-            .map_err(EngineError::from)?;
-        self.scored.lock().unwrap().insert(key, s.clone());
-        Ok(s)
+        cached(&self.scored, key, || {
+            self.generator.lock().unwrap().score(job)
+        })
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
