@@ -308,7 +308,11 @@ impl Distribution {
             return Self::bounded((f64::from(top) - f64::from(claimed)) / 2.0);
         }
         let t = f64::from(self.spec.temperature);
-        let w = ((f64::from(claimed) - f64::from(self.max)) / t).exp();
+        // Log weights `(l − max) / T`: at tiny temperatures the weights themselves underflow
+        // to zero (a token a logit below the best at T 0.0004 weighs e^{-2600}), and a claim
+        // that logits within a fraction of one explain would read as `Outside`.
+        let z = |id: u32| (f64::from(logits[id as usize]) - f64::from(self.max)) / t;
+        let zc = z(token);
         let (below, above, into) = match self.ranks.binary_search(&self.order.rank(token)) {
             Ok(at) => {
                 let below: f64 = self.weights[..at].iter().sum();
@@ -317,24 +321,30 @@ impl Distribution {
                 if u >= lo && u < hi {
                     return Draw::Same;
                 }
-                let above: f64 = self.weights[at + 1..].iter().sum();
-                (below, above, 0.0)
+                (
+                    log_sum_exp(self.ids[..at].iter().map(|&i| z(i))),
+                    log_sum_exp(self.ids[at + 1..].iter().map(|&i| z(i))),
+                    0.0,
+                )
             }
             Err(at) => {
-                let Some(into) = self.inclusion_tolerance(logits, w) else {
+                let Some(into) = self.inclusion_tolerance(logits, zc) else {
                     return Draw::Outside;
                 };
-                let below: f64 = self.weights[..at].iter().sum();
-                let above: f64 = self.weights[at..].iter().sum();
-                (below, above, into)
+                (
+                    log_sum_exp(self.ids[..at].iter().map(|&i| z(i))),
+                    log_sum_exp(self.ids[at..].iter().map(|&i| z(i))),
+                    into,
+                )
             }
         };
-        let total = below + w + above;
-        let (lo, hi) = (below / total, (below + w) / total);
-        let interval = if u < lo {
-            (t / 2.0) * ((below * (1.0 - u)) / (u * (w + above))).ln()
-        } else if u >= hi {
-            (t / 2.0) * ((u * above) / ((1.0 - u) * (below + w))).ln()
+        // u below the interval: u < B / (B + w + C); above it: u ≥ (B + w) / (B + w + C).
+        let (lu, l1u) = (u.ln(), (1.0 - u).ln());
+        let total = log_sum_exp([below, zc, above]);
+        let interval = if lu < below - total {
+            (t / 2.0) * (below + l1u - lu - log_sum_exp([zc, above]))
+        } else if lu >= log_sum_exp([below, zc]) - total {
+            (t / 2.0) * (lu + above - l1u - log_sum_exp([below, zc]))
         } else {
             0.0
         };
@@ -349,23 +359,29 @@ impl Distribution {
         }
     }
 
-    /// The smallest `δ` at which a token of weight `w` outside the nucleus would be in it
+    /// The smallest `δ` at which a token of log weight `zc` outside the nucleus would be in it
     /// (raised by `δ`, every other logit lowered by `δ`); `None` beyond [`MAX_TOLERANCE`].
-    fn inclusion_tolerance(&self, logits: &[f32], w: f64) -> Option<f64> {
-        let t = f64::from(self.spec.temperature);
+    fn inclusion_tolerance(&self, logits: &[f32], zc: f64) -> Option<f64> {
         let p = f64::from(self.spec.top_p.max(0.0));
-        let weights: Vec<f64> = logits
+        if p >= 1.0 {
+            // Every finite logit is in a full nucleus; only its weight underflowed.
+            return Some(0.0);
+        }
+        let t = f64::from(self.spec.temperature);
+        let zs: Vec<f64> = logits
             .iter()
             .filter(|l| l.is_finite())
-            .map(|&l| ((f64::from(l) - f64::from(self.max)) / t).exp())
+            .map(|&l| (f64::from(l) - f64::from(self.max)) / t)
             .collect();
-        let all: f64 = weights.iter().sum();
+        // The other tokens' mass (the claimed one once, at its own log weight, left out).
+        let all = log_sum_exp(zs.iter().copied());
+        let others = log_diff_exp(all, zc);
         // In the nucleus under δ: the mass strictly heavier than the raised token (scaled down)
         // stays below p × the perturbed total.
         let included = |d: f64| {
-            let s2 = (2.0 * d / t).exp();
-            let heavier: f64 = weights.iter().filter(|&&x| x > w * s2).sum();
-            heavier < p * (all - w + w * s2)
+            let raised = zc + 2.0 * d / t;
+            let heavier = log_sum_exp(zs.iter().copied().filter(|&x| x > raised));
+            heavier < p.ln() + log_sum_exp([others, raised])
         };
         if !included(MAX_TOLERANCE) {
             return None;
@@ -381,6 +397,24 @@ impl Distribution {
         }
         Some(hi)
     }
+}
+
+/// `ln Σ e^x` without overflow or underflow (`−∞` for no terms).
+fn log_sum_exp(xs: impl IntoIterator<Item = f64>) -> f64 {
+    let xs: Vec<f64> = xs.into_iter().filter(|x| !x.is_nan()).collect();
+    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return max;
+    }
+    max + xs.iter().map(|x| (x - max).exp()).sum::<f64>().ln()
+}
+
+/// `ln(e^a − e^b)` for `a ≥ b` (`−∞` when they are equal).
+fn log_diff_exp(a: f64, b: f64) -> f64 {
+    if b >= a {
+        return f64::NEG_INFINITY;
+    }
+    a + (-(b - a).exp()).ln_1p()
 }
 
 /// [`Distribution::new`] then [`Distribution::sample`].
@@ -633,6 +667,28 @@ mod tests {
         };
         match check(&l, spec, 0.228, 3) {
             Draw::Near { distance } => assert!(distance < 0.02, "{distance}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_token_whose_weight_underflows_is_near_not_outside() {
+        // At T 0.00038 token 1, a logit below token 0, weighs e^{-2616}: zero in f64. Logits
+        // within half the gap (~0.497) draw it; the check read it as Outside (found by
+        // logit_noise_within_the_tolerance_is_explained).
+        let l = [18.401_299f32, 17.407];
+        let spec = SamplerSpec {
+            temperature: 0.000_380_021_46,
+            top_p: 1.0,
+        };
+        match check(&l, spec, 0.497_380_723_267_909_3, 1) {
+            Draw::Near { distance } => assert!((distance - 0.4972).abs() < 1e-3, "{distance}"),
+            other => panic!("{other:?}"),
+        }
+        // Under a nucleus cut the same token must first enter the nucleus.
+        let cut = SamplerSpec { top_p: 0.9, ..spec };
+        match check(&l, cut, 0.497_380_723_267_909_3, 1) {
+            Draw::Near { distance } => assert!((distance - 0.4972).abs() < 1e-3, "{distance}"),
             other => panic!("{other:?}"),
         }
     }
