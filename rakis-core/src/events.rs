@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::coordinator::QuorumFailure;
 use crate::protocol::ConsensusResultMsg;
-use crate::{ConsensusOutcome, Hash32, InferenceId, NodeId, RejectReason, RequestId};
+use crate::{
+    BinaryEmbedding, ConsensusOutcome, Hash32, InferenceId, NodeId, RejectReason, RequestId,
+};
 
 /// Something that happened on the node, in protocol order for each request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +70,9 @@ pub enum NodeEvent {
         model: String,
         /// The revealed output (not yet verified: see `RevealRejected` and the outcome).
         output: String,
+        /// The revealed binary embedding (its Hamming distance to the agreed ball's centre is
+        /// what a status page draws).
+        embedding: BinaryEmbedding,
     },
     /// This node rejected a reveal.
     RevealRejected {

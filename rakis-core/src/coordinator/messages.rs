@@ -306,6 +306,7 @@ impl Coordinator {
             node: from,
             model: r.model.clone(),
             output: r.reveal.output.clone(),
+            embedding: r.reveal.embedding.clone(),
         }));
         Self::check_reveal(q, &self.config, &r, out);
         self.try_finalize(id, false, out);

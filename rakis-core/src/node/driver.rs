@@ -401,6 +401,7 @@ impl Driver {
                     sync_log_bytes: self.sync_log.bytes(),
                     sends_in_flight: self.sending.values().sum(),
                     sends_dropped: self.sends_dropped,
+                    generation_load: self.coordinator.peer_status().load,
                 });
             }
             Command::Shutdown(_) => unreachable!("handled by the loop"),

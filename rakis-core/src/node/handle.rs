@@ -44,6 +44,8 @@ pub struct NodeStats {
     /// Direct sends not made because earlier ones to the same peer (or in all) were still
     /// unacknowledged.
     pub sends_dropped: u64,
+    /// Generation jobs running or queued on this node (its queue depth).
+    pub generation_load: u32,
 }
 
 /// A cloneable handle to a running node.

@@ -1,0 +1,154 @@
+//! A network of nodes on libp2p over loopback with a gateway in front of the first one.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rakis_core::membership::Membership;
+use rakis_core::testing::{HashEmbedder, ScriptedEngine};
+use rakis_core::{
+    Embedder, InferenceEngine, Node, NodeConfig, NodeHandle, NodeKey, StaticMembership,
+};
+use rakis_net::{Libp2pTransport, NetConfig};
+use rakis_node::config::{GatewayConfig, RequestDefaults};
+use rakis_node::launch::spawn_observer;
+use rakis_node::{Gateway, Metrics, StatusBoard};
+
+/// The model the scripted engines serve.
+pub const MODEL: &str = "smollm2";
+/// What they answer.
+pub const ANSWER: &str = "The capital of France is Paris.";
+
+/// A running test network.
+pub struct TestNet {
+    pub handles: Vec<NodeHandle>,
+    pub transports: Vec<Arc<Libp2pTransport>>,
+    pub keys: Vec<NodeKey>,
+    pub members: StaticMembership,
+    pub url: String,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<StatusBoard>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestNet {
+    pub async fn shutdown(self) {
+        self.server.abort();
+        for h in &self.handles {
+            let _ = h.shutdown().await;
+        }
+        for t in &self.transports {
+            let _ = t.shutdown().await;
+        }
+    }
+}
+
+/// Request defaults of the tests: a quorum of every node, a short deadline.
+pub fn defaults(n: usize) -> RequestDefaults {
+    RequestDefaults {
+        quorum: n as u32,
+        deadline: Duration::from_millis(1500),
+        settle_time: Duration::from_secs(20),
+        ..RequestDefaults::default()
+    }
+}
+
+/// Starts `n` nodes answering with `engine` (shared) and `embedder`, all members, and a gateway
+/// in front of the first, configured by `gateway`.
+pub async fn start(
+    n: usize,
+    engine: Arc<dyn InferenceEngine>,
+    embedder: Arc<dyn Embedder>,
+    gateway: GatewayConfig,
+    defaults: RequestDefaults,
+) -> TestNet {
+    let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
+    let members = StaticMembership::equal(keys.iter().map(|k| k.node_id())).unwrap();
+    let network = format!("gateway-test-{}", rand_suffix());
+    let mut handles = Vec::new();
+    let mut transports: Vec<Arc<Libp2pTransport>> = Vec::new();
+    for key in &keys {
+        let bootstrap: Vec<_> = transports.iter().flat_map(|t| t.listen_addrs()).collect();
+        let transport = Arc::new(
+            Libp2pTransport::start(
+                key.clone(),
+                NetConfig::local_test(&network).with_bootstrap(bootstrap),
+            )
+            .await
+            .unwrap(),
+        );
+        let mut config = NodeConfig::local_test();
+        config.reveal_window = Duration::from_millis(800);
+        config.status_interval = Some(Duration::from_millis(300));
+        let node = Node::builder()
+            .key(key.clone())
+            .config(config)
+            .membership(members.clone())
+            .transport(transport.clone())
+            .engine(engine.clone())
+            .embedder(embedder.clone())
+            .build()
+            .unwrap();
+        handles.push(node.spawn().0);
+        transports.push(transport);
+    }
+    for t in &transports {
+        t.wait_for_topic_peers(n - 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(StatusBoard::new(handles[0].node_id()));
+    spawn_observer(
+        handles[0].clone(),
+        metrics.clone(),
+        status.clone(),
+        Some(transports[0].clone()),
+    );
+    let gw = Gateway::builder(handles[0].clone())
+        .membership(Arc::new(members.clone()) as Arc<dyn Membership>)
+        .models(engine.models())
+        .embedder(embedder)
+        .defaults(defaults)
+        .config(&gateway)
+        .metrics(metrics.clone())
+        .status(status.clone())
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = gw
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    TestNet {
+        handles,
+        transports,
+        keys,
+        members,
+        url: format!("http://{addr}"),
+        metrics,
+        status,
+        server,
+    }
+}
+
+/// Three scripted nodes with the hash embedder.
+pub async fn scripted(n: usize, gateway: GatewayConfig) -> TestNet {
+    start(
+        n,
+        Arc::new(ScriptedEngine::constant(MODEL, ANSWER).with_workers(8)),
+        Arc::new(HashEmbedder::default_model()),
+        gateway,
+        defaults(n),
+    )
+    .await
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
