@@ -114,7 +114,8 @@ impl EngineSection {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedderSection {
-    /// The model's name (requests' security frames name it; `all-MiniLM-L6-v2`).
+    /// The model's name, as requests' security frames name it
+    /// (`sentence-transformers/all-MiniLM-L6-v2`, the default frame's).
     pub model_name: String,
     /// A local folder with `config.json`, `tokenizer.json` and `model.safetensors`.
     #[serde(default)]
@@ -234,6 +235,14 @@ pub struct GatewayConfig {
     pub requests_per_minute: u32,
     /// Requests served at once (waiting for the network included); more get 429.
     pub max_in_flight: usize,
+    /// Requests submitted to the network at once; the others wait (at most `queue_timeout`,
+    /// then 429). Keep it below the peers' `node.max_open_per_requester` (64 by
+    /// default): beyond it, peers refuse this node's requests and they fail for want of
+    /// commits.
+    pub max_submitted: usize,
+    /// How long a request may wait for a slot with the network.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Serve `/metrics` (Prometheus text format).
@@ -251,6 +260,8 @@ impl Default for GatewayConfig {
             allow_anonymous: false,
             requests_per_minute: 600,
             max_in_flight: 256,
+            max_submitted: 48,
+            queue_timeout: Duration::from_secs(60),
             max_body_bytes: 1 << 20,
             metrics: true,
             status_page: true,
@@ -540,9 +551,10 @@ model_name = "smollm2"
 {engine_source}
 workers = 1
 
-# The embedding model this node verifies answers with.
+# The embedding model this node verifies answers with (requests name it in their security
+# frame; nodes answer only requests whose embedding model they have).
 [embedder]
-model_name = "all-MiniLM-L6-v2"
+model_name = "sentence-transformers/all-MiniLM-L6-v2"
 {embedder_source}
 
 # Who may answer: each request is served by a committee drawn from these members by weight.

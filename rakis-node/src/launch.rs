@@ -220,7 +220,7 @@ pub async fn launch(
         addresses: transport
             .listen_addrs()
             .iter()
-            .map(|a| format!("{a}/p2p/{}", transport.peer_id()))
+            .map(|a| a.to_string())
             .collect(),
     });
     let mut builder = Node::builder()

@@ -366,8 +366,11 @@ pub fn ball_svg(d: &Decided) -> String {
     let n = d.points.len().max(1) as f64;
     for (i, p) in d.points.iter().enumerate() {
         let angle = std::f64::consts::TAU * (i as f64) / n - std::f64::consts::FRAC_PI_2;
-        // Points without a distance sit on the outer ring.
-        let r = p.distance.map_or(R_MAX, |x| f64::from(x) * scale);
+        // Points without a distance sit on the outer ring; points at (or very near) the
+        // centre on a small ring around it, so that several identical answers stay visible.
+        let r = p
+            .distance
+            .map_or(R_MAX, |x| (f64::from(x) * scale).max(7.0));
         let (x, y) = (C + r * angle.cos(), C + r * angle.sin());
         let colour = match p.status.as_str() {
             "accepted" => "#2a2",

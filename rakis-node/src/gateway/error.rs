@@ -96,6 +96,22 @@ impl ApiError {
         .code("too_many_requests_in_flight")
     }
 
+    /// 429: the request waited too long for a slot with the network.
+    pub fn queue_full(waited: std::time::Duration) -> Self {
+        ApiError {
+            retry_after: Some(waited.as_secs().max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "the network is serving this gateway's maximum of requests; none freed up in {} ms",
+                    waited.as_millis()
+                ),
+            )
+        }
+        .code("queue_full")
+    }
+
     /// 504: the network did not agree by the deadline.
     pub fn no_agreement(message: impl Into<String>, code: &'static str) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message).code(code)
@@ -114,10 +130,18 @@ impl ApiError {
     /// The error of a node call made for a request.
     pub fn from_node(e: NodeError) -> Self {
         match e {
+            // The node reached the request after its deadline: it is overloaded, the
+            // request was fine.
+            NodeError::InvalidRequest(rakis_core::RequestError::DeadlinePassed) => {
+                Self::no_agreement(
+                    "the node was too busy to submit the request before its deadline",
+                    "deadline_exceeded",
+                )
+            }
             NodeError::InvalidRequest(r) => Self::bad_request(r.to_string(), None),
             NodeError::Timeout => Self::no_agreement(
-                "the network did not agree on a certified answer by the deadline",
-                "deadline_exceeded",
+                "the committee did not certify an answer in time",
+                "certification_timeout",
             ),
             NodeError::RequestFailed(QuorumFailure::QuorumNotReached { committed, needed }) => {
                 Self::no_agreement(

@@ -98,6 +98,8 @@ struct Inner {
     auth: Auth,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    submitted: Arc<Semaphore>,
+    queue_timeout: Duration,
     max_body_bytes: usize,
     metrics: Option<Arc<Metrics>>,
     status: Option<Arc<StatusBoard>>,
@@ -202,6 +204,8 @@ impl GatewayBuilder {
                 auth: Auth { keys, anonymous },
                 in_flight: Arc::new(Semaphore::new(c.max_in_flight.max(1))),
                 max_in_flight: c.max_in_flight.max(1),
+                submitted: Arc::new(Semaphore::new(c.max_submitted.max(1))),
+                queue_timeout: c.queue_timeout,
                 max_body_bytes: c.max_body_bytes,
                 metrics: if c.metrics { self.metrics } else { None },
                 status: if c.status_page { self.status } else { None },
@@ -285,18 +289,19 @@ impl Gateway {
         }
         let mut messages = Vec::with_capacity(body.messages.len());
         for (i, m) in body.messages.iter().enumerate() {
-            let role =
-                match m.role.as_str() {
-                    "system" | "developer" => Role::System,
-                    "user" => Role::User,
-                    "assistant" => Role::Assistant,
-                    other => return Err(ApiError::bad_request(
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(ApiError::bad_request(
                         format!(
                             "role `{other}` is not supported (system, developer, user, assistant)"
                         ),
                         Some(format!("messages[{i}].role")),
-                    )),
-                };
+                    ))
+                }
+            };
             let content = match &m.content {
                 Some(Content::Text(t)) => t.clone(),
                 Some(Content::Parts(parts)) => {
@@ -370,6 +375,10 @@ impl Gateway {
         request.max_tokens = max_tokens;
         request.frame.quorum = quorum;
         request.frame.max_time_ms = deadline_ms;
+        // The embedding model this node verifies with (the frame's default otherwise).
+        if let Some(e) = &self.inner.embedder {
+            request.frame.embedding_model = e.model();
+        }
         request
             .validate()
             .map_err(|e| ApiError::bad_request(e.to_string(), None))?;
@@ -377,11 +386,23 @@ impl Gateway {
     }
 
     /// Submits `request` and waits until it is certified (or decided, in an open network).
+    /// At most `max_submitted` requests are with the network at once; this one waits for a
+    /// slot at most `queue_timeout` (then 429), and its deadline starts when it is submitted. Returns the answer and its verification (whose request is the one
+    /// submitted).
     pub async fn settle(
         &self,
         request: &InferenceRequest,
     ) -> Result<(String, Verification), ApiError> {
+        let wait = self.inner.queue_timeout;
+        let _slot = tokio::time::timeout(wait, self.inner.submitted.clone().acquire_owned())
+            .await
+            .map_err(|_| ApiError::queue_full(wait))?
+            .map_err(|_| ApiError::unavailable("the gateway is shutting down"))?;
         let node = &self.inner.node;
+        // Made now: its deadline counts from its submission, not from its arrival.
+        let mut request = request.clone();
+        request.created_at_ms = node.now_ms();
+        let request = &request;
         let id = node
             .submit(request.clone())
             .await

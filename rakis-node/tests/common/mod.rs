@@ -64,12 +64,53 @@ pub async fn start(
     gateway: GatewayConfig,
     defaults: RequestDefaults,
 ) -> TestNet {
+    start_each(vec![engine; n], embedder, gateway, defaults).await
+}
+
+/// [`start`] with one engine per node.
+pub async fn start_each(
+    engines: Vec<Arc<dyn InferenceEngine>>,
+    embedder: Arc<dyn Embedder>,
+    gateway: GatewayConfig,
+    defaults: RequestDefaults,
+) -> TestNet {
+    start_with(
+        engines,
+        embedder,
+        gateway,
+        defaults,
+        Duration::from_millis(800),
+    )
+    .await
+}
+
+/// The scripted engine of the tests (8 workers).
+pub fn scripted_engine() -> Arc<dyn InferenceEngine> {
+    Arc::new(ScriptedEngine::constant(MODEL, ANSWER).with_workers(8))
+}
+
+/// [`start_each`] with the nodes' reveal window.
+pub async fn start_with(
+    engines: Vec<Arc<dyn InferenceEngine>>,
+    embedder: Arc<dyn Embedder>,
+    gateway: GatewayConfig,
+    defaults: RequestDefaults,
+    reveal_window: Duration,
+) -> TestNet {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+    let n = engines.len();
+    let engine = engines[0].clone();
     let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
     let members = StaticMembership::equal(keys.iter().map(|k| k.node_id())).unwrap();
     let network = format!("gateway-test-{}", rand_suffix());
     let mut handles = Vec::new();
     let mut transports: Vec<Arc<Libp2pTransport>> = Vec::new();
-    for key in &keys {
+    for (key, node_engine) in keys.iter().zip(engines) {
         let bootstrap: Vec<_> = transports.iter().flat_map(|t| t.listen_addrs()).collect();
         let transport = Arc::new(
             Libp2pTransport::start(
@@ -80,14 +121,14 @@ pub async fn start(
             .unwrap(),
         );
         let mut config = NodeConfig::local_test();
-        config.reveal_window = Duration::from_millis(800);
+        config.reveal_window = reveal_window;
         config.status_interval = Some(Duration::from_millis(300));
         let node = Node::builder()
             .key(key.clone())
             .config(config)
             .membership(members.clone())
             .transport(transport.clone())
-            .engine(engine.clone())
+            .engine(node_engine)
             .embedder(embedder.clone())
             .build()
             .unwrap();
@@ -151,4 +192,46 @@ pub async fn scripted(n: usize, gateway: GatewayConfig) -> TestNet {
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// The repository root.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The test models' folder (`RAKIS_MODELS_DIR`, or `.cache/models`), checked.
+pub fn models_dir() -> std::path::PathBuf {
+    let d = std::env::var_os("RAKIS_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".cache/models"));
+    assert!(
+        d.join("all-MiniLM-L6-v2/model.safetensors").is_file()
+            && d.join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+                .is_file(),
+        "test models missing in {}: run scripts/setup.sh",
+        d.display()
+    );
+    d
+}
+
+/// SmolLM2-135M-Instruct (2 workers, shared by the nodes) and all-MiniLM-L6-v2.
+pub fn real_models() -> (Arc<dyn InferenceEngine>, Arc<dyn Embedder>) {
+    use rakis_inference::{
+        CandleEmbedder, CandleEngine, EmbedderConfig, EngineConfig, ModelSource,
+    };
+    let d = models_dir();
+    let mut config = EngineConfig::new(MODEL);
+    config.workers = 2;
+    let engine = CandleEngine::load(
+        &ModelSource::local(d.join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")),
+        "ignored",
+        config,
+    )
+    .unwrap();
+    let embedder = CandleEmbedder::load(
+        &ModelSource::local(d.join("all-MiniLM-L6-v2")),
+        EmbedderConfig::new(rakis_inference::MINILM),
+    )
+    .unwrap();
+    (Arc::new(engine), Arc::new(embedder))
 }
