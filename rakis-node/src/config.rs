@@ -174,6 +174,10 @@ pub struct RequestDefaults {
     /// Time from the request until commits close.
     #[serde(with = "humantime_serde")]
     pub deadline: Duration,
+    /// The longest deadline a caller may ask for (`rakis.deadline_ms`); keep it within the
+    /// peers' `node.max_request_time` (10 min by default), beyond which they refuse requests.
+    #[serde(with = "humantime_serde")]
+    pub max_deadline: Duration,
     /// How long after the deadline to wait for the agreed, certified result (reveal window,
     /// re-embedding, replay, signatures).
     #[serde(with = "humantime_serde")]
@@ -195,6 +199,7 @@ impl Default for RequestDefaults {
         RequestDefaults {
             quorum: 1,
             deadline: Duration::from_secs(20),
+            max_deadline: Duration::from_secs(120),
             settle_time: Duration::from_secs(30),
             max_tokens: 128,
             max_tokens_limit: 1024,
@@ -333,8 +338,15 @@ impl RakisConfig {
         if let Some(p) = self.embedder.as_mut().and_then(|e| e.path.as_mut()) {
             at(p);
         }
-        if let Some(l) = self.chains.as_mut().and_then(|c| c.ledger.as_mut()) {
-            at(l);
+        if let Some(chains) = self.chains.as_mut() {
+            // Without chains the ledger is used anyway: next to this file, not wherever the
+            // node was started.
+            if chains.ledger.is_none() && chains.evm.is_empty() {
+                chains.ledger = Some(PathBuf::from("rakis-ledger.bin"));
+            }
+            if let Some(l) = chains.ledger.as_mut() {
+                at(l);
+            }
         }
     }
 
@@ -378,6 +390,30 @@ impl RakisConfig {
                 "must be positive",
             ));
         }
+        if r.deadline > r.max_deadline {
+            return Err(ConfigFileError::invalid(
+                "requests.deadline",
+                format!("must be at most max_deadline ({:?})", r.max_deadline),
+            ));
+        }
+        if let Some(m) = &self.membership {
+            if r.quorum as usize > m.epoch().len() {
+                return Err(ConfigFileError::invalid(
+                    "requests.quorum",
+                    format!(
+                        "{} is more than the {} members: no request could reach it",
+                        r.quorum,
+                        m.epoch().len()
+                    ),
+                ));
+            }
+        }
+        if r.max_tokens_limit > rakis_core::protocol::MAX_TOKENS_LIMIT {
+            return Err(ConfigFileError::invalid(
+                "requests.max_tokens_limit",
+                format!("at most {}", rakis_core::protocol::MAX_TOKENS_LIMIT),
+            ));
+        }
         if r.max_tokens == 0 || r.max_tokens > r.max_tokens_limit {
             return Err(ConfigFileError::invalid(
                 "requests.max_tokens",
@@ -413,6 +449,15 @@ impl RakisConfig {
                 return Err(ConfigFileError::invalid(
                     format!("gateway.api_keys[{i}].key"),
                     "too short: use at least 16 characters",
+                ));
+            }
+            if g.api_keys[..i]
+                .iter()
+                .any(|o| o.key == k.key || o.name == k.name)
+            {
+                return Err(ConfigFileError::invalid(
+                    format!("gateway.api_keys[{i}]"),
+                    "a key or name listed twice",
                 ));
             }
         }
@@ -649,6 +694,25 @@ mod tests {
             "[[gateway.api_keys]]\nname = \"my-app\"\nkey = \"a-long-random-secret-token\"",
         );
         RakisConfig::parse(&text).unwrap();
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        for (from, to, field) in [
+            ("quorum = 1", "quorum = 2", "requests.quorum"),
+            ("max_tokens = 128", "max_tokens = 128\nmax_tokens_limit = 9000", "requests.max_tokens_limit"),
+            ("deadline = \"20s\"", "deadline = \"1h\"", "requests.deadline"),
+            (
+                "# [[gateway.api_keys]]\n# name = \"my-app\"\n# key = \"a-long-random-secret-token\"",
+                "[[gateway.api_keys]]\nname = \"a\"\nkey = \"a-long-random-secret-token\"\n[[gateway.api_keys]]\nname = \"b\"\nkey = \"a-long-random-secret-token\"",
+                "gateway.api_keys[1]",
+            ),
+        ] {
+            let text = sample().replace(from, to);
+            assert_ne!(text, sample(), "{from}");
+            let e = RakisConfig::parse(&text).unwrap_err();
+            assert_eq!(e.field(), Some(field), "{e}");
+        }
     }
 
     #[test]

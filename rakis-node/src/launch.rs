@@ -154,7 +154,12 @@ async fn blocking<T: Send + 'static>(
 /// Loads the key file named by `config`.
 pub fn load_key(config: &RakisConfig) -> Result<NodeKey, LaunchError> {
     let passphrase = match &config.key_passphrase_env {
-        Some(var) => Some(std::env::var(var).map_err(|_| LaunchError::Passphrase(var.clone()))?),
+        Some(var) => Some(
+            std::env::var(var)
+                .ok()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| LaunchError::Passphrase(var.clone()))?,
+        ),
         None => None,
     };
     NodeKey::load(&config.key_file, passphrase.as_deref()).map_err(|source| LaunchError::Key {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rakis_core::NodeKey;
+use rakis_core::{ChatMessage, NodeKey};
 use rakis_node::config::default_file;
 use rakis_node::{launch, Progress, RakisConfig, Verification};
 
@@ -189,8 +189,17 @@ fn init(dir: &Path, force: bool, models_dir: Option<PathBuf>) -> Result<(), BoxE
     Ok(())
 }
 
+/// How long in-flight HTTP requests may finish after a stop signal.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn run(config_path: &Path) -> Result<(), BoxError> {
     let config = RakisConfig::load(config_path)?;
+    // The gateway's address is taken before minutes of model loading: a port in use fails now.
+    let listener = if config.gateway.enabled {
+        Some(tokio::net::TcpListener::bind(config.gateway.listen).await?)
+    } else {
+        None
+    };
     let node = launch(&config, |p| match p {
         Progress::Key { node } => eprintln!("node {node}"),
         Progress::LoadingModel { name } => eprintln!("loading {name}…"),
@@ -205,17 +214,20 @@ async fn run(config_path: &Path) -> Result<(), BoxError> {
         _ => {}
     })
     .await?;
-    let server = if config.gateway.enabled {
-        let listener = tokio::net::TcpListener::bind(config.gateway.listen).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = if let Some(listener) = listener {
         let addr = listener.local_addr()?;
         eprintln!("gateway on http://{addr} (POST /v1/chat/completions, GET /v1/models, POST /v1/embeddings, /metrics, status page at /)");
         let app = node
             .gateway
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        let mut stop = stop_rx.clone();
         Some(tokio::spawn(async move {
             axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
                 .await
         }))
     } else {
@@ -223,10 +235,22 @@ async fn run(config_path: &Path) -> Result<(), BoxError> {
     };
     eprintln!("running; Ctrl-C or SIGTERM stops the node");
     shutdown_signal().await;
-    eprintln!("stopping: finishing pending writes…");
+    eprintln!(
+        "stopping: new connections refused, requests in flight have {} s (a second signal stops at once)…",
+        DRAIN.as_secs()
+    );
+    let _ = stop_tx.send(true);
     if let Some(server) = server {
-        let _ = server.await;
+        tokio::select! {
+            _ = server => {},
+            _ = tokio::time::sleep(DRAIN) => eprintln!("requests still in flight were cut off"),
+            _ = shutdown_signal() => {
+                eprintln!("stopped at once");
+                std::process::exit(130);
+            }
+        }
     }
+    eprintln!("finishing pending writes…");
     node.shutdown().await?;
     eprintln!("stopped");
     Ok(())
@@ -277,10 +301,10 @@ async fn ask(a: AskArgs) -> Result<(), BoxError> {
         .or_else(|| config.engine.as_ref().map(|e| e.model_name.clone()))
         .ok_or("no model: give --model (the configuration names none)")?;
     let mut messages = Vec::new();
-    if let Some(s) = a.system {
+    if let Some(s) = &a.system {
         messages.push(serde_json::json!({"role": "system", "content": s}));
     }
-    messages.push(serde_json::json!({"role": "user", "content": a.prompt}));
+    messages.push(serde_json::json!({"role": "user", "content": &a.prompt}));
     let mut body = serde_json::json!({"model": model, "messages": messages});
     if let Some(n) = a.max_tokens {
         body["max_tokens"] = n.into();
@@ -314,10 +338,18 @@ async fn ask(a: AskArgs) -> Result<(), BoxError> {
         std::fs::write(path, &text)?;
     }
     let (verification, answer) = Verification::from_json(&text)?;
-    println!("{}", answer.as_deref().unwrap_or(""));
+    // The certificate must be of the request sent, with at least this configuration's quorum.
+    let sent: Vec<ChatMessage> = a
+        .system
+        .iter()
+        .map(|s| ChatMessage::system(s.as_str()))
+        .chain(std::iter::once(ChatMessage::user(a.prompt.as_str())))
+        .collect();
+    verification.is_answer_to(&sent, &model, config.requests.quorum)?;
     match &config.membership {
         Some(m) => {
             let checked = verification.check(m.epoch(), answer.as_deref())?;
+            println!("{}", checked.output);
             eprintln!(
                 "verified: {} of the committee's {} members signed it ({} needed); result digest {}",
                 checked.signers.len(),
@@ -326,7 +358,10 @@ async fn ask(a: AskArgs) -> Result<(), BoxError> {
                 checked.result_digest
             );
         }
-        None => eprintln!("not verified: an open network has no committee to certify answers"),
+        None => {
+            println!("{}", answer.as_deref().unwrap_or(""));
+            eprintln!("not verified: an open network has no committee to certify answers")
+        }
     }
     if let Some(path) = &a.save {
         eprintln!(
@@ -346,6 +381,7 @@ fn verify(file: &Path, config_path: &Path) -> Result<(), BoxError> {
     let text = std::fs::read_to_string(file)?;
     let (verification, answer) = Verification::from_json(&text)?;
     let checked = verification.check(membership.epoch(), answer.as_deref())?;
+    let r = &verification.request;
     println!(
         "valid: request {}, {} of the committee's {} members signed result digest {} ({} needed)",
         verification.request_id,
@@ -357,5 +393,17 @@ fn verify(file: &Path, config_path: &Path) -> Result<(), BoxError> {
     for s in &checked.signers {
         println!("  signed by {s}");
     }
+    println!(
+        "the request: model {:?}, quorum {}, temperature {}, max_tokens {}, made at {} ms",
+        r.accepted_models, r.frame.quorum, r.temperature, r.max_tokens, r.created_at_ms
+    );
+    for m in &r.messages {
+        println!("  {:?}: {}", m.role, m.content);
+    }
+    println!("the certified answer: {}", checked.output);
+    println!(
+        "(a requester can choose its request's committee by trying nonces: trust certificates of \
+         requests you made, with a quorum you accept)"
+    );
     Ok(())
 }

@@ -334,9 +334,9 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Sets the number of gateway requests being served.
-    pub fn set_in_flight(&self, n: usize) {
-        self.in_flight.set(n as i64);
+    /// Counts gateway requests starting (`+1`) or ending (`-1`).
+    pub fn in_flight_changed(&self, by: i64) {
+        self.in_flight.inc_by(by);
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use rakis_core::membership::Epoch;
 use rakis_core::protocol::{Certificate, CertificateError};
-use rakis_core::{Hash32, InferenceRequest, NodeId, RequestId};
+use rakis_core::{ChatMessage, Hash32, InferenceRequest, NodeId, RequestId};
 use serde::{Deserialize, Serialize};
 
 /// How an answer was verified (the `rakis` field of gateway answers).
@@ -34,7 +34,9 @@ pub struct Verification {
     pub replayed_by: Vec<NodeId>,
     /// The node whose answer was selected.
     pub selected_node: Option<NodeId>,
-    /// The model of the selected answer.
+    /// The model of the selected answer: its name is one the request accepts; the weights are
+    /// what the selected answer declared, as reported by the signers (not part of the signed
+    /// digest).
     pub model: ModelInfo,
     /// The request as submitted.
     pub request: InferenceRequest,
@@ -78,6 +80,13 @@ impl Verification {
         if self.request.id() != self.request_id {
             return Err(VerifyError::RequestId);
         }
+        // Fields outside the id (a chain request's transaction, exact floats) must hold too.
+        self.request
+            .validate()
+            .map_err(|e| VerifyError::InvalidRequest(e.to_string()))?;
+        if !self.certified {
+            return Err(VerifyError::NotCertified);
+        }
         let certificate = self.certificate.as_ref().ok_or(VerifyError::NotCertified)?;
         if epoch.number() != certificate.committee.epoch
             || epoch.digest() != certificate.committee.epoch_digest
@@ -97,12 +106,24 @@ impl Verification {
             }
         }
         let signers: BTreeSet<NodeId> = certificate.signatures.iter().map(|r| r.signer).collect();
+        let replayed: BTreeSet<NodeId> = certificate
+            .signatures
+            .iter()
+            .filter(|r| r.replayed)
+            .map(|r| r.signer)
+            .collect();
         let accepted: Vec<NodeId> = result.accepted.iter().map(|a| a.node).collect();
+        let listed = |v: &[NodeId]| {
+            let set: BTreeSet<NodeId> = v.iter().copied().collect();
+            (set.len() == v.len()).then_some(set)
+        };
         if self.result_digest != Some(digest)
             || self.committee != certificate.committee.members
-            || self.signers.iter().copied().collect::<BTreeSet<_>>() != signers
+            || listed(&self.signers) != Some(signers.clone())
+            || listed(&self.replayed_by) != Some(replayed)
             || self.accepted != accepted
             || self.selected_node != Some(result.selected_node)
+            || !self.request.accepted_models.contains(&self.model.name)
         {
             return Err(VerifyError::SummaryDiffers);
         }
@@ -117,15 +138,47 @@ impl Verification {
         })
     }
 
+    /// Checks that the certified request is the one the caller sent (`messages` to `model`)
+    /// with at least `min_quorum`: a gateway could otherwise answer with a certificate of any
+    /// request it had certified, for example one it made itself with a committee it ground
+    /// (a peer request's committee depends on its nonce, which its requester chooses). Call it
+    /// with [`Self::check`].
+    pub fn is_answer_to(
+        &self,
+        messages: &[ChatMessage],
+        model: &str,
+        min_quorum: u32,
+    ) -> Result<(), VerifyError> {
+        if self.request.messages != messages || self.request.accepted_models != [model] {
+            return Err(VerifyError::OtherRequest);
+        }
+        if self.request.frame.quorum < min_quorum {
+            return Err(VerifyError::QuorumBelow {
+                theirs: self.request.frame.quorum,
+                ours: min_quorum,
+            });
+        }
+        Ok(())
+    }
+
     /// Reads a verification from JSON: a whole gateway answer (a chat completion, whose
     /// `rakis` field it takes, with the answer's text) or the bare object.
     pub fn from_json(text: &str) -> Result<(Verification, Option<String>), VerifyError> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| VerifyError::Format(e.to_string()))?;
-        let answer = value
-            .pointer("/choices/0/message/content")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        // A chat completion's text is what is checked: one without it is not accepted.
+        let answer = match value.get("choices") {
+            Some(choices) => Some(
+                choices
+                    .pointer("/0/message/content")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        VerifyError::Format("`choices[0].message.content` is not a text".into())
+                    })?,
+            ),
+            None => None,
+        };
         let object = value.get("rakis").cloned().unwrap_or(value);
         let verification =
             serde_json::from_value(object).map_err(|e| VerifyError::Format(e.to_string()))?;
@@ -143,6 +196,9 @@ pub enum VerifyError {
     /// The request does not hash to the id.
     #[error("the request does not hash to its request id")]
     RequestId,
+    /// The request is not a valid request.
+    #[error("the request is invalid: {0}")]
+    InvalidRequest(String),
     /// No certificate (an open network's answer).
     #[error("no committee certificate: the answer comes from an open network")]
     NotCertified,
@@ -157,6 +213,17 @@ pub enum VerifyError {
     /// The certificate does not hold.
     #[error("the certificate does not hold: {0}")]
     Certificate(#[source] CertificateError),
+    /// The certificate is of another request than the one sent.
+    #[error("the certificate is of another request than the one sent")]
+    OtherRequest,
+    /// The request was certified with a smaller quorum than the checker accepts.
+    #[error("the request was certified with a quorum of {theirs}, below the {ours} accepted here")]
+    QuorumBelow {
+        /// The request's.
+        theirs: u32,
+        /// The checker's minimum.
+        ours: u32,
+    },
     /// The answer's text is not the certified output.
     #[error("the answer's text is not the certified output")]
     AnswerDiffers,

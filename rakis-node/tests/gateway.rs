@@ -81,6 +81,56 @@ async fn a_chat_completion_carries_a_verification_that_holds_offline() {
         forged.check(net.members.epoch(), None),
         Err(VerifyError::Certificate(_))
     ));
+    // The certificate of the request sent, and not of another one.
+    let sent = [rakis_core::ChatMessage::user("Capital of France?")];
+    v.is_answer_to(&sent, MODEL, 3).unwrap();
+    let other = [rakis_core::ChatMessage::user("Capital of Italy?")];
+    assert!(matches!(
+        v.is_answer_to(&other, MODEL, 3),
+        Err(VerifyError::OtherRequest)
+    ));
+    assert!(matches!(
+        v.is_answer_to(&sent, "other-model", 3),
+        Err(VerifyError::OtherRequest)
+    ));
+    assert!(matches!(
+        v.is_answer_to(&sent, MODEL, 4),
+        Err(VerifyError::QuorumBelow { theirs: 3, ours: 4 })
+    ));
+    // Summary fields that say more than the certificate.
+    let mut lying = v.clone();
+    lying.replayed_by = lying.signers.clone();
+    if v.replayed_by != lying.replayed_by {
+        assert!(matches!(
+            lying.check(net.members.epoch(), None),
+            Err(VerifyError::SummaryDiffers)
+        ));
+    }
+    let mut lying = v.clone();
+    lying.signers.push(lying.signers[0]);
+    assert!(matches!(
+        lying.check(net.members.epoch(), None),
+        Err(VerifyError::SummaryDiffers)
+    ));
+    let mut lying = v.clone();
+    lying.model.name = "gpt-4o".into();
+    assert!(matches!(
+        lying.check(net.members.epoch(), None),
+        Err(VerifyError::SummaryDiffers)
+    ));
+    let mut lying = v.clone();
+    lying.certified = false;
+    assert!(matches!(
+        lying.check(net.members.epoch(), None),
+        Err(VerifyError::NotCertified)
+    ));
+    // A completion without its text is not accepted as one.
+    let mut bare = body.clone();
+    bare["choices"][0]["message"]["content"] = Value::Null;
+    assert!(matches!(
+        Verification::from_json(&bare.to_string()),
+        Err(VerifyError::Format(_))
+    ));
     // Another member list than the checker trusts.
     let other =
         rakis_core::StaticMembership::equal((0..3).map(|_| NodeKey::generate().node_id())).unwrap();
@@ -166,7 +216,13 @@ async fn bad_requests_get_openai_shaped_errors() {
     long["max_tokens"] = json!(1_000_000);
     let empty = json!({"model": MODEL, "messages": []});
     let tool = json!({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]});
+    let mut far = chat("hi");
+    far["rakis"] = json!({"deadline_ms": 3_600_000});
+    let mut big = chat("hi");
+    big["rakis"] = json!({"quorum": 4});
     for (body, param) in [
+        (far, "rakis.deadline_ms"),
+        (big, "rakis.quorum"),
         (n2, "n"),
         (hot, "temperature"),
         (long, "max_tokens"),
@@ -189,6 +245,36 @@ async fn bad_requests_get_openai_shaped_errors() {
     assert_eq!(status, 404, "{v}");
     assert_eq!(v["error"]["code"], "model_not_found");
     assert!(v["error"]["message"].as_str().unwrap().contains(MODEL));
+    // A route that does not exist.
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/completions", net.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/completions"));
+    // Too large a body.
+    let r = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Too many texts to embed at once.
+    let name = rakis_core::Embedder::model(&rakis_core::testing::HashEmbedder::default_model());
+    let (status, v) = post(
+        &format!("{}/v1/embeddings", net.url),
+        &json!({"model": name, "input": vec!["x"; 65]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "input");
     // An embedding model this node does not have.
     let (status, v) = post(
         &format!("{}/v1/embeddings", net.url),
@@ -288,16 +374,30 @@ async fn keys_are_required_when_configured_and_rates_are_limited_per_key() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // Metrics and the status page are not behind the keys (bind them to a private address).
-    assert_eq!(
-        client
-            .get(format!("{}/metrics", net.url))
+    // Metrics and the status page (which shows answers) are behind the keys too.
+    for path in ["/metrics", "/", "/status.json", "/healthz"] {
+        let url = format!("{}{path}", net.url);
+        assert_eq!(
+            client.get(&url).send().await.unwrap().status(),
+            401,
+            "{path}"
+        );
+        let r = client
+            .get(&url)
+            .bearer_auth("other-secret-0123456789")
             .send()
             .await
-            .unwrap()
-            .status(),
-        200
-    );
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // The scheme's case does not matter.
+    let r = client
+        .get(&models)
+        .header("authorization", "bearer other-secret-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     net.shutdown().await;
 }
 

@@ -2,6 +2,8 @@
 //! loopback (scripted engines): none is lost; each is answered with a verification that holds,
 //! or refused with 429 or 504. (Latencies: `cargo bench -p rakis-node --bench gateway`.)
 
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 //! centre and the odd answer outside, and a screenshot is written
 //! (`target/tmp/status-page.png`).
 
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -70,9 +70,14 @@ use crate::status::StatusBoard;
 pub use crate::verification::{ModelInfo, Verification};
 
 /// Texts one embeddings request may carry.
-pub const MAX_EMBEDDING_INPUTS: usize = 256;
-/// Characters of one text to embed.
-pub const MAX_EMBEDDING_CHARS: usize = 32_768;
+pub const MAX_EMBEDDING_INPUTS: usize = 64;
+/// Characters of one text to embed (the model reads at most 256 tokens of it).
+pub const MAX_EMBEDDING_CHARS: usize = 8_192;
+/// Embedding requests served at once: the embedder is the one the node verifies reveals with,
+/// and the API must not starve consensus of it.
+pub const MAX_EMBEDDING_REQUESTS: usize = 2;
+/// Client addresses whose rates are remembered before idle ones are forgotten.
+const MAX_TRACKED_CLIENTS: usize = 10_000;
 
 /// The gateway: cheap to clone, one per node.
 #[derive(Clone)]
@@ -100,6 +105,7 @@ struct Inner {
     max_in_flight: usize,
     submitted: Arc<Semaphore>,
     queue_timeout: Duration,
+    embedding: Arc<Semaphore>,
     max_body_bytes: usize,
     metrics: Option<Arc<Metrics>>,
     status: Option<Arc<StatusBoard>>,
@@ -206,6 +212,7 @@ impl GatewayBuilder {
                 max_in_flight: c.max_in_flight.max(1),
                 submitted: Arc::new(Semaphore::new(c.max_submitted.max(1))),
                 queue_timeout: c.queue_timeout,
+                embedding: Arc::new(Semaphore::new(MAX_EMBEDDING_REQUESTS)),
                 max_body_bytes: c.max_body_bytes,
                 metrics: if c.metrics { self.metrics } else { None },
                 status: if c.status_page { self.status } else { None },
@@ -232,12 +239,11 @@ impl Gateway {
     /// The routes, ready to serve (with `into_make_service_with_connect_info::<SocketAddr>()`
     /// so that anonymous clients are limited per address) or to merge into a host's router.
     pub fn router(&self) -> Router {
-        let api = Router::new()
+        let mut router = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/models", get(list_models))
             .route("/v1/embeddings", post(embeddings))
-            .route_layer(middleware::from_fn_with_state(self.clone(), authorize));
-        let mut router = api.route("/healthz", get(health));
+            .route("/healthz", get(health));
         if self.inner.metrics.is_some() {
             router = router.route("/metrics", get(metrics));
         }
@@ -246,7 +252,11 @@ impl Gateway {
                 .route("/", get(status_page))
                 .route("/status.json", get(status_json));
         }
+        // Every route is behind the keys when there are keys: the status page shows answers,
+        // and the metrics what the node serves.
         router
+            .route_layer(middleware::from_fn_with_state(self.clone(), authorize))
+            .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), count))
             .layer(DefaultBodyLimit::max(self.inner.max_body_bytes))
             .with_state(self.clone())
@@ -358,9 +368,31 @@ impl Gateway {
         }
         let options = body.rakis.clone().unwrap_or_default();
         let quorum = options.quorum.unwrap_or(d.quorum);
+        let members = self
+            .inner
+            .membership
+            .as_ref()
+            .and_then(|m| m.epoch_at(self.inner.node.now_ms()))
+            .map(|e| e.len());
+        if quorum == 0 || members.is_some_and(|n| quorum as usize > n) {
+            return Err(ApiError::bad_request(
+                format!(
+                    "must be 1 to the network's {} members",
+                    members.unwrap_or(usize::MAX)
+                ),
+                Some("rakis.quorum".into()),
+            ));
+        }
+        let max_ms = u64::try_from(d.max_deadline.as_millis()).unwrap_or(u64::MAX);
         let deadline_ms = options
             .deadline_ms
             .unwrap_or(u64::try_from(d.deadline.as_millis()).unwrap_or(u64::MAX));
+        if deadline_ms == 0 || deadline_ms > max_ms {
+            return Err(ApiError::bad_request(
+                format!("must be 1 to {max_ms} ms"),
+                Some("rakis.deadline_ms".into()),
+            ));
+        }
         let available = self.available_models().await;
         if !available.contains_key(&body.model) {
             let names: Vec<String> = available.keys().cloned().collect();
@@ -430,7 +462,8 @@ impl Gateway {
                     result_digest: digest,
                     committee: Vec::new(),
                     accepted: outcome.accepted.iter().map(|a| a.node).collect(),
-                    signers: vec![node.node_id()],
+                    // An open network certifies nothing: nobody's signature is claimed.
+                    signers: Vec::new(),
                     replayed_by: Vec::new(),
                     selected_node: Some(selected.node),
                     model: ModelInfo {
@@ -499,7 +532,41 @@ fn unix_now() -> u64 {
 }
 
 fn json_error(e: JsonRejection) -> ApiError {
-    ApiError::bad_request(e.body_text(), None)
+    let mut error = ApiError::bad_request(e.body_text(), None);
+    // Too large (413) and not JSON (415) keep their status; every other rejection is a 400.
+    if matches!(e.status().as_u16(), 413 | 415) {
+        error.status = e.status();
+    }
+    error
+}
+
+/// A route that does not exist, in the OpenAI shape.
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::NOT_FOUND,
+        ..ApiError::bad_request(format!("no route {}", uri.path()), None)
+    }
+}
+
+/// Counts a gateway request as in flight while it lives (a client that disconnects drops it
+/// too).
+struct InFlight(Option<Arc<Metrics>>);
+
+impl InFlight {
+    fn new(metrics: Option<Arc<Metrics>>) -> Self {
+        if let Some(m) = &metrics {
+            m.in_flight_changed(1);
+        }
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(m) = &self.0 {
+            m.in_flight_changed(-1);
+        }
+    }
 }
 
 /// Checks the bearer key (when keys are configured) and the caller's rate.
@@ -515,8 +582,9 @@ async fn authorize(
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         let Some(token) = token else {
             return ApiError::unauthorized("missing API key: send `Authorization: Bearer <key>`")
                 .into_response();
@@ -538,6 +606,10 @@ async fn authorize(
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        if limiter.len() > MAX_TRACKED_CLIENTS {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
         if let Err(not_until) = limiter.check_key(&ip) {
             let wait = not_until.wait_time_from(clock.now()).as_secs() + 1;
             return ApiError::rate_limited(wait).into_response();
@@ -577,19 +649,9 @@ async fn chat_completions(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::busy(g.inner.max_in_flight))?;
-    let in_flight = || g.inner.max_in_flight - g.inner.in_flight.available_permits();
-    if let Some(m) = &g.inner.metrics {
-        m.set_in_flight(in_flight());
-    }
-    let result = async {
-        let request = g.inference_request(&body).await?;
-        g.settle(&request).await
-    }
-    .await;
-    if let Some(m) = &g.inner.metrics {
-        m.set_in_flight(in_flight().saturating_sub(1));
-    }
-    let (text, verification) = result?;
+    let _counted = InFlight::new(g.inner.metrics.clone());
+    let request = g.inference_request(&body).await?;
+    let (text, verification) = g.settle(&request).await?;
     let id = format!("chatcmpl-{}", verification.request_id);
     let created = unix_now();
     if !body.stream.unwrap_or(false) {
@@ -721,6 +783,15 @@ async fn embeddings(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::busy(g.inner.max_in_flight))?;
+    let _counted = InFlight::new(g.inner.metrics.clone());
+    // A few at a time: the node verifies reveals with this embedder.
+    let _embedding = tokio::time::timeout(
+        Duration::from_secs(30),
+        g.inner.embedding.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| ApiError::busy(MAX_EMBEDDING_REQUESTS))?
+    .map_err(|_| ApiError::unavailable("the gateway is shutting down"))?;
     let vectors = embedder
         .embed(texts)
         .await
@@ -759,7 +830,10 @@ async fn health(State(g): State<Gateway>) -> Result<Json<serde_json::Value>, Api
         "peers": peers,
         "open_requests": stats.requests,
         "generation_queue_depth": stats.generation_load,
-        "gateway_in_flight": g.inner.max_in_flight - g.inner.in_flight.available_permits(),
+        "gateway_in_flight": g
+            .inner
+            .max_in_flight
+            .saturating_sub(g.inner.in_flight.available_permits()),
     })))
 }
 
