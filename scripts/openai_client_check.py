@@ -4,7 +4,7 @@
     PYTHONPATH=.cache/python python3 scripts/openai_client_check.py \
         --base-url http://127.0.0.1:8080/v1 --model smollm2 --embedding-model all-MiniLM-L6-v2
 
-Asks once plainly and once streaming, embeds two texts, and makes three bad requests. Prints one
+Asks once plainly and once streaming (with a token limit it reaches), embeds two texts, and makes three bad requests. Prints one
 JSON object on stdout: the answers with their `rakis` verification objects (which the caller
 checks against the committee), the embeddings' shape, and the errors as the client raised them.
 Exits non-zero when the client itself fails (a wire-format incompatibility).
@@ -39,6 +39,7 @@ def main():
     p.add_argument("--embedding-model", required=True)
     p.add_argument("--api-key", default="not-needed-on-loopback")
     p.add_argument("--max-tokens", type=int, default=24)
+    p.add_argument("--stream-max-tokens", type=int, default=4)
     a = p.parse_args()
     client = openai.OpenAI(base_url=a.base_url, api_key=a.api_key, timeout=300, max_retries=0)
     messages = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
@@ -60,7 +61,7 @@ def main():
 
     pieces, last, chunks = [], None, 0
     for chunk in client.chat.completions.create(
-        model=a.model, messages=messages, max_tokens=a.max_tokens, temperature=0, stream=True
+        model=a.model, messages=messages, max_tokens=a.stream_max_tokens, temperature=0, stream=True
     ):
         chunks += 1
         if chunk.choices and chunk.choices[0].delta.content:

@@ -34,6 +34,11 @@ pub struct Verification {
     pub replayed_by: Vec<NodeId>,
     /// The node whose answer was selected.
     pub selected_node: Option<NodeId>,
+    /// Tokens of the selected answer, and whether it stopped by itself (`stop`) or at the
+    /// request's limit (`length`), from its reveal as this gateway's node received it (not
+    /// part of the signed digest; `None` when the node did not hold the reveal).
+    #[serde(default)]
+    pub completion: Option<Completion>,
     /// The model of the selected answer: its name is one the request accepts; the weights are
     /// what the selected answer declared, as reported by the signers (not part of the signed
     /// digest).
@@ -53,6 +58,15 @@ pub struct ModelInfo {
     pub weights_sha256: Option<Hash32>,
     /// The quantization it computed with.
     pub quantization: Option<String>,
+}
+
+/// The length of an answer and why it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    /// Answer tokens.
+    pub tokens: u32,
+    /// `stop` (end of turn drawn) or `length` (`max_tokens` reached).
+    pub finish_reason: String,
 }
 
 /// What [`Verification::check`] establishes.

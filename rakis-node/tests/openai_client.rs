@@ -51,18 +51,31 @@ async fn the_openai_python_client_gets_verified_answers() {
     assert!(content.contains("Paris"), "{content}");
     let v: Verification = serde_json::from_value(plain["rakis"].clone()).unwrap();
     let checked = v.check(epoch, Some(content)).unwrap();
+    // Ended by the model, within the 24 tokens: its reveal's token ids say so.
+    let completion = v.completion.as_ref().unwrap();
+    assert_eq!(completion.finish_reason, "stop");
+    assert!((1..24).contains(&completion.tokens), "{completion:?}");
     assert_eq!(checked.committee, 3);
     assert!(checked.signers.len() >= checked.needed);
     assert_eq!(plain["id"], format!("chatcmpl-{}", v.request_id));
 
     let stream = &report["stream"];
     assert!(stream["chunks"].as_u64().unwrap() >= 3, "{stream}");
-    assert_eq!(stream["finish_reason"], "stop");
+    // Cut at its 4-token limit.
+    assert_eq!(stream["finish_reason"], "length");
     let streamed = stream["content"].as_str().unwrap();
-    // Greedy decoding: the same answer again, agreed again.
-    assert_eq!(streamed, content);
     let v: Verification = serde_json::from_value(stream["rakis"].clone()).unwrap();
     v.check(epoch, Some(streamed)).unwrap();
+    let completion = v.completion.as_ref().unwrap();
+    assert_eq!(
+        (completion.tokens, completion.finish_reason.as_str()),
+        (4, "length")
+    );
+    // Greedy decoding: the start of the same answer.
+    assert!(
+        content.starts_with(streamed.trim_end()),
+        "{streamed:?} / {content:?}"
+    );
 
     let emb = &report["embeddings"];
     assert_eq!(emb["count"], 2);

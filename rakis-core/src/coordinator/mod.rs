@@ -556,6 +556,23 @@ impl Coordinator {
         self.quorums.get(id).map(|q| &q.request)
     }
 
+    /// The reveal of `node`'s answer `inference` to request `id`, as received (its token ids
+    /// and ending say how long the answer is and why it stopped).
+    pub fn reveal(
+        &self,
+        id: &RequestId,
+        node: &NodeId,
+        inference: &crate::InferenceId,
+    ) -> Option<crate::protocol::RevealMsg> {
+        self.quorums
+            .get(id)?
+            .reveals
+            .get(node)?
+            .iter()
+            .find(|r| r.reveal.inference_id == *inference)
+            .cloned()
+    }
+
     /// The certificate of a request whose result the committee certified.
     pub fn certificate(&self, id: &RequestId) -> Option<crate::protocol::Certificate> {
         let q = self.quorums.get(id)?;

@@ -388,6 +388,9 @@ impl Driver {
             Command::Certificate(id, reply) => {
                 let _ = reply.send(self.coordinator.certificate(&id));
             }
+            Command::Reveal(id, node, inference, reply) => {
+                let _ = reply.send(self.coordinator.reveal(&id, &node, &inference));
+            }
             Command::Requests(reply) => {
                 let _ = reply.send(self.coordinator.request_ids());
             }

@@ -11,8 +11,8 @@ use super::error::NodeError;
 use crate::clock::Clock;
 use crate::coordinator::{KnownPeer, Phase, QuorumStatus};
 use crate::events::NodeEvent;
-use crate::protocol::{Certificate, ChatMessage, InferenceRequest};
-use crate::{ConsensusOutcome, NodeId, RequestId, SecurityFrame};
+use crate::protocol::{Certificate, ChatMessage, InferenceRequest, RevealMsg};
+use crate::{ConsensusOutcome, InferenceId, NodeId, RequestId, SecurityFrame};
 
 /// What a handle asks of the driver.
 pub(super) enum Command {
@@ -22,6 +22,12 @@ pub(super) enum Command {
     ),
     Status(RequestId, oneshot::Sender<Option<QuorumStatus>>),
     Certificate(RequestId, oneshot::Sender<Option<Certificate>>),
+    Reveal(
+        RequestId,
+        NodeId,
+        InferenceId,
+        oneshot::Sender<Option<RevealMsg>>,
+    ),
     Requests(oneshot::Sender<Vec<RequestId>>),
     Peers(oneshot::Sender<BTreeMap<NodeId, KnownPeer>>),
     Stats(oneshot::Sender<NodeStats>),
@@ -267,6 +273,19 @@ impl NodeHandle {
             return Ok(Some(Err(NodeError::RequestFailed(f))));
         }
         Ok(None)
+    }
+
+    /// The reveal of `node`'s answer `inference` to request `id`, if this node holds it (for
+    /// the selected answer of a result: its token ids and ending give its length and why it
+    /// stopped).
+    pub async fn reveal(
+        &self,
+        id: RequestId,
+        node: NodeId,
+        inference: InferenceId,
+    ) -> Result<Option<RevealMsg>, NodeError> {
+        self.ask(|tx| Command::Reveal(id, node, inference, tx))
+            .await
     }
 
     /// Stops the node gracefully: pending writes finish, then the driver returns.

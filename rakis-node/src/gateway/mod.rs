@@ -67,7 +67,7 @@ use self::openai::*;
 use crate::config::{GatewayConfig, RequestDefaults};
 use crate::metrics::Metrics;
 use crate::status::StatusBoard;
-pub use crate::verification::{ModelInfo, Verification};
+pub use crate::verification::{Completion, ModelInfo, Verification};
 
 /// Texts one embeddings request may carry.
 pub const MAX_EMBEDDING_INPUTS: usize = 64;
@@ -466,6 +466,9 @@ impl Gateway {
                     signers: Vec::new(),
                     replayed_by: Vec::new(),
                     selected_node: Some(selected.node),
+                    completion: self
+                        .completion(id, selected.node, selected.inference_id)
+                        .await,
                     model: ModelInfo {
                         name: model_name,
                         weights_sha256: None,
@@ -508,6 +511,9 @@ impl Gateway {
                 .map(|r| r.signer)
                 .collect(),
             selected_node: Some(result.selected_node),
+            completion: self
+                .completion(id, result.selected_node, result.selected_inference)
+                .await,
             model: ModelInfo {
                 name: model_name,
                 weights_sha256: weights.as_ref().map(|w| w.sha256),
@@ -517,6 +523,28 @@ impl Gateway {
             certificate: Some(certificate.clone()),
         };
         Ok((result.output.clone(), verification))
+    }
+
+    /// The selected answer's length and ending, from its reveal.
+    async fn completion(
+        &self,
+        id: rakis_core::RequestId,
+        node: NodeId,
+        inference: rakis_core::InferenceId,
+    ) -> Option<Completion> {
+        let reveal = self.inner.node.reveal(id, node, inference).await.ok()??;
+        // Engines that reveal no token ids (scripted ones) say nothing about length.
+        if reveal.token_ids.is_empty() {
+            return None;
+        }
+        Some(Completion {
+            tokens: reveal.token_ids.len() as u32,
+            finish_reason: match reveal.ending {
+                rakis_core::consensus::sampling::Ending::Limit => "length",
+                _ => "stop",
+            }
+            .to_string(),
+        })
     }
 
     fn node_id(&self) -> NodeId {
@@ -654,6 +682,11 @@ async fn chat_completions(
     let (text, verification) = g.settle(&request).await?;
     let id = format!("chatcmpl-{}", verification.request_id);
     let created = unix_now();
+    let finish = verification
+        .completion
+        .as_ref()
+        .map_or("stop", |c| c.finish_reason.as_str())
+        .to_string();
     if !body.stream.unwrap_or(false) {
         return Ok(Json(ChatCompletion {
             id,
@@ -666,7 +699,7 @@ async fn chat_completions(
                     role: "assistant".into(),
                     content: text,
                 },
-                finish_reason: "stop".into(),
+                finish_reason: finish,
             }],
             rakis: verification,
         })
@@ -705,7 +738,11 @@ async fn chat_completions(
             None,
         ));
     }
-    chunks.push(chunk(Delta::default(), Some("stop"), Some(verification)));
+    chunks.push(chunk(
+        Delta::default(),
+        Some(finish.as_str()),
+        Some(verification),
+    ));
     let mut events: Vec<Result<Event, Infallible>> = chunks
         .iter()
         .map(|c| Ok(Event::default().data(serde_json::to_string(c).unwrap_or_default())))
