@@ -51,6 +51,30 @@ async fn init_run_ask_verify() {
     assert!(!ok && err.contains("exists"), "{err}");
     let c = config.to_str().unwrap();
 
+    // From a checkout where scripts/fetch-models.sh filled .cache/models (as the README
+    // shows), without --models-dir: the file names those models.
+    let checkout = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(checkout.path().join(".cache")).unwrap();
+    std::os::unix::fs::symlink(&models, checkout.path().join(".cache/models")).unwrap();
+    let out = tokio::process::Command::new(RAKIS)
+        .arg("init")
+        .current_dir(checkout.path())
+        .env_remove("RAKIS_MODELS_DIR")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(checkout.path().join("rakis.toml")).unwrap();
+    assert!(
+        written.contains(".cache/models/SmolLM2-135M-Instruct"),
+        "{written}"
+    );
+    assert!(!written.contains("hub = "), "{written}");
+
     // A misspelt field: one error that names it.
     let typo = dir.path().join("typo.toml");
     std::fs::copy(&config, &typo).unwrap();
