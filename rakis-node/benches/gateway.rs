@@ -21,8 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use rakis_node::config::GatewayConfig;
-use serde_json::json;
 
 const BURST: usize = 200;
 
@@ -40,23 +38,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let net = rt.block_on(async {
-        let mut defaults = common::defaults(3);
-        defaults.deadline = Duration::from_secs(3);
-        common::start_with(
-            vec![common::scripted_engine(); 3],
-            Arc::new(rakis_core::testing::HashEmbedder::default_model()),
-            GatewayConfig {
-                requests_per_minute: 0,
-                ..GatewayConfig::default()
-            },
-            defaults,
-            Duration::from_secs(2),
-        )
-        .await
-    });
-    let url = Arc::new(format!("{}/v1/chat/completions", net.url));
-    let client = reqwest::Client::new();
+    let net = rt.block_on(common::busy_network());
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let counts: Arc<Mutex<[usize; 3]>> = Arc::default();
     let mut c = Criterion::default()
@@ -66,35 +48,17 @@ fn main() {
         .configure_from_args();
     c.bench_function("gateway/200_concurrent", |b| {
         b.to_async(&rt).iter_custom(|iters| {
-            let (client, url, latencies, counts) =
-                (client.clone(), url.clone(), latencies.clone(), counts.clone());
+            let (url, latencies, counts) = (net.url.clone(), latencies.clone(), counts.clone());
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let start = Instant::now();
-                    let mut tasks = Vec::with_capacity(BURST);
-                    for i in 0..BURST {
-                        let (client, url) = (client.clone(), url.clone());
-                        tasks.push(tokio::spawn(async move {
-                            let t = Instant::now();
-                            let r = client
-                                .post(url.as_str())
-                                .json(&json!({"model": common::MODEL, "messages": [{"role": "user", "content": format!("q{i}")}]}))
-                                .send()
-                                .await
-                                .expect("a request was lost");
-                            let status = r.status().as_u16();
-                            let _ = r.bytes().await;
-                            (status, t.elapsed())
-                        }));
-                    }
-                    for t in tasks {
-                        let (status, took) = t.await.unwrap();
+                    for reply in common::burst(&url, BURST).await {
                         let mut n = counts.lock().unwrap();
-                        match status {
+                        match reply.status {
                             200 => {
                                 n[0] += 1;
-                                latencies.lock().unwrap().push(took);
+                                latencies.lock().unwrap().push(reply.took);
                             }
                             429 => n[1] += 1,
                             504 => n[2] += 1,

@@ -135,11 +135,17 @@ pub enum LaunchError {
     Node(#[source] NodeError),
 }
 
-async fn blocking<T: Send + 'static>(
+/// Loads model `name` with `load` on a blocking thread, reporting progress around it.
+async fn load_model<T: Send + 'static>(
     name: &str,
-    f: impl FnOnce() -> Result<T, InferenceError> + Send + 'static,
+    progress: &dyn Fn(Progress),
+    load: impl FnOnce() -> Result<T, InferenceError> + Send + 'static,
 ) -> Result<T, LaunchError> {
-    tokio::task::spawn_blocking(f)
+    progress(Progress::LoadingModel {
+        name: name.to_string(),
+    });
+    let t = Instant::now();
+    let model = tokio::task::spawn_blocking(load)
         .await
         .map_err(|e| LaunchError::Loader {
             name: name.to_string(),
@@ -148,7 +154,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(|source| LaunchError::Model {
             name: name.to_string(),
             source,
-        })
+        })?;
+    progress(Progress::ModelReady {
+        name: name.to_string(),
+        took: t.elapsed(),
+    });
+    Ok(model)
 }
 
 /// Loads the key file named by `config`.
@@ -179,39 +190,25 @@ pub async fn launch(
     });
     let engine: Option<Arc<dyn InferenceEngine>> = match &config.engine {
         Some(section) => {
-            let name = section.model_name.clone();
-            progress(Progress::LoadingModel { name: name.clone() });
-            let t = Instant::now();
             let source = section.source()?;
             let file = section.file.clone();
             let engine_config = section.engine_config();
-            let engine = blocking(&name, move || {
+            let engine = load_model(&section.model_name, &progress, move || {
                 CandleEngine::load(&source, &file, engine_config)
             })
             .await?;
-            progress(Progress::ModelReady {
-                name,
-                took: t.elapsed(),
-            });
             Some(Arc::new(engine))
         }
         None => None,
     };
     let embedder: Option<Arc<dyn Embedder>> = match &config.embedder {
         Some(section) => {
-            let name = section.model_name.clone();
-            progress(Progress::LoadingModel { name: name.clone() });
-            let t = Instant::now();
             let source = section.source()?;
             let embedder_config = section.embedder_config();
-            let embedder = blocking(&name, move || {
+            let embedder = load_model(&section.model_name, &progress, move || {
                 CandleEmbedder::load(&source, embedder_config)
             })
             .await?;
-            progress(Progress::ModelReady {
-                name,
-                took: t.elapsed(),
-            });
             Some(Arc::new(embedder))
         }
         None => None,

@@ -51,35 +51,7 @@ enum Command {
         config: PathBuf,
     },
     /// Ask the network through a node's gateway and check the answer's certificate.
-    Ask {
-        /// The question.
-        prompt: String,
-        /// The configuration (its members are the committee the answer is checked against;
-        /// its gateway address is asked unless --gateway says otherwise).
-        #[arg(long, short, default_value = "rakis.toml")]
-        config: PathBuf,
-        /// The gateway's URL (default: the configuration's `gateway.listen`).
-        #[arg(long)]
-        gateway: Option<String>,
-        /// The model (default: the configuration's engine or `requests.model`).
-        #[arg(long)]
-        model: Option<String>,
-        /// A system message.
-        #[arg(long)]
-        system: Option<String>,
-        /// Most tokens to generate.
-        #[arg(long)]
-        max_tokens: Option<u32>,
-        /// Sampling temperature.
-        #[arg(long)]
-        temperature: Option<f32>,
-        /// Write the whole answer (with its verification) to this file.
-        #[arg(long)]
-        save: Option<PathBuf>,
-        /// The gateway's API key.
-        #[arg(long, env = "RAKIS_API_KEY", hide_env_values = true)]
-        api_key: Option<String>,
-    },
+    Ask(AskArgs),
     /// Check a saved answer (`rakis ask --save`, or any gateway answer) against the committee
     /// of this configuration's members: every signature valid, by a distinct committee member,
     /// enough of them, over the answer's text.
@@ -108,30 +80,7 @@ async fn main() -> ExitCode {
             models_dir,
         } => init(&dir, force, models_dir),
         Command::Run { config } => run(&config).await,
-        Command::Ask {
-            prompt,
-            config,
-            gateway,
-            model,
-            system,
-            max_tokens,
-            temperature,
-            save,
-            api_key,
-        } => {
-            ask(AskArgs {
-                prompt,
-                config,
-                gateway,
-                model,
-                system,
-                max_tokens,
-                temperature,
-                save,
-                api_key,
-            })
-            .await
-        }
+        Command::Ask(args) => ask(args).await,
         Command::Verify { file, config } => verify(&file, &config),
     };
     match result {
@@ -278,15 +227,34 @@ async fn shutdown_signal() {
     }
 }
 
+#[derive(clap::Args)]
 struct AskArgs {
+    /// The question.
     prompt: String,
+    /// The configuration (its members are the committee the answer is checked against;
+    /// its gateway address is asked unless --gateway says otherwise).
+    #[arg(long, short, default_value = "rakis.toml")]
     config: PathBuf,
+    /// The gateway's URL (default: the configuration's `gateway.listen`).
+    #[arg(long)]
     gateway: Option<String>,
+    /// The model (default: the configuration's engine or `requests.model`).
+    #[arg(long)]
     model: Option<String>,
+    /// A system message.
+    #[arg(long)]
     system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long)]
     max_tokens: Option<u32>,
+    /// Sampling temperature.
+    #[arg(long)]
     temperature: Option<f32>,
+    /// Write the whole answer (with its verification) to this file.
+    #[arg(long)]
     save: Option<PathBuf>,
+    /// The gateway's API key.
+    #[arg(long, env = "RAKIS_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 }
 
@@ -300,12 +268,15 @@ async fn ask(a: AskArgs) -> Result<(), BoxError> {
         .or_else(|| config.requests.model.clone())
         .or_else(|| config.engine.as_ref().map(|e| e.model_name.clone()))
         .ok_or("no model: give --model (the configuration names none)")?;
-    let mut messages = Vec::new();
-    if let Some(s) = &a.system {
-        messages.push(serde_json::json!({"role": "system", "content": s}));
-    }
-    messages.push(serde_json::json!({"role": "user", "content": &a.prompt}));
-    let mut body = serde_json::json!({"model": model, "messages": messages});
+    // The conversation sent, in the OpenAI shape (a `ChatMessage` serializes as one), and
+    // what the certified request must hold.
+    let sent: Vec<ChatMessage> = a
+        .system
+        .iter()
+        .map(|s| ChatMessage::system(s.as_str()))
+        .chain(std::iter::once(ChatMessage::user(a.prompt.as_str())))
+        .collect();
+    let mut body = serde_json::json!({"model": model, "messages": sent});
     if let Some(n) = a.max_tokens {
         body["max_tokens"] = n.into();
     }
@@ -339,12 +310,6 @@ async fn ask(a: AskArgs) -> Result<(), BoxError> {
     }
     let (verification, answer) = Verification::from_json(&text)?;
     // The certificate must be of the request sent, with at least this configuration's quorum.
-    let sent: Vec<ChatMessage> = a
-        .system
-        .iter()
-        .map(|s| ChatMessage::system(s.as_str()))
-        .chain(std::iter::once(ChatMessage::user(a.prompt.as_str())))
-        .collect();
     verification.is_answer_to(&sent, &model, config.requests.quorum)?;
     match &config.membership {
         Some(m) => {

@@ -329,34 +329,27 @@ async fn keys_are_required_when_configured_and_rates_are_limited_per_key() {
     };
     let net = scripted(3, gateway).await;
     let client = reqwest::Client::new();
-    let models = format!("{}/v1/models", net.url);
-    let r = client.get(&models).send().await.unwrap();
+    // GET `path` with the `authorization` header `auth` (none when `None`).
+    let get = |path: &str, auth: Option<&str>| {
+        let mut r = client.get(format!("{}{path}", net.url));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        async move { r.send().await.unwrap() }
+    };
+    const APP: Option<&str> = Some("Bearer app-secret-0123456789");
+    const OTHER: Option<&str> = Some("Bearer other-secret-0123456789");
+    let r = get("/v1/models", None).await;
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "authentication_error");
-    let r = client
-        .get(&models)
-        .bearer_auth("wrong-key-0123456789")
-        .send()
-        .await
-        .unwrap();
+    let r = get("/v1/models", Some("Bearer wrong-key-0123456789")).await;
     assert_eq!(r.status(), 401);
     // Two a minute for this key: the third is refused with a Retry-After.
     for _ in 0..2 {
-        let r = client
-            .get(&models)
-            .bearer_auth("app-secret-0123456789")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(get("/v1/models", APP).await.status(), 200);
     }
-    let r = client
-        .get(&models)
-        .bearer_auth("app-secret-0123456789")
-        .send()
-        .await
-        .unwrap();
+    let r = get("/v1/models", APP).await;
     assert_eq!(r.status(), 429);
     let wait: u64 = r.headers()["retry-after"]
         .to_str()
@@ -367,36 +360,14 @@ async fn keys_are_required_when_configured_and_rates_are_limited_per_key() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error");
     // Another key has its own budget.
-    let r = client
-        .get(&models)
-        .bearer_auth("other-secret-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(get("/v1/models", OTHER).await.status(), 200);
     // Metrics and the status page (which shows answers) are behind the keys too.
     for path in ["/metrics", "/", "/status.json", "/healthz"] {
-        let url = format!("{}{path}", net.url);
-        assert_eq!(
-            client.get(&url).send().await.unwrap().status(),
-            401,
-            "{path}"
-        );
-        let r = client
-            .get(&url)
-            .bearer_auth("other-secret-0123456789")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(get(path, None).await.status(), 401, "{path}");
+        assert_eq!(get(path, OTHER).await.status(), 200, "{path}");
     }
     // The scheme's case does not matter.
-    let r = client
-        .get(&models)
-        .header("authorization", "bearer other-secret-0123456789")
-        .send()
-        .await
-        .unwrap();
+    let r = get("/v1/models", Some("bearer other-secret-0123456789")).await;
     assert_eq!(r.status(), 200);
     net.shutdown().await;
 }

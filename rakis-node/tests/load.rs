@@ -6,51 +6,18 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use rakis_node::config::GatewayConfig;
+use common::Reply;
 use rakis_node::Verification;
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests_are_answered_or_refused() {
-    let gateway = GatewayConfig {
-        requests_per_minute: 0,
-        ..GatewayConfig::default()
-    };
-    // Timings of a busy real network rather than the other tests' shortest ones.
-    let mut defaults = common::defaults(3);
-    defaults.deadline = std::time::Duration::from_secs(3);
-    let net = common::start_with(
-        vec![common::scripted_engine(); 3],
-        std::sync::Arc::new(rakis_core::testing::HashEmbedder::default_model()),
-        gateway,
-        defaults,
-        std::time::Duration::from_secs(2),
-    )
-    .await;
-    let client = reqwest::Client::new();
-    let url = Arc::new(format!("{}/v1/chat/completions", net.url));
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let (client, url) = (client.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let r = client
-                .post(url.as_str())
-                .json(&json!({"model": common::MODEL, "messages": [{"role": "user", "content": format!("question {i}")}]}))
-                .send()
-                .await
-                .expect("a request was lost (no HTTP answer)");
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap())
-        }));
-    }
+    let net = common::busy_network().await;
+    let replies = common::burst(&net.url, 200).await;
     let mut answered = 0;
     let mut refused = 0;
     let mut ids = std::collections::BTreeSet::new();
     let mut codes = std::collections::BTreeMap::new();
-    for t in tasks {
-        let (status, body) = t.await.unwrap();
+    for Reply { status, body, .. } in replies {
         match status {
             200 => {
                 let (v, answer) = Verification::from_json(&body).unwrap();

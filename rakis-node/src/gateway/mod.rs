@@ -576,22 +576,36 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     }
 }
 
-/// Counts a gateway request as in flight while it lives (a client that disconnects drops it
-/// too).
-struct InFlight(Option<Arc<Metrics>>);
+/// A gateway request admitted among the `max_in_flight` served at once, counted in the
+/// metrics while it lives (a client that disconnects drops it too).
+struct Admitted {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Option<Arc<Metrics>>,
+}
 
-impl InFlight {
-    fn new(metrics: Option<Arc<Metrics>>) -> Self {
+impl Gateway {
+    /// Admits a request, or refuses it with 429 when `max_in_flight` are being served.
+    fn admit(&self) -> Result<Admitted, ApiError> {
+        let permit = self
+            .inner
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::busy(self.inner.max_in_flight))?;
+        let metrics = self.inner.metrics.clone();
         if let Some(m) = &metrics {
             m.in_flight_changed(1);
         }
-        InFlight(metrics)
+        Ok(Admitted {
+            _permit: permit,
+            metrics,
+        })
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Admitted {
     fn drop(&mut self) {
-        if let Some(m) = &self.0 {
+        if let Some(m) = &self.metrics {
             m.in_flight_changed(-1);
         }
     }
@@ -671,13 +685,7 @@ async fn chat_completions(
     body: Result<Json<ChatCompletionRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(json_error)?;
-    let _permit = g
-        .inner
-        .in_flight
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::busy(g.inner.max_in_flight))?;
-    let _counted = InFlight::new(g.inner.metrics.clone());
+    let _admitted = g.admit()?;
     let request = g.inference_request(&body).await?;
     let (text, verification) = g.settle(&request).await?;
     let id = format!("chatcmpl-{}", verification.request_id);
@@ -814,13 +822,7 @@ async fn embeddings(
             ))
         }
     };
-    let _permit = g
-        .inner
-        .in_flight
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::busy(g.inner.max_in_flight))?;
-    let _counted = InFlight::new(g.inner.metrics.clone());
+    let _admitted = g.admit()?;
     // A few at a time: the node verifies reveals with this embedder.
     let _embedding = tokio::time::timeout(
         Duration::from_secs(30),

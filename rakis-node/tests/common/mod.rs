@@ -235,3 +235,65 @@ pub fn real_models() -> (Arc<dyn InferenceEngine>, Arc<dyn Embedder>) {
     .unwrap();
     (Arc::new(engine), Arc::new(embedder))
 }
+
+/// Three scripted nodes with the timings of a busy real network rather than the other tests'
+/// shortest ones (deadline 3 s, reveal window 2 s) and no rate limit on the gateway: the
+/// network the burst test and benchmark fire at.
+pub async fn busy_network() -> TestNet {
+    let mut defaults = defaults(3);
+    defaults.deadline = Duration::from_secs(3);
+    start_with(
+        vec![scripted_engine(); 3],
+        Arc::new(HashEmbedder::default_model()),
+        GatewayConfig {
+            requests_per_minute: 0,
+            ..GatewayConfig::default()
+        },
+        defaults,
+        Duration::from_secs(2),
+    )
+    .await
+}
+
+/// One gateway answer of a burst.
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+    /// From sending to the whole body.
+    pub took: Duration,
+}
+
+/// `n` concurrent chat completions (one HTTP client each, distinct questions) to the gateway
+/// at `url`; panics when one gets no HTTP answer at all (lost).
+pub async fn burst(url: &str, n: usize) -> Vec<Reply> {
+    let client = reqwest::Client::new();
+    let url = Arc::new(format!("{url}/v1/chat/completions"));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                let r = client
+                    .post(url.as_str())
+                    .json(&serde_json::json!({"model": MODEL, "messages": [{"role": "user", "content": format!("question {i}")}]}))
+                    .send()
+                    .await
+                    .expect("a request was lost (no HTTP answer)");
+                let status = r.status().as_u16();
+                let body = r.text().await.expect("a request was lost (body cut)");
+                Reply {
+                    status,
+                    body,
+                    took: t.elapsed(),
+                }
+            })
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(n);
+    for t in tasks {
+        replies.push(t.await.expect("a request task panicked"));
+    }
+    replies
+}
