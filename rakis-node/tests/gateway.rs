@@ -30,6 +30,11 @@ async fn post(url: &str, body: &Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+async fn get_json(url: &str) -> Value {
+    let r = reqwest::get(url).await.unwrap();
+    r.json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_completion_carries_a_verification_that_holds_offline() {
     let net = scripted(3, GatewayConfig::default()).await;
@@ -378,14 +383,7 @@ async fn models_embeddings_metrics_and_the_status_page() {
     let client = reqwest::Client::new();
     // Peers announce their models within a status interval.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let v: Value = client
-        .get(format!("{}/v1/models", net.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&format!("{}/v1/models", net.url)).await;
     assert_eq!(v["object"], "list");
     let smol = v["data"]
         .as_array()
@@ -446,14 +444,7 @@ async fn models_embeddings_metrics_and_the_status_page() {
     }
     assert!(metrics.contains("rakis_peers 2"), "{metrics}");
 
-    let status: Value = client
-        .get(format!("{}/status.json", net.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get_json(&format!("{}/status.json", net.url)).await;
     let recent = &status["recent"][0];
     assert_eq!(recent["request_id"], id);
     assert_eq!(recent["outcome"], "agreed");
