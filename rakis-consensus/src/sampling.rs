@@ -509,6 +509,13 @@ impl Replay {
 
 /// How much honest numerical difference a verifier tolerates, in logits (defaults measured:
 /// see docs/consensus.md).
+///
+/// The default band, 0.02 logit, is some 200 times the largest difference measured between two
+/// engines computing the same weights in f32 (candle and llama.cpp: 9e-5), and small enough
+/// that a one-fact swap passes only where the swapped token's interval lies within a hair of
+/// the position's random number. Weights computed with 8-bit activations (the block formats)
+/// replay exactly only on the same kernels: across engines their logits differ by ~0.8, which
+/// no band separates from lies.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplayPolicy {
     /// Largest logit tolerance ([`Draw::Near`]'s distance) that counts as agreement.
@@ -526,8 +533,8 @@ pub struct ReplayPolicy {
 impl Default for ReplayPolicy {
     fn default() -> Self {
         ReplayPolicy {
-            band: 0.3,
-            greedy_band: 0.3,
+            band: 0.02,
+            greedy_band: 0.02,
             beyond_per_100: 0,
             min_beyond: 0,
         }

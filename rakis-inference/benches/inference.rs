@@ -6,7 +6,7 @@
 //! (`benches/data/sentences.json`, made by `scripts/fixtures/make_sentences.py`) at
 //! batch 1 and 32; a 32-token prompt read in one pass, then 128 greedy single-token decodes
 //! with EOS ignored; and the second check: replaying a 100-token sampled answer beside
-//! generating it (`smollm2_q8_0_second_check`).
+//! generating it (`smollm2_q8_0_second_check`, and `smollm2_f32_second_check` in f32).
 #![allow(missing_docs, clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -89,48 +89,51 @@ fn bench_generation(c: &mut Criterion) {
 }
 
 /// The second check's cost: replaying a 100-token answer (one pass over prompt + answer,
-/// every position checked against the canonical sampler) beside generating it.
+/// every position checked against the canonical sampler) beside generating it, in the default
+/// format (Q8_0) and in f32 (the format a committee of mixed engines serves).
 fn bench_scoring(c: &mut Criterion) {
     use rakis_core::consensus::sampling::Ending;
     use rakis_core::{ChatMessage, Hash32};
     use rakis_inference::SamplingParams;
     let gguf = common::models_dir().join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let mut g = TextGenerator::load(&gguf, WeightFormat::Q8_0, None, None).unwrap();
-    let messages = vec![ChatMessage::user(PROMPT)];
-    let prompt = g.encode(&g.render(&messages).unwrap()).unwrap();
-    let sampling = SamplingParams {
-        temperature: 0.7,
-        top_p: 0.95,
-        seed: Hash32([7; 32]),
-        max_tokens: 100,
-    };
-    // An answer of up to 100 tokens (the same one every time: the seed fixes it).
-    let never = || false;
-    let answer = g.generate_ids(&prompt, sampling, None, &never).unwrap();
-    let ending = match answer.finish {
-        rakis_core::FinishReason::Eos => Ending::Stop,
-        _ => Ending::Limit,
-    };
-    println!(
-        "answer of {} tokens ({:?})",
-        answer.token_ids.len(),
-        answer.finish
-    );
-    let mut group = c.benchmark_group("smollm2_q8_0_second_check");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(20));
-    group.throughput(Throughput::Elements(answer.token_ids.len() as u64));
-    group.bench_function("generate100", |b| {
-        b.iter(|| g.generate_ids(&prompt, sampling, None, &never).unwrap())
-    });
-    group.bench_function("replay100", |b| {
-        b.iter(|| {
-            g.replay_ids(&prompt, &answer.token_ids, sampling, ending)
-                .unwrap()
-        })
-    });
-    group.finish();
+    for (name, weights) in [("q8_0", WeightFormat::Q8_0), ("f32", WeightFormat::F32)] {
+        let mut g = TextGenerator::load(&gguf, weights, None, None).unwrap();
+        let messages = vec![ChatMessage::user(PROMPT)];
+        let prompt = g.encode(&g.render(&messages).unwrap()).unwrap();
+        let sampling = SamplingParams {
+            temperature: 0.7,
+            top_p: 0.95,
+            seed: Hash32([7; 32]),
+            max_tokens: 100,
+        };
+        // An answer of up to 100 tokens (the same one every time: the seed fixes it).
+        let never = || false;
+        let answer = g.generate_ids(&prompt, sampling, None, &never).unwrap();
+        let ending = match answer.finish {
+            rakis_core::FinishReason::Eos => Ending::Stop,
+            _ => Ending::Limit,
+        };
+        println!(
+            "{name}: answer of {} tokens ({:?})",
+            answer.token_ids.len(),
+            answer.finish
+        );
+        let mut group = c.benchmark_group(format!("smollm2_{name}_second_check"));
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(20));
+        group.throughput(Throughput::Elements(answer.token_ids.len() as u64));
+        group.bench_function("generate100", |b| {
+            b.iter(|| g.generate_ids(&prompt, sampling, None, &never).unwrap())
+        });
+        group.bench_function("replay100", |b| {
+            b.iter(|| {
+                g.replay_ids(&prompt, &answer.token_ids, sampling, ending)
+                    .unwrap()
+            })
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench_embedding, bench_generation, bench_scoring);

@@ -37,6 +37,13 @@ pub enum WeightFormat {
     #[default]
     #[serde(rename = "q8_0")]
     Q8_0,
+    /// Every weight dequantized to f32 at load and the model computed in f32, activations
+    /// included (the block formats quantize each activation row to 8 bits). The format whose
+    /// sampling another engine can replay closely: a flipped 8-bit rounding of an activation
+    /// moves the logits by tenths, f32 rounding differences by thousandths
+    /// (docs/consensus.md). Four bytes a parameter (135M parameters: about 540 MB).
+    #[serde(rename = "f32")]
+    F32,
 }
 
 /// Settings of a [`CandleEngine`] (serde; only `model_name` is required in a file).
@@ -261,6 +268,7 @@ impl TextGenerator {
         // The model's identity in the protocol: the file's hash and how its weights are kept.
         let quantization = match weights {
             WeightFormat::Q8_0 => "Q8_0".to_string(),
+            WeightFormat::F32 => "F32".to_string(),
             WeightFormat::AsStored => ct
                 .tensor_infos
                 .get("blk.0.attn_q.weight")
@@ -273,6 +281,7 @@ impl TextGenerator {
         };
         let model = match weights {
             WeightFormat::AsStored => LlamaModel::from_gguf(&ct, &mut file, &device)?,
+            WeightFormat::F32 => LlamaModel::from_gguf_dequantized(&ct, &mut file, &device)?,
             WeightFormat::Q8_0 => {
                 let bytes = requantize_q8(&ct, &mut file)?;
                 let mut cursor = Cursor::new(bytes);

@@ -90,6 +90,33 @@ impl LlamaModel {
         reader: &mut R,
         device: &Device,
     ) -> Result<Self> {
+        Self::read(ct, reader, device, false)
+    }
+
+    /// Reads the model with every weight dequantized to f32: the matmuls then run in f32
+    /// throughout, with no 8-bit quantization of the activations (see the module docs for why
+    /// that matters to a verifier on another engine). Four bytes a parameter.
+    pub fn from_gguf_dequantized<R: std::io::Read + std::io::Seek>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::read(ct, reader, device, true)
+    }
+
+    fn read<R: std::io::Read + std::io::Seek>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+        device: &Device,
+        dequantize: bool,
+    ) -> Result<Self> {
+        let matmul = |t: QTensor| -> Result<QMatMul> {
+            if dequantize {
+                Ok(QMatMul::Tensor(t.dequantize(device)?))
+            } else {
+                QMatMul::from_qtensor(t)
+            }
+        };
         let md = |key: &str| {
             ct.metadata
                 .get(key)
@@ -120,23 +147,23 @@ impl LlamaModel {
         let embeddings = candle_nn::Embedding::new(embd_q.dequantize(device)?, n_embd);
         let norm = RmsNorm::from_qtensor(tensor("output_norm.weight")?, eps)?;
         let output = match tensor("output.weight") {
-            Ok(t) => QMatMul::from_qtensor(t)?,
+            Ok(t) => matmul(t)?,
             // Tied embeddings.
-            Err(_) => QMatMul::from_qtensor(embd_q)?,
+            Err(_) => matmul(embd_q)?,
         };
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let mut w = |part: &str| tensor(&format!("blk.{i}.{part}.weight"));
             layers.push(Layer {
                 attn_norm: RmsNorm::from_qtensor(w("attn_norm")?, eps)?,
-                wq: QMatMul::from_qtensor(w("attn_q")?)?,
-                wk: QMatMul::from_qtensor(w("attn_k")?)?,
-                wv: QMatMul::from_qtensor(w("attn_v")?)?,
-                wo: QMatMul::from_qtensor(w("attn_output")?)?,
+                wq: matmul(w("attn_q")?)?,
+                wk: matmul(w("attn_k")?)?,
+                wv: matmul(w("attn_v")?)?,
+                wo: matmul(w("attn_output")?)?,
                 ffn_norm: RmsNorm::from_qtensor(w("ffn_norm")?, eps)?,
-                w_gate: QMatMul::from_qtensor(w("ffn_gate")?)?,
-                w_up: QMatMul::from_qtensor(w("ffn_up")?)?,
-                w_down: QMatMul::from_qtensor(w("ffn_down")?)?,
+                w_gate: matmul(w("ffn_gate")?)?,
+                w_up: matmul(w("ffn_up")?)?,
+                w_down: matmul(w("ffn_down")?)?,
                 cache: None,
             });
         }

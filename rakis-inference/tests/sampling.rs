@@ -29,7 +29,7 @@ fn never() -> bool {
 /// The question set (shared with the llama.cpp fixture, which lists it): the first
 /// `numeric_questions` have a number for an answer.
 fn questions() -> (Vec<String>, String) {
-    let f = common::fixture("sampling_llama_cpp.json");
+    let f = common::fixture(LLAMA_Q4_1);
     let qs = f["questions"]
         .as_array()
         .unwrap()
@@ -119,14 +119,21 @@ struct Tally {
     pass_0: BTreeMap<u32, u32>,
     pass_1: BTreeMap<u32, u32>,
     pass_2: BTreeMap<u32, u32>,
+    /// The largest distance of a position drawn otherwise, over every run (logits).
+    max_near: f64,
 }
 
 /// Logit tolerances swept, in millionths of a logit.
-const BANDS_PPM: &[u32] = &[100_000, 200_000, 300_000, 400_000, 500_000, 750_000];
+const BANDS_PPM: &[u32] = &[
+    5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 300_000, 500_000,
+];
 
 impl Tally {
     fn add(&mut self, r: &Replay, greedy: bool) {
         self.n += 1;
+        for &(_, d) in &r.near {
+            self.max_near = self.max_near.max(d);
+        }
         for &b in BANDS_PPM {
             let band = f64::from(b) / 1e6;
             let policy = |k: u32| ReplayPolicy {
@@ -157,7 +164,7 @@ impl Tally {
                 self.pass_2.get(&b).copied().unwrap_or(0)
             );
         }
-        s
+        s + &format!(" {:.4} |", self.max_near)
     }
 }
 
@@ -217,8 +224,8 @@ struct FixtureAnswer {
     text: String,
 }
 
-fn fixture_answers(key: &str) -> Vec<FixtureAnswer> {
-    let f = common::fixture("sampling_llama_cpp.json");
+fn fixture_answers_in(file: &str, key: &str) -> Vec<FixtureAnswer> {
+    let f = common::fixture(file);
     let ids = |v: &serde_json::Value| -> Vec<u32> {
         v.as_array()
             .map(|a| a.iter().map(|x| x.as_u64().unwrap() as u32).collect())
@@ -277,7 +284,8 @@ impl Verdicts {
             .or_default()
             .add(r, greedy);
         if verdict.is_ok() != honest {
-            self.surprises.push(format!("{case}: {what} → {verdict:?}"));
+            self.surprises
+                .push(format!("{case}: {what} → {verdict:?} {r:?}"));
         }
         verdict.is_ok()
     }
@@ -301,8 +309,9 @@ impl Verdicts {
         }
         let mut header = "| case | runs |".to_string();
         for &b in BANDS_PPM {
-            header += &format!(" {:.2} |", f64::from(b) / 1e6);
+            header += &format!(" {} |", f64::from(b) / 1e6);
         }
+        header += " largest distance |";
         println!(
             "\ntolerance sweep: passing runs (0 / ≤1 / ≤2 positions beyond the tolerance, in logits)"
         );
@@ -341,16 +350,27 @@ fn replay_fact_swap(
     );
 }
 
-/// Replays the fixture with `g`: llama.cpp's honest answers and one fact swapped in each (when
-/// `honest`; `check_prompts`: asserting candle's prompt ids are llama.cpp's), then Gemma's
-/// answers claimed as SmolLM2's.
-fn replay_fixture(g: &mut TextGenerator, v: &mut Verdicts, honest: bool, check_prompts: bool) {
-    let answers = if honest {
-        fixture_answers("honest")
-    } else {
-        Vec::new()
-    };
-    assert!(!honest || answers.len() >= 150, "{} answers", answers.len());
+/// The llama.cpp fixtures (`scripts/fixtures/make_sampling_fixtures.py`): SmolLM2's weights
+/// computed in f32 (the GGUF dequantized, f32 KV cache), and as stored (Q4_1, 8-bit
+/// activations, f16 KV cache; this file also holds the Gemma answers).
+const LLAMA_F32: &str = "sampling_llama_cpp_f32.json";
+const LLAMA_Q4_1: &str = "sampling_llama_cpp.json";
+
+/// Replays llama.cpp's answers with `g`: the honest answers of fixture `honest.0` (case name
+/// `honest.1`) and one fact swapped in each (`check_prompts`: asserting candle's prompt ids are
+/// llama.cpp's), then Gemma's answers claimed as SmolLM2's.
+fn replay_fixture(
+    g: &mut TextGenerator,
+    v: &mut Verdicts,
+    honest: Option<(&str, &str)>,
+    check_prompts: bool,
+) {
+    let answers = honest.map_or_else(Vec::new, |(file, _)| fixture_answers_in(file, "honest"));
+    assert!(
+        honest.is_none() || answers.len() >= 150,
+        "{} answers",
+        answers.len()
+    );
     for (i, a) in answers.iter().enumerate() {
         if check_prompts {
             // The prompt as candle renders and tokenises it is llama.cpp's, id for id.
@@ -361,7 +381,7 @@ fn replay_fixture(g: &mut TextGenerator, v: &mut Verdicts, honest: bool, check_p
             .replay_ids(&a.prompt_ids, &a.token_ids, a.sampling, a.ending)
             .unwrap();
         v.add(
-            "honest: llama.cpp Q4_1, candle Q4_1 verifies",
+            honest.map_or("", |h| h.1),
             true,
             &r,
             a.sampling.temperature <= 0.0,
@@ -370,7 +390,7 @@ fn replay_fixture(g: &mut TextGenerator, v: &mut Verdicts, honest: bool, check_p
         let text = g.decode(&a.token_ids).unwrap();
         replay_fact_swap(g, v, &a.prompt_ids, &text, i, a.sampling, a.ending);
     }
-    for a in fixture_answers("other_model_answers") {
+    for a in fixture_answers_in(LLAMA_Q4_1, "other_model_answers") {
         let prompt = g.encode(&g.render(&a.messages).unwrap()).unwrap();
         let lie = g.encode(&a.text).unwrap();
         let r = g
@@ -386,30 +406,48 @@ fn replay_fixture(g: &mut TextGenerator, v: &mut Verdicts, honest: bool, check_p
     }
 }
 
-/// The second engine: every llama.cpp answer of the fixture (SmolLM2 Q4_1, the canonical
-/// sampler in Python) replays in candle on the same weights file; the same answers with one fact
-/// swapped, and answers of another model (Gemma 3 270M) claimed as SmolLM2's, do not.
+/// The second engine: every llama.cpp answer of the fixture (SmolLM2's weights computed in f32,
+/// the canonical sampler in Python) replays in candle on the same weights; the same answers with
+/// one fact swapped, and answers of another model (Gemma 3 270M) claimed as SmolLM2's, do not.
 #[test]
 fn llama_cpp_answers_replay_in_candle_and_other_models_do_not() {
-    let mut g = generator(WeightFormat::AsStored);
+    let mut g = generator(WeightFormat::F32);
     let mut v = Verdicts::default();
-    replay_fixture(&mut g, &mut v, true, true);
-    v.print();
-    // Measured (docs/consensus.md): 148 of 150 pass at the default tolerance, and 1 to 2 % of
-    // number swaps are accepted — short of the 0.1 % / 99 % bars across engines; these bounds
-    // keep what is reached from regressing.
-    let (n, ok) = v.sum("honest");
-    assert!(
-        f64::from(n - ok) <= 0.02 * f64::from(n),
-        "{} of {n} honest llama.cpp answers rejected",
-        n - ok
+    replay_fixture(
+        &mut g,
+        &mut v,
+        Some((LLAMA_F32, "honest: llama.cpp F32, candle F32 verifies")),
+        true,
     );
+    v.print();
+    // The bars across engines: ≤ 0.1 % of honest answers rejected (none of 150), lies
+    // rejected ≥ 99 %.
+    let (n, ok) = v.sum("honest");
+    assert_eq!(ok, n, "{} of {n} honest llama.cpp answers rejected", n - ok);
     let (n, ok) = v.sum("lie");
     assert!(n >= 200, "{n} lies");
     assert!(
         f64::from(ok) <= 0.01 * f64::from(n),
         "{ok} of {n} lies accepted"
     );
+}
+
+/// The block format across engines (llama.cpp and candle on the Q4_1 file as stored, both
+/// quantizing activations to 8 bits): the logits differ by tenths, so the default tolerance
+/// rejects some honest answers and a wider one lets number swaps through — why a committee
+/// that mixes engines serves the f32 format (docs/consensus.md). Prints the tolerance sweep.
+#[test]
+#[ignore = "measurement; run in release with --ignored --nocapture"]
+fn block_format_answers_across_engines() {
+    let mut g = generator(WeightFormat::AsStored);
+    let mut v = Verdicts::default();
+    replay_fixture(
+        &mut g,
+        &mut v,
+        Some((LLAMA_Q4_1, "honest: llama.cpp Q4_1, candle Q4_1 verifies")),
+        false,
+    );
+    v.print();
 }
 
 /// One candle generation of the table, as a child process with another thread count writes it.
@@ -455,14 +493,16 @@ fn candle_answers_with_this_thread_count() {
     };
     let qs = questions_taken();
     let doc = serde_json::json!({
-        "q8": candle_runs(&mut generator(WeightFormat::Q8_0), &qs),
-        "q4": candle_runs(&mut generator(WeightFormat::AsStored), &qs),
+        "Q8_0": candle_runs(&mut generator(WeightFormat::Q8_0), &qs),
+        "Q4_1": candle_runs(&mut generator(WeightFormat::AsStored), &qs),
+        "F32": candle_runs(&mut generator(WeightFormat::F32), &qs),
     });
     std::fs::write(path, doc.to_string()).unwrap();
 }
 
 /// The measurement behind `ReplayPolicy::default()` and the proof of the second check: honest
-/// answers of candle (both weight formats, 1 and 2 threads) and of llama.cpp (the fixture) pass;
+/// answers of candle (Q8_0, Q4_1 as stored and F32; 1 and 2 threads) and of llama.cpp (the f32
+/// fixture) pass;
 /// fact swaps, truncations, another system prompt, another seed or temperature than declared and
 /// another model's answers fail. A lie is counted only when it differs from what the declared
 /// settings produce (an "other seed" answer identical to the declared seed's is no lie).
@@ -491,15 +531,15 @@ fn sampling_check_table() {
 
     let mut v = Verdicts::default();
     let started = std::time::Instant::now();
-    let (mut gen_secs, mut replay_secs, mut gen_tokens) = (0.0, 0.0, 0usize);
     for (fmt, weights) in [
         ("Q8_0", WeightFormat::Q8_0),
         ("Q4_1", WeightFormat::AsStored),
+        ("F32", WeightFormat::F32),
     ] {
         let mut g = generator(weights);
-        let key = if fmt == "Q8_0" { "q8" } else { "q4" };
+        let (mut gen_secs, mut replay_secs, mut gen_tokens) = (0.0, 0.0, 0usize);
         // One thread's answers, verified here (two threads).
-        for run in one_thread[key].as_array().unwrap() {
+        for run in one_thread[fmt].as_array().unwrap() {
             let (qi, ci) = (
                 run["question"].as_u64().unwrap() as usize,
                 run["config"].as_u64().unwrap() as usize,
@@ -604,8 +644,15 @@ fn sampling_check_table() {
             );
         }
         // Another model's answers (Gemma 3 270M) claimed as this one's, and the second
-        // engine's (llama.cpp's answers on the Q4_1 file: only that format's verifier).
-        replay_fixture(&mut g, &mut v, fmt == "Q4_1", false);
+        // engine's (llama.cpp's answers on the f32 weights: that format's verifier).
+        let llama =
+            (fmt == "F32").then_some((LLAMA_F32, "honest: llama.cpp F32, candle F32 verifies"));
+        replay_fixture(&mut g, &mut v, llama, false);
+        println!(
+            "{fmt}: generation {gen_tokens} tokens in {gen_secs:.1} s ({:.1} tok/s); same-engine replays {replay_secs:.1} s ({:.2} of generation time)",
+            gen_tokens as f64 / gen_secs,
+            replay_secs / gen_secs
+        );
     }
     v.print();
     let (hn, hok) = v.sum("honest");
@@ -615,20 +662,13 @@ fn sampling_check_table() {
         ln - lok,
         100.0 * f64::from(ln - lok) / f64::from(ln)
     );
-    println!(
-        "generation {gen_tokens} tokens in {gen_secs:.1} s ({:.1} tok/s); same-engine replays {replay_secs:.1} s ({:.2} of generation time)",
-        gen_tokens as f64 / gen_secs,
-        replay_secs / gen_secs
-    );
-    // The proof's bars: on candle (both formats, 1 and 2 threads) no honest answer fails;
-    // lies are rejected ≥ 99 %. Across engines (llama.cpp) the rate is printed above.
-    let (cn, cok) = v.sum("honest: candle");
-    assert_eq!(cok, cn, "honest candle answers rejected");
+    // The proof's bars: no honest answer fails (candle in every format, 1 and 2 threads;
+    // llama.cpp on the f32 weights); lies are rejected ≥ 99 %.
+    assert_eq!(hok, hn, "honest answers rejected");
     assert!(
         f64::from(lok) <= 0.01 * f64::from(ln),
         "{lok} of {ln} lies accepted"
     );
-    let _ = hok;
 }
 
 /// Through the `InferenceEngine` trait: the engine scores on its workers what it generated.
@@ -693,4 +733,84 @@ async fn the_engine_scores_what_it_generated() {
         engine.score(job).await,
         Err(rakis_core::EngineError::UnknownModel(_))
     ));
+}
+
+/// How far candle's logits lie from llama.cpp's on the same weights: the figures behind the
+/// default tolerance (docs/consensus.md). Reads `RAKIS_LLAMA_LOGITS` (`PATH` of
+/// `scripts/fixtures/dump_llama_cpp_logits.py --out PATH`: llama.cpp's decode-mode logits of
+/// a fixture's first answers) and compares them, row for row, with what candle's replay
+/// computes in `RAKIS_SAMPLING_WEIGHTS` (`f32`, or the GGUF as stored); prints the median and
+/// largest of each row's largest difference over the vocabulary, and the same over the
+/// tokens of the row's nucleus at T 1 / top-p 0.9.
+#[test]
+#[ignore = "measurement; needs llama.cpp's logits (RAKIS_LLAMA_LOGITS)"]
+fn engine_logit_differences() {
+    let Some(base) = std::env::var_os("RAKIS_LLAMA_LOGITS") else {
+        return;
+    };
+    let base = std::path::PathBuf::from(base);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.with_extension("json")).unwrap())
+            .unwrap();
+    let theirs = candle_core::Tensor::read_npy(base.with_extension("npy")).unwrap();
+    let weights = match std::env::var("RAKIS_SAMPLING_WEIGHTS").as_deref() {
+        Ok("f32") => WeightFormat::F32,
+        _ => WeightFormat::AsStored,
+    };
+    let mut g = generator(weights);
+    let fixture = meta["fixture"].as_str().unwrap();
+    let answers = fixture_answers_in(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(fixture)
+            .to_str()
+            .unwrap(),
+        "honest",
+    );
+    let (mut all, mut nucleus) = (Vec::new(), Vec::new());
+    let mut at = 0;
+    for entry in meta["answers"].as_array().unwrap() {
+        let a = &answers[entry["answer"].as_u64().unwrap() as usize];
+        let n = entry["rows"].as_u64().unwrap() as usize;
+        let first = g.forward_prompt(&a.prompt_ids).unwrap();
+        let mut ours = vec![first.to_vec1::<f32>().unwrap()];
+        if n > 1 {
+            let rows = g
+                .forward_rows(&a.token_ids[..n - 1], a.prompt_ids.len())
+                .unwrap();
+            ours.extend(rows.to_vec2::<f32>().unwrap());
+        }
+        for (k, mine) in ours.iter().enumerate() {
+            let other = theirs.get(at + k).unwrap().to_vec1::<f32>().unwrap();
+            let diff = |i: usize| f64::from((mine[i] - other[i]).abs());
+            all.push((0..mine.len()).map(diff).fold(0.0, f64::max));
+            // The tokens that matter to a draw: the nucleus of T 1, top-p 0.9 on our logits.
+            let max = mine.iter().copied().fold(f32::MIN, f32::max);
+            let mut by: Vec<usize> = (0..mine.len()).collect();
+            by.sort_by(|&x, &y| mine[y].total_cmp(&mine[x]));
+            let total: f64 = mine.iter().map(|&l| f64::from(l - max).exp()).sum();
+            let (mut run, mut worst) = (0.0, 0.0f64);
+            for &i in &by {
+                worst = worst.max(diff(i));
+                run += f64::from(mine[i] - max).exp();
+                if run >= 0.9 * total {
+                    break;
+                }
+            }
+            nucleus.push(worst);
+        }
+        at += n;
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() - 1])
+    };
+    let (a50, amax) = stats(&mut all);
+    let (n50, nmax) = stats(&mut nucleus);
+    println!(
+        "{} rows ({:?} weights vs {}): largest |Δ| over the vocabulary: median {a50:.6}, max {amax:.6}; over the nucleus: median {n50:.6}, max {nmax:.6}",
+        all.len(),
+        weights,
+        base.display()
+    );
 }

@@ -11,6 +11,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use rakis_core::consensus::sampling::ReplayPolicy;
 use rakis_core::{EngineError, Generation, GenerationJob, Score, ScoreJob};
 use rakis_inference::{
     CandleEmbedder, EmbedderConfig, ModelSource, TextGenerator, WeightFormat, MINILM,
@@ -212,9 +213,34 @@ impl SimModel for Smol {
                 ..job.clone()
             }
         );
-        cached(&self.scored, key, || {
+        let score = cached(&self.scored, key, || {
             self.generator.lock().unwrap().score(job)
-        })
+        })?;
+        // RAKIS_SIM_SHOW=1: every reveal that passes the replay while differing from what its
+        // seed generates (a lie the check let through), with the honest answer beside it.
+        if std::env::var_os("RAKIS_SIM_SHOW").is_some()
+            && score
+                .judge(&ReplayPolicy::default(), job.temperature <= 0.0)
+                .is_ok()
+        {
+            let honest = self.generate(&GenerationJob {
+                request_id: job.request_id,
+                model: job.model.clone(),
+                messages: job.messages.clone(),
+                temperature: job.temperature,
+                top_p: job.top_p,
+                max_tokens: job.max_tokens,
+                seed: job.seed,
+                deadline_ms: 0,
+            })?;
+            if honest.token_ids != job.token_ids {
+                println!(
+                    "passed lie: {:?} ({:?}) against {:?} ({:?}); replay {score:?}",
+                    job.text, job.ending, honest.text, honest.finish
+                );
+            }
+        }
+        Ok(score)
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {

@@ -192,11 +192,16 @@ async fn the_engine_runs_jobs_on_several_workers_identically() {
     assert!(matches!(err, rakis_core::EngineError::UnknownModel(_)));
 }
 
-/// One pass over prompt + answer gives, row for row, the bits token-by-token decoding gave:
-/// what makes a verifier's replay of a committer's sampling exact and cheap.
+/// One pass over prompt + answer gives, row for row, the bits token-by-token decoding gave
+/// (the block formats; in f32, the same within 1e-3): what makes a verifier's replay of a
+/// committer's sampling exact and cheap.
 #[test]
 fn one_pass_over_an_answer_gives_the_decoding_logits_bit_for_bit() {
-    for weights in [WeightFormat::Q8_0, WeightFormat::AsStored] {
+    for weights in [
+        WeightFormat::Q8_0,
+        WeightFormat::AsStored,
+        WeightFormat::F32,
+    ] {
         let mut g = generator(weights);
         let prompt = g.encode(&g.render(&question()).unwrap()).unwrap();
         let p = SamplingParams {
@@ -236,12 +241,19 @@ fn one_pass_over_an_answer_gives_the_decoding_logits_bit_for_bit() {
             "{weights:?}: prompt logits"
         );
         for (i, d) in decoded[1..].iter().enumerate() {
-            assert_eq!(
-                diff(&rows.get(i).unwrap(), d),
-                (0, 0.0),
-                "{weights:?}: row {i} of {} (differing logits, largest difference)",
-                out.token_ids.len()
-            );
+            let (n, max) = diff(&rows.get(i).unwrap(), d);
+            if weights == WeightFormat::F32 {
+                // In f32 the batched matmul sums in another order than one row's (measured:
+                // 2.3e-5 at most), and nothing amplifies it: far inside the replay's band.
+                assert!(max < 1e-3, "F32: row {i}: largest difference {max}");
+            } else {
+                assert_eq!(
+                    (n, max),
+                    (0, 0.0),
+                    "{weights:?}: row {i} of {} (differing logits, largest difference)",
+                    out.token_ids.len()
+                );
+            }
         }
     }
 }

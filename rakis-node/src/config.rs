@@ -82,7 +82,8 @@ pub struct EngineSection {
     /// Jobs that may wait for a worker.
     #[serde(default = "EngineSection::default_queue_capacity")]
     pub queue_capacity: usize,
-    /// How weights are kept (`"q8_0"` or `"as_stored"`).
+    /// How weights are kept (`"q8_0"`, `"as_stored"`, or `"f32"`: the format other engines
+    /// can replay, for a committee that mixes engines or CPUs; docs/consensus.md).
     #[serde(default)]
     pub weights: WeightFormat,
 }
@@ -595,6 +596,10 @@ mdns = false
 model_name = "smollm2"
 {engine_source}
 workers = 1
+# How the weights are computed: "q8_0" (fast), "as_stored", or "f32". Members replay each
+# other's sampling only when they compute alike: the 8-bit formats only on the same kernels,
+# so a committee that mixes engines or CPUs serves "f32" (docs/consensus.md).
+weights = "q8_0"
 
 # The embedding model this node verifies answers with (requests name it in their security
 # frame; nodes answer only requests whose embedding model they have).
