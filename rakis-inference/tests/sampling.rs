@@ -406,20 +406,32 @@ fn replay_fixture(
     }
 }
 
+/// [`replay_fixture`] of llama.cpp fixture `file` in a fresh candle generator of `weights`;
+/// prints the verdicts and returns them.
+fn replay_llama_cpp(
+    weights: WeightFormat,
+    file: &str,
+    case: &str,
+    check_prompts: bool,
+) -> Verdicts {
+    let mut g = generator(weights);
+    let mut v = Verdicts::default();
+    replay_fixture(&mut g, &mut v, Some((file, case)), check_prompts);
+    v.print();
+    v
+}
+
 /// The second engine: every llama.cpp answer of the fixture (SmolLM2's weights computed in f32,
 /// the canonical sampler in Python) replays in candle on the same weights; the same answers with
 /// one fact swapped, and answers of another model (Gemma 3 270M) claimed as SmolLM2's, do not.
 #[test]
 fn llama_cpp_answers_replay_in_candle_and_other_models_do_not() {
-    let mut g = generator(WeightFormat::F32);
-    let mut v = Verdicts::default();
-    replay_fixture(
-        &mut g,
-        &mut v,
-        Some((LLAMA_F32, "honest: llama.cpp F32, candle F32 verifies")),
+    let v = replay_llama_cpp(
+        WeightFormat::F32,
+        LLAMA_F32,
+        "honest: llama.cpp F32, candle F32 verifies",
         true,
     );
-    v.print();
     // The bars across engines: ≤ 0.1 % of honest answers rejected (none of 150), lies
     // rejected ≥ 99 %.
     let (n, ok) = v.sum("honest");
@@ -439,15 +451,12 @@ fn llama_cpp_answers_replay_in_candle_and_other_models_do_not() {
 #[test]
 #[ignore = "measurement; run in release with --ignored --nocapture"]
 fn block_format_answers_across_engines() {
-    let mut g = generator(WeightFormat::AsStored);
-    let mut v = Verdicts::default();
-    replay_fixture(
-        &mut g,
-        &mut v,
-        Some((LLAMA_Q4_1, "honest: llama.cpp Q4_1, candle Q4_1 verifies")),
+    replay_llama_cpp(
+        WeightFormat::AsStored,
+        LLAMA_Q4_1,
+        "honest: llama.cpp Q4_1, candle Q4_1 verifies",
         false,
     );
-    v.print();
 }
 
 /// One candle generation of the table, as a child process with another thread count writes it.
