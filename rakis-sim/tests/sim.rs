@@ -445,10 +445,16 @@ fn security_table() {
 /// 7 members, quorum 7 → 10), one off-topic member in ten, signed envelopes through every
 /// inbox, 20–50 ms latency, independent loss per delivery, 100 requests 100 ms apart.
 fn thousand_members(quorum: u32, loss: f64) -> Scenario {
+    drawn_committees(quorum, loss).behaviours((0..1_000).step_by(10), Behaviour::OffTopic)
+}
+
+/// [`thousand_members`] without its off-topic members: for attacks whose outcome the
+/// bag-of-words `HashEmbedder` must not blur (it puts an off-topic answer inside the ball at
+/// radius 0.30 in some rounds, docs/security.md).
+fn drawn_committees(quorum: u32, loss: f64) -> Scenario {
     Scenario::new(1_000)
         .security(quorum, 0.30, 0.6)
         .committee(Committee::Drawn)
-        .behaviours((0..1_000).step_by(10), Behaviour::OffTopic)
         .network(NetworkConfig {
             loss,
             ..NetworkConfig::default()
@@ -481,10 +487,12 @@ fn one_result_at_1000_members_under_loss() {
 /// hostile members: one in twenty equivocates by splitting its committee (a commitment to each
 /// half), one in twenty runs its clock 2 s ahead and one in twenty 2 s behind (the whole
 /// deadline). Honest members never sign different digests, and no request selects a wrong
-/// answer.
+/// answer. No off-topic members: the off-topic answer the `HashEmbedder` lets into a ball now and
+/// then (1 of 100 requests here when they were in) is not this attack's doing, and the members
+/// 2 s behind were all off-topic then, so no honest member ran behind.
 #[test]
 fn equivocators_and_skewed_clocks_never_split_a_committee() {
-    let mut s = thousand_members(5, 0.01)
+    let mut s = drawn_committees(5, 0.01)
         .corpus(Corpus::deterministic())
         .behaviours((0..1_000).step_by(20), Behaviour::EquivocateSplit);
     for i in (5..1_000).step_by(20) {
@@ -507,6 +515,7 @@ fn equivocators_and_skewed_clocks_never_split_a_committee() {
     assert!(skewed > 30 && equivocating > 20, "{skewed} {equivocating}");
     assert_eq!(r.split_digests, 0, "{}", r.summary());
     assert_eq!(r.wrong_results, 0, "{}", r.summary());
+    println!("{}", r.summary());
     // The skewed members themselves may not finish (ahead, a request looks expired on arrival;
     // behind, they decide after the others): the rest complete.
     assert!(r.completed + r.inconsistent >= 90, "{}", r.summary());
