@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use rakis_core::{BinaryEmbedding, EmbedError, Embedder};
 use serde::{Deserialize, Serialize};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 use tracing::{debug, info};
 
 use crate::{InferenceError, ModelSource};
@@ -102,6 +102,7 @@ struct Inner {
     dead_dims: Vec<usize>,
     dim: usize,
     batch_size: usize,
+    pad_id: u32,
     device: Device,
 }
 
@@ -207,11 +208,9 @@ impl CandleEmbedder {
                 ..Default::default()
             }))
             .map_err(InferenceError::tokenizers)?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            pad_id: bert_cfg.pad_token_id as u32,
-            ..Default::default()
-        }));
+        // No padding in the tokenizer: `embed_sync` sorts texts by length and pads each batch
+        // to its own longest text.
+        tokenizer.with_padding(None);
 
         let device = Device::Cpu;
         let tensors = candle_core::safetensors::load(&weights, &device)?;
@@ -238,6 +237,7 @@ impl CandleEmbedder {
                 dead_dims,
                 dim: bert_cfg.hidden_size,
                 batch_size: config.batch_size.max(1),
+                pad_id: bert_cfg.pad_token_id as u32,
                 device,
             }),
         })
@@ -267,22 +267,29 @@ impl CandleEmbedder {
     /// Float embeddings on the calling thread, in batches.
     pub fn embed_sync(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, InferenceError> {
         let inner = &self.inner;
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(inner.batch_size) {
-            let enc = inner
-                .tokenizer
-                .encode_batch(chunk.to_vec(), true)
-                .map_err(InferenceError::tokenizers)?;
-            let ids: Vec<Tensor> = enc
-                .iter()
-                .map(|e| Tensor::new(e.get_ids(), &inner.device))
-                .collect::<Result<_, _>>()?;
-            let masks: Vec<Tensor> = enc
-                .iter()
-                .map(|e| Tensor::new(e.get_attention_mask(), &inner.device))
-                .collect::<Result<_, _>>()?;
-            let ids = Tensor::stack(&ids, 0)?;
-            let mask = Tensor::stack(&masks, 0)?;
+        let enc = inner
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(InferenceError::tokenizers)?;
+        // Length-bucketed batches: texts sorted by token count, each batch padded to its own
+        // longest (as sentence-transformers does), so short texts do not pay for long ones.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| enc[i].len());
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(inner.batch_size) {
+            let longest = chunk.iter().map(|&i| enc[i].len()).max().unwrap_or(0);
+            let mut ids = Vec::with_capacity(chunk.len() * longest);
+            let mut mask = Vec::with_capacity(chunk.len() * longest);
+            for &i in chunk {
+                let e = &enc[i];
+                ids.extend_from_slice(e.get_ids());
+                mask.extend_from_slice(e.get_attention_mask());
+                let pad = longest - e.len();
+                ids.extend(std::iter::repeat_n(inner.pad_id, pad));
+                mask.extend(std::iter::repeat_n(0u32, pad));
+            }
+            let ids = Tensor::from_vec(ids, (chunk.len(), longest), &inner.device)?;
+            let mask = Tensor::from_vec(mask, (chunk.len(), longest), &inner.device)?;
             let types = ids.zeros_like()?;
             let hidden = inner.model.forward(&ids, &types, Some(&mask))?;
             let pooled = match inner.pooling {
@@ -300,7 +307,9 @@ impl CandleEmbedder {
             } else {
                 pooled
             };
-            out.extend(pooled.to_vec2::<f32>()?);
+            for (&i, v) in chunk.iter().zip(pooled.to_vec2::<f32>()?) {
+                out[i] = v;
+            }
         }
         debug!(texts = texts.len(), "embedded");
         Ok(out)

@@ -80,6 +80,38 @@ fn batching_does_not_change_embeddings() {
     }
 }
 
+/// Length-bucketed batches: texts are embedded sorted by length, in batches of `batch_size`,
+/// and come back in the caller's order, each as it is alone.
+#[test]
+fn length_sorted_batches_keep_the_callers_order() {
+    let e = CandleEmbedder::load(
+        &ModelSource::local(common::minilm_dir()),
+        EmbedderConfig {
+            batch_size: 2,
+            ..EmbedderConfig::new(MINILM)
+        },
+    )
+    .unwrap();
+    // Longest first, so that sorting reorders every batch.
+    let texts: Vec<String> = [
+        "a considerably longer sentence that forces padding on every shorter one beside it",
+        "a medium sentence about the capital of France",
+        "the cat sat",
+        "rivers flow into the sea after long journeys through the valleys",
+        "short",
+    ]
+    .map(String::from)
+    .to_vec();
+    let batched = e.embed_sync(&texts).unwrap();
+    assert_eq!(batched.len(), texts.len());
+    for (i, t) in texts.iter().enumerate() {
+        let alone = e.embed_sync(std::slice::from_ref(t)).unwrap();
+        let c = cosine(&alone[0], &batched[i]);
+        assert!(c > 0.99999, "text {i}: cosine {c}");
+    }
+    assert!(e.embed_sync(&[]).unwrap().is_empty());
+}
+
 #[test]
 fn paraphrases_are_nearer_than_unrelated_sentences() {
     let e = embedder();
