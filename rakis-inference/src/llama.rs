@@ -9,8 +9,9 @@
 //! the attention is: a masked L×L product and a softmax over rows of another length round
 //! differently, and one flipped 8-bit rounding of an activation spreads through every later
 //! layer. [`LlamaModel::forward_rows`] therefore runs every weight matmul, norm and MLP on all
-//! rows at once (cheap) and the attention one row at a time with exactly the shapes decoding
-//! uses. The prompt is read the same way ([`LlamaModel::forward_prompt`]): every position's
+//! rows at once (cheap) and the attention of each row on its own, with the arithmetic decoding
+//! uses (on the CPU, one kernel computes every (head, row) pair in a fixed order of operations;
+//! elsewhere, the tensor ops of decoding, row by row). The prompt is read the same way ([`LlamaModel::forward_prompt`]): every position's
 //! logits are then what single-token decoding computes — the protocol's canonical numerics,
 //! which another engine (llama.cpp decoding token by token) follows too, so that a verifier's
 //! logits differ from a generator's only by the engines' rounding, never by how the prompt was
@@ -35,7 +36,7 @@ pub struct LlamaShape {
     pub context: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Layer {
     attn_norm: RmsNorm,
     wq: QMatMul,
@@ -46,12 +47,80 @@ struct Layer {
     w_gate: QMatMul,
     w_up: QMatMul,
     w_down: QMatMul,
-    /// Keys and values of the positions read so far, `(1, n_kv_head, T, head_dim)` each.
-    cache: Option<(Tensor, Tensor)>,
+    /// Keys and values of the positions read so far.
+    cache: KvCache,
+}
+
+impl Clone for Layer {
+    /// The weights are shared; the clone starts with an empty cache of its own (the cache's
+    /// buffer is written in place, so it must never be shared).
+    fn clone(&self) -> Self {
+        Layer {
+            attn_norm: self.attn_norm.clone(),
+            wq: self.wq.clone(),
+            wk: self.wk.clone(),
+            wv: self.wv.clone(),
+            wo: self.wo.clone(),
+            ffn_norm: self.ffn_norm.clone(),
+            w_gate: self.w_gate.clone(),
+            w_up: self.w_up.clone(),
+            w_down: self.w_down.clone(),
+            cache: KvCache::default(),
+        }
+    }
+}
+
+/// Keys and values of the positions read so far, `(1, n_kv_head, T, head_dim)` each, written in
+/// place into buffers that grow by doubling and are kept when the cache is cleared: no copy of
+/// the whole cache per token, and no allocation per request once the buffers are large enough.
+#[derive(Debug, Default)]
+struct KvCache {
+    /// Buffers `(1, n_kv_head, capacity, head_dim)`.
+    buffers: Option<(Tensor, Tensor)>,
+    /// Positions written.
+    len: usize,
+}
+
+impl KvCache {
+    /// Smallest capacity allocated, in positions.
+    const MIN_CAPACITY: usize = 256;
+
+    /// Forgets every position (the buffers stay).
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `k`, `v` `(1, n_kv_head, L, head_dim)` and returns views of every position.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let add = k.dim(2)?;
+        let need = self.len + add;
+        let capacity = self
+            .buffers
+            .as_ref()
+            .map_or(0, |(b, _)| b.dim(2).unwrap_or(0));
+        if need > capacity {
+            let (b, h, _, d) = k.dims4()?;
+            let grown = need.next_power_of_two().max(Self::MIN_CAPACITY);
+            let fresh = || Tensor::zeros((b, h, grown, d), k.dtype(), k.device());
+            let (nk, nv) = (fresh()?, fresh()?);
+            if let Some((ok, ov)) = &self.buffers {
+                if self.len > 0 {
+                    nk.slice_set(&ok.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                    nv.slice_set(&ov.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                }
+            }
+            self.buffers = Some((nk, nv));
+        }
+        let (bk, bv) = self.buffers.as_ref().expect("allocated above");
+        bk.slice_set(&k.contiguous()?, 2, self.len)?;
+        bv.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len = need;
+        Ok((bk.narrow(2, 0, need)?, bv.narrow(2, 0, need)?))
+    }
 }
 
 /// A quantized llama-family model with its own key/value cache (clones share the weights and
-/// get their own cache).
+/// start with an empty cache of their own).
 #[derive(Clone, Debug)]
 pub struct LlamaModel {
     embeddings: candle_nn::Embedding,
@@ -164,7 +233,7 @@ impl LlamaModel {
                 w_gate: matmul(w("ffn_gate")?)?,
                 w_up: matmul(w("ffn_up")?)?,
                 w_down: matmul(w("ffn_down")?)?,
-                cache: None,
+                cache: KvCache::default(),
             });
         }
         let (cos, sin) = rope_tables(rope_dim, base, context, device)?;
@@ -194,16 +263,13 @@ impl LlamaModel {
     /// Forgets every position read.
     pub fn clear_cache(&mut self) {
         for l in &mut self.layers {
-            l.cache = None;
+            l.cache.clear();
         }
     }
 
     /// Positions in the cache.
     pub fn cached(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.cache.as_ref())
-            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+        self.layers.first().map_or(0, |l| l.cache.len)
     }
 
     /// Reads `ids` at positions `index_pos..` (as [`forward_rows`](Self::forward_rows)) and
@@ -232,6 +298,12 @@ impl LlamaModel {
                 "{} positions exceed the context of {}",
                 index_pos + ids.len(),
                 self.shape.context
+            );
+        }
+        if index_pos != 0 && index_pos != self.cached() {
+            candle_core::bail!(
+                "reading from position {index_pos} with {} positions cached",
+                self.cached()
             );
         }
         let device = self.cos.device().clone();
@@ -267,25 +339,26 @@ impl LlamaModel {
                 .contiguous()?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-            let (k, v) = match (&layer.cache, index_pos) {
-                (Some((kc, vc)), p) if p > 0 => {
-                    (Tensor::cat(&[kc, &k], 2)?, Tensor::cat(&[vc, &v], 2)?)
-                }
-                _ => (k, v),
-            };
-            layer.cache = Some((k.clone(), v.clone()));
-            let y = match len {
-                1 => attend(&q, &k, &v, shape, head_dim)?,
-                _ => {
-                    let mut rows = Vec::with_capacity(len);
-                    for r in 0..len {
-                        let upto = index_pos + r + 1;
-                        let qr = q.narrow(2, r, 1)?.contiguous()?;
-                        let kr = k.narrow(2, 0, upto)?.contiguous()?;
-                        let vr = v.narrow(2, 0, upto)?.contiguous()?;
-                        rows.push(attend(&qr, &kr, &vr, shape, head_dim)?);
+            if index_pos == 0 {
+                layer.cache.clear();
+            }
+            let (k, v) = layer.cache.append(&k, &v)?;
+            let y = if q.device().is_cpu() && q.dtype() == DType::F32 {
+                attend_causal_cpu(&q, &k, &v, index_pos, shape, head_dim)?
+            } else {
+                match len {
+                    1 => attend(&q, &k, &v, shape, head_dim)?,
+                    _ => {
+                        let mut rows = Vec::with_capacity(len);
+                        for r in 0..len {
+                            let upto = index_pos + r + 1;
+                            let qr = q.narrow(2, r, 1)?.contiguous()?;
+                            let kr = k.narrow(2, 0, upto)?.contiguous()?;
+                            let vr = v.narrow(2, 0, upto)?.contiguous()?;
+                            rows.push(attend(&qr, &kr, &vr, shape, head_dim)?);
+                        }
+                        Tensor::cat(&rows, 2)?
                     }
-                    Tensor::cat(&rows, 2)?
                 }
             };
             let y = y.transpose(1, 2)?.reshape((1, len, shape.n_embd))?;
@@ -300,7 +373,116 @@ impl LlamaModel {
     }
 }
 
-/// Scaled dot-product attention of `q` `(1, H, L, d)` over `k`, `v` `(1, H_kv, T, d)`.
+/// Causal scaled dot-product attention on the CPU: query row `r` of `q` `(1, H, L, d)` (position
+/// `index_pos + r`) over the first `index_pos + r + 1` keys and values of `k`, `v`
+/// `(1, H_kv, T, d)`, for every head and row in one pass, returned as `(1, H, L, d)`.
+///
+/// Each (head, row) is computed alone with one fixed order of operations (dot products in eight
+/// lanes, the max, `exp(s - max)`, their sum, then the weighted sum of values position by
+/// position), so a row gives the same bits whether it is decoded alone or read among many: what
+/// makes [`LlamaModel::forward_rows`] decoding's logits bit for bit, without a separate set of
+/// small tensor ops per row (which made reading a prompt as slow as decoding it). Grouped-query
+/// heads read their shared key/value head in place (no repeated copy).
+fn attend_causal_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    index_pos: usize,
+    shape: LlamaShape,
+    head_dim: usize,
+) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (_, n_head, len, d) = q.dims4()?;
+    let (_, n_kv, total, _) = k.dims4()?;
+    if d != head_dim || n_head != shape.n_head || n_kv != shape.n_kv_head || total < index_pos + len
+    {
+        candle_core::bail!("attention shapes do not match the model");
+    }
+    let rep = n_head / n_kv;
+    let scale = 1f32 / (head_dim as f32).sqrt();
+    // Keys and values are read in place from the cache's buffer (a view of its first `total`
+    // positions): rows of `d` contiguous numbers, heads `head_stride` apart.
+    let rows_in_place =
+        |t: &Tensor| t.stride()[3] == 1 && t.stride()[2] == d && t.stride()[1] == k.stride()[1];
+    let (k, v) = if rows_in_place(k) && rows_in_place(v) {
+        (k.clone(), v.clone())
+    } else {
+        (k.contiguous()?, v.contiguous()?)
+    };
+    let head_stride = k.stride()[1];
+    let q = q.contiguous()?;
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (
+        candle_core::Storage::Cpu(qs),
+        candle_core::Storage::Cpu(ks),
+        candle_core::Storage::Cpu(vs),
+    ) = (&*qs, &*ks, &*vs)
+    else {
+        candle_core::bail!("CPU attention on tensors of another device");
+    };
+    let q = &qs.as_slice::<f32>()?[ql.start_offset()..][..n_head * len * d];
+    let span = (n_kv - 1) * head_stride + total * d;
+    let k = &ks.as_slice::<f32>()?[kl.start_offset()..][..span];
+    let v = &vs.as_slice::<f32>()?[vl.start_offset()..][..span];
+    let mut out = vec![0f32; n_head * len * d];
+    let one = |(item, o): (usize, &mut [f32])| {
+        let (h, r) = (item / len, item % len);
+        let upto = index_pos + r + 1;
+        let qr = &q[item * d..][..d];
+        let kv = h / rep;
+        let keys = &k[kv * head_stride..];
+        let values = &v[kv * head_stride..];
+        let mut scores: Vec<f32> = (0..upto)
+            .map(|t| dot(qr, &keys[t * d..][..d]) * scale)
+            .collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        for (t, s) in scores.iter().enumerate() {
+            let p = s / sum;
+            for (o, x) in o.iter_mut().zip(&values[t * d..][..d]) {
+                *o += p * x;
+            }
+        }
+    };
+    // Threads only where there is work enough to pay for them (decoding a short context is
+    // a few microseconds of arithmetic).
+    if n_head * len * (index_pos + len) >= PARALLEL_ATTENTION_WORK {
+        out.par_chunks_mut(d).enumerate().for_each(one);
+    } else {
+        out.chunks_mut(d).enumerate().for_each(one);
+    }
+    Tensor::from_vec(out, (1, n_head, len, d), &Device::Cpu)
+}
+
+/// Query rows × keys above which [`attend_causal_cpu`] spreads its rows over threads.
+const PARALLEL_ATTENTION_WORK: usize = 4_096;
+
+/// A dot product in eight lanes (vectorised), summed in one fixed order.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut chunks_a = a.chunks_exact(8);
+    let mut chunks_b = b.chunks_exact(8);
+    for (x, y) in (&mut chunks_a).zip(&mut chunks_b) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    let mut sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (x, y) in chunks_a.remainder().iter().zip(chunks_b.remainder()) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// Scaled dot-product attention of `q` `(1, H, L, d)` over `k`, `v` `(1, H_kv, T, d)` (devices
+/// other than the CPU).
 fn attend(
     q: &Tensor,
     k: &Tensor,
