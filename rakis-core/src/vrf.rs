@@ -58,7 +58,8 @@ impl NodeKey {
     }
 }
 
-/// The output of a proof (RFC 9381 `ECVRF_proof_to_hash`): `SHA-256(0xFE ‖ 0x03 ‖ Gamma ‖ 0x00)`.
+/// The output of a proof (RFC 9381 `ECVRF_proof_to_hash`):
+/// `SHA-256(0xFE ‖ 0x03 ‖ Gamma ‖ 0x00)`.
 /// Meaningful only for a proof that holds: [`vrf_verify`] checks it first.
 fn proof_to_output(proof: &VrfProof) -> Hash32 {
     use sha2::Digest as _;

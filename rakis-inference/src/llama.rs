@@ -11,11 +11,11 @@
 //! layer. [`LlamaModel::forward_rows`] therefore runs every weight matmul, norm and MLP on all
 //! rows at once (cheap) and the attention of each row on its own, with the arithmetic decoding
 //! uses (on the CPU, one kernel computes every (head, row) pair in a fixed order of operations;
-//! elsewhere, the tensor ops of decoding, row by row). The prompt is read the same way ([`LlamaModel::forward_prompt`]): every position's
-//! logits are then what single-token decoding computes — the protocol's canonical numerics,
-//! which another engine (llama.cpp decoding token by token) follows too, so that a verifier's
-//! logits differ from a generator's only by the engines' rounding, never by how the prompt was
-//! batched (docs/consensus.md).
+//! elsewhere, the tensor ops of decoding, row by row). The prompt is read the same way
+//! ([`LlamaModel::forward_prompt`]): every position's logits are then what single-token
+//! decoding computes — the protocol's canonical numerics, which another engine (llama.cpp
+//! decoding token by token) follows too, so that a verifier's logits differ from a generator's
+//! only by the engines' rounding, never by how the prompt was batched (docs/consensus.md).
 
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
@@ -36,7 +36,7 @@ pub struct LlamaShape {
     pub context: usize,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Layer {
     attn_norm: RmsNorm,
     wq: QMatMul,
@@ -51,34 +51,23 @@ struct Layer {
     cache: KvCache,
 }
 
-impl Clone for Layer {
-    /// The weights are shared; the clone starts with an empty cache of its own (the cache's
-    /// buffer is written in place, so it must never be shared).
-    fn clone(&self) -> Self {
-        Layer {
-            attn_norm: self.attn_norm.clone(),
-            wq: self.wq.clone(),
-            wk: self.wk.clone(),
-            wv: self.wv.clone(),
-            wo: self.wo.clone(),
-            ffn_norm: self.ffn_norm.clone(),
-            w_gate: self.w_gate.clone(),
-            w_up: self.w_up.clone(),
-            w_down: self.w_down.clone(),
-            cache: KvCache::default(),
-        }
-    }
-}
-
 /// Keys and values of the positions read so far, `(1, n_kv_head, T, head_dim)` each, written in
 /// place into buffers that grow by doubling and are kept when the cache is cleared: no copy of
 /// the whole cache per token, and no allocation per request once the buffers are large enough.
+/// A clone starts empty: the buffers are written in place, so they are never shared (a cloned
+/// model shares its weights, not its cache).
 #[derive(Debug, Default)]
 struct KvCache {
     /// Buffers `(1, n_kv_head, capacity, head_dim)`.
     buffers: Option<(Tensor, Tensor)>,
     /// Positions written.
     len: usize,
+}
+
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        KvCache::default()
+    }
 }
 
 impl KvCache {
