@@ -41,6 +41,7 @@ pub mod embedder;
 pub mod engine;
 pub mod error;
 pub mod llama;
+mod qmatmul;
 pub mod source;
 pub mod tokenizer;
 

@@ -17,9 +17,13 @@
 //! decoding token by token) follows too, so that a verifier's logits differ from a generator's
 //! only by the engines' rounding, never by how the prompt was batched (docs/consensus.md).
 
+use std::sync::Arc;
+
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
+
+use crate::qmatmul::BlockMatrix;
 
 /// The model's shape, read from the GGUF metadata.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,14 +43,13 @@ pub struct LlamaShape {
 #[derive(Clone, Debug)]
 struct Layer {
     attn_norm: RmsNorm,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    /// Queries, keys and values.
+    qkv: Projection,
+    wo: Projection,
     ffn_norm: RmsNorm,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    /// Gate and up.
+    gate_up: Projection,
+    w_down: Projection,
     /// Keys and values of the positions read so far.
     cache: KvCache,
 }
@@ -108,6 +111,84 @@ impl KvCache {
     }
 }
 
+/// Linear layers of one input (queries, keys and values; gate and up; or a single one): on the
+/// CPU, Q4_1 and Q8_0 weights go stacked into one [`BlockMatrix`] (one product for all, this
+/// crate's kernels); other formats and devices keep candle's product, one a layer.
+#[derive(Clone, Debug)]
+enum Projection {
+    Blocks {
+        matrix: Arc<BlockMatrix>,
+        /// Output width of each layer, in order.
+        widths: Vec<usize>,
+    },
+    Candle(Vec<QMatMul>),
+}
+
+impl Projection {
+    fn new(ts: Vec<QTensor>, dequantize: bool, device: &Device) -> Result<Self> {
+        if !dequantize {
+            if let Some(matrix) = BlockMatrix::from_qtensors(&ts.iter().collect::<Vec<_>>())? {
+                return Ok(Projection::Blocks {
+                    matrix: Arc::new(matrix),
+                    widths: ts.iter().map(|t| t.shape().dims()[0]).collect(),
+                });
+            }
+        }
+        let each = ts
+            .into_iter()
+            .map(|t| {
+                if dequantize {
+                    Ok(QMatMul::Tensor(t.dequantize(device)?))
+                } else {
+                    QMatMul::from_qtensor(t)
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(Projection::Candle(each))
+    }
+
+    /// Each layer's output for `x` `(1, L, k)`: `(1, L, n_i)`.
+    fn forward_parts(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Projection::Candle(each) => each.iter().map(|w| w.forward(x)).collect(),
+            Projection::Blocks { matrix, widths } => {
+                let (b, len, k) = x.dims3()?;
+                if b != 1 || k != matrix.cols() {
+                    candle_core::bail!(
+                        "input (1, L, {}) expected, got {:?}",
+                        matrix.cols(),
+                        x.dims()
+                    );
+                }
+                let input = x.flatten_all()?.to_vec1::<f32>()?;
+                let out = matrix.matmul(&input, len);
+                let all = Tensor::from_vec(out, (1, len, matrix.rows()), x.device())?;
+                if widths.len() == 1 {
+                    return Ok(vec![all]);
+                }
+                let mut offset = 0;
+                widths
+                    .iter()
+                    .map(|&n| {
+                        let part = all.narrow(2, offset, n);
+                        offset += n;
+                        part
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The output of a single layer.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut parts = self.forward_parts(x)?;
+        match parts.len() {
+            1 => Ok(parts.remove(0)),
+            n => candle_core::bail!("{n} layers where one was expected"),
+        }
+    }
+}
+
 /// A quantized llama-family model with its own key/value cache (clones share the weights and
 /// start with an empty cache of their own).
 #[derive(Clone, Debug)]
@@ -115,7 +196,7 @@ pub struct LlamaModel {
     embeddings: candle_nn::Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: Projection,
     cos: Tensor,
     sin: Tensor,
     shape: LlamaShape,
@@ -168,13 +249,7 @@ impl LlamaModel {
         device: &Device,
         dequantize: bool,
     ) -> Result<Self> {
-        let matmul = |t: QTensor| -> Result<QMatMul> {
-            if dequantize {
-                Ok(QMatMul::Tensor(t.dequantize(device)?))
-            } else {
-                QMatMul::from_qtensor(t)
-            }
-        };
+        let project = |ts: Vec<QTensor>| Projection::new(ts, dequantize, device);
         let md = |key: &str| {
             ct.metadata
                 .get(key)
@@ -205,23 +280,20 @@ impl LlamaModel {
         let embeddings = candle_nn::Embedding::new(embd_q.dequantize(device)?, n_embd);
         let norm = RmsNorm::from_qtensor(tensor("output_norm.weight")?, eps)?;
         let output = match tensor("output.weight") {
-            Ok(t) => matmul(t)?,
+            Ok(t) => project(vec![t])?,
             // Tied embeddings.
-            Err(_) => matmul(embd_q)?,
+            Err(_) => project(vec![embd_q])?,
         };
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let mut w = |part: &str| tensor(&format!("blk.{i}.{part}.weight"));
             layers.push(Layer {
                 attn_norm: RmsNorm::from_qtensor(w("attn_norm")?, eps)?,
-                wq: matmul(w("attn_q")?)?,
-                wk: matmul(w("attn_k")?)?,
-                wv: matmul(w("attn_v")?)?,
-                wo: matmul(w("attn_output")?)?,
+                qkv: project(vec![w("attn_q")?, w("attn_k")?, w("attn_v")?])?,
+                wo: project(vec![w("attn_output")?])?,
                 ffn_norm: RmsNorm::from_qtensor(w("ffn_norm")?, eps)?,
-                w_gate: matmul(w("ffn_gate")?)?,
-                w_up: matmul(w("ffn_up")?)?,
-                w_down: matmul(w("ffn_down")?)?,
+                gate_up: project(vec![w("ffn_gate")?, w("ffn_up")?])?,
+                w_down: project(vec![w("ffn_down")?])?,
                 cache: KvCache::default(),
             });
         }
@@ -265,8 +337,8 @@ impl LlamaModel {
     /// returns the logits of the last position only, `(vocab,)`.
     pub fn forward_prompt(&mut self, ids: &[u32], index_pos: usize) -> Result<Tensor> {
         let hidden = self.run(ids, index_pos)?;
-        let last = hidden.i((.., ids.len() - 1, ..))?;
-        self.output.forward(&last)?.squeeze(0)
+        let last = hidden.i((.., ids.len() - 1..))?;
+        self.output.forward(&last)?.squeeze(0)?.squeeze(0)
     }
 
     /// Reads `ids` at positions `index_pos..` and returns every position's logits,
@@ -308,24 +380,18 @@ impl LlamaModel {
         for layer in &mut self.layers {
             let residual = x.clone();
             let h = layer.attn_norm.forward(&x)?;
-            let q = layer
-                .wq
-                .forward(&h)?
-                .reshape((1, len, shape.n_head, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let k = layer
-                .wk
-                .forward(&h)?
-                .reshape((1, len, shape.n_kv_head, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let v = layer
-                .wv
-                .forward(&h)?
-                .reshape((1, len, shape.n_kv_head, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?;
+            let [q, k, v] = <[Tensor; 3]>::try_from(layer.qkv.forward_parts(&h)?)
+                .map_err(|_| candle_core::Error::Msg("three projections expected".into()))?;
+            let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+                t.reshape((1, len, n, head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let (q, k, v) = (
+                heads(q, shape.n_head)?,
+                heads(k, shape.n_kv_head)?,
+                heads(v, shape.n_kv_head)?,
+            );
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             if index_pos == 0 {
@@ -354,8 +420,9 @@ impl LlamaModel {
             let x_attn = (layer.wo.forward(&y)? + residual)?;
             let residual = x_attn.clone();
             let h = layer.ffn_norm.forward(&x_attn)?;
-            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
-            let up = layer.w_up.forward(&h)?;
+            let [gate, up] = <[Tensor; 2]>::try_from(layer.gate_up.forward_parts(&h)?)
+                .map_err(|_| candle_core::Error::Msg("two projections expected".into()))?;
+            let gate = candle_nn::ops::silu(&gate)?;
             x = (layer.w_down.forward(&(gate * up)?)? + residual)?;
         }
         self.norm.forward(&x)
