@@ -93,6 +93,37 @@ fn bench_generation(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        // A busy node: four answers decoded together (one pass a step for the four), 128
+        // tokens each; throughput counts the tokens of all four.
+        group.throughput(Throughput::Elements(4 * 128));
+        group.bench_function("decode128_4streams", |b| {
+            b.iter_batched_ref(
+                || {
+                    (0..4)
+                        .map(|i| {
+                            let mut g2 = g.clone();
+                            let logits = g2.forward_prompt(&ids[..32 - 4 * i]).unwrap();
+                            (g2, logits)
+                        })
+                        .collect::<Vec<_>>()
+                },
+                |streams| {
+                    for _ in 0..128 {
+                        let next: Vec<u32> = streams
+                            .iter()
+                            .map(|(_, l)| l.argmax(0).unwrap().to_scalar::<u32>().unwrap())
+                            .collect();
+                        let mut gs: Vec<&mut TextGenerator> =
+                            streams.iter_mut().map(|(g2, _)| g2).collect();
+                        let rows = TextGenerator::forward_batch(&mut gs, &next).unwrap();
+                        for (b, (_, l)) in streams.iter_mut().enumerate() {
+                            *l = rows.get(b).unwrap();
+                        }
+                    }
+                },
+                BatchSize::PerIteration,
+            )
+        });
         group.finish();
     }
 }

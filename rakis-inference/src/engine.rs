@@ -31,9 +31,9 @@ use rakis_core::error::SharedError;
 pub enum WeightFormat {
     /// As stored in the GGUF.
     AsStored,
-    /// 4- and 5-bit block formats requantized to Q8_0 at load: candle has vectorized Q8_0
-    /// kernels but no vectorized Q4_1 kernel, so this is several times faster on CPU for twice
-    /// the memory of Q4 (135M parameters: about 145 MB).
+    /// 4- and 5-bit block formats requantized to Q8_0 at load (135M parameters: about 145 MB,
+    /// twice Q4_1's memory). Q8_0 and Q4_1 run on this crate's CPU kernels (other block
+    /// formats on candle's); the stored Q4_1 decodes somewhat faster (docs/benchmarks.md).
     #[default]
     #[serde(rename = "q8_0")]
     Q8_0,
@@ -68,6 +68,10 @@ pub struct EngineConfig {
     /// Jobs that may wait for a worker; further callers wait (backpressure).
     #[serde(default = "EngineConfig::default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Most answers a worker decodes together: generation jobs waiting when a worker takes
+    /// one join it, and each step then reads the weights once for all of them (4).
+    #[serde(default = "EngineConfig::default_batch")]
+    pub batch: usize,
     /// How weights are kept (`"q8_0"`, the default, or `"as_stored"`).
     #[serde(default)]
     pub weights: WeightFormat,
@@ -80,12 +84,13 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults for a model name: 1 worker, a queue of 16, Q8_0 weights.
+    /// Defaults for a model name: 1 worker, a queue of 16, batches of 4, Q8_0 weights.
     pub fn new(model_name: impl Into<String>) -> Self {
         EngineConfig {
             model_name: model_name.into(),
             workers: Self::default_workers(),
             queue_capacity: Self::default_queue_capacity(),
+            batch: Self::default_batch(),
             weights: WeightFormat::default(),
             tokenizer_json: None,
             chat_template: None,
@@ -94,6 +99,10 @@ impl EngineConfig {
 
     fn default_workers() -> usize {
         1
+    }
+
+    fn default_batch() -> usize {
+        4
     }
 
     fn default_queue_capacity() -> usize {
@@ -135,6 +144,8 @@ pub struct GenerationOutput {
 #[derive(Clone)]
 pub struct TextGenerator {
     model: LlamaModel,
+    /// Further streams of the same weights, for answers generated together.
+    spares: Spares,
     tokenizer: Arc<Tokenizer>,
     template: Arc<ChatTemplate>,
     stop_tokens: Vec<u32>,
@@ -299,6 +310,7 @@ impl TextGenerator {
         );
         Ok(TextGenerator {
             model,
+            spares: Spares::default(),
             tokenizer: Arc::new(tokenizer),
             template: Arc::new(template),
             stop_tokens,
@@ -348,6 +360,19 @@ impl TextGenerator {
     /// logits of the next token.
     pub fn forward_token(&mut self, token: u32, pos: usize) -> Result<Tensor, InferenceError> {
         Ok(self.model.forward_rows(&[token], pos)?.squeeze(0)?)
+    }
+
+    /// Feeds one token to each of several generators (clones of one: they share its weights),
+    /// at the position after what each has read, in one pass that reads the weights once for
+    /// all; returns the logits after each, `(generators, vocab)`, bit for bit what
+    /// [`forward_token`](Self::forward_token) gives each alone ([`LlamaModel::forward_batch`]).
+    pub fn forward_batch(
+        generators: &mut [&mut TextGenerator],
+        tokens: &[u32],
+    ) -> Result<Tensor, InferenceError> {
+        let mut streams: Vec<&mut LlamaModel> =
+            generators.iter_mut().map(|g| &mut g.model).collect();
+        Ok(LlamaModel::forward_batch(&mut streams, tokens)?)
     }
 
     /// Feeds `tokens` at positions `pos..` in one pass; returns the logits after each,
@@ -488,33 +513,32 @@ impl TextGenerator {
         deadline: bool,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Generation, InferenceError> {
-        let sampling = SamplingParams {
-            temperature: job.temperature,
-            top_p: job.top_p,
-            seed: job.seed,
-            max_tokens: job.max_tokens as usize,
-        };
-        let deadline = deadline.then_some(job.deadline_ms);
-        self.generate(&job.messages, sampling, deadline, cancelled)
-            .map(|o| {
-                let t = o.timings;
-                info!(
-                    prompt_tokens = t.prompt_tokens,
-                    tokens = t.tokens,
-                    prompt_tps = t.prompt_tokens as f64 / t.prompt_secs.max(1e-9),
-                    decode_tps = t.tokens as f64 / t.decode_secs.max(1e-9),
-                    "generated"
-                );
-                Generation {
-                    text: o.text,
-                    model: job.model.clone(),
-                    prompt_tokens: t.prompt_tokens as u32,
-                    tokens: t.tokens as u32,
-                    token_ids: o.token_ids,
-                    tokens_per_sec: (t.tokens as f64 / t.decode_secs.max(1e-9)) as f32,
-                    finish: o.finish,
-                }
-            })
+        let prompt = self.prompt_for(job, deadline)?;
+        let out = self.generate_ids(&prompt.ids, prompt.sampling, prompt.deadline_ms, cancelled)?;
+        Ok(generation(job, out))
+    }
+
+    /// A generation job's prompt: its messages rendered and encoded, its sampling, and its
+    /// deadline when `deadline` is set.
+    pub fn prompt_for(
+        &self,
+        job: &GenerationJob,
+        deadline: bool,
+    ) -> Result<BatchPrompt, InferenceError> {
+        if job.messages.iter().all(|m| m.content.trim().is_empty()) {
+            return Err(InferenceError::InvalidPrompt("empty prompt".into()));
+        }
+        let ids = self.encode(&self.render(&job.messages)?)?;
+        Ok(BatchPrompt {
+            ids,
+            sampling: SamplingParams {
+                temperature: job.temperature,
+                top_p: job.top_p,
+                seed: job.seed,
+                max_tokens: job.max_tokens as usize,
+            },
+            deadline_ms: deadline.then_some(job.deadline_ms),
+        })
     }
 
     /// The ids that stop generation (end of turn, end of text).
@@ -537,67 +561,248 @@ impl TextGenerator {
         deadline_ms: Option<u64>,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<GenerationOutput, InferenceError> {
-        if ids.is_empty() {
+        let prompt = BatchPrompt {
+            ids: ids.to_vec(),
+            sampling,
+            deadline_ms,
+        };
+        let mut result = None;
+        self.generate_batch(&[prompt], &|_| cancelled(), &mut |_, r| result = Some(r));
+        result.unwrap_or_else(|| Err(InferenceError::InvalidPrompt("no answer".into())))
+    }
+
+    /// Generates several answers together: each prompt is read on its own stream (a clone of
+    /// the model's cache), then every step decodes one token of each unfinished answer in one
+    /// pass ([`LlamaModel::forward_batch`]: the weights are read once for all of them). Each
+    /// answer is what [`generate_ids`](Self::generate_ids) gives alone — bit for bit in the
+    /// block formats, and in f32 as well (the f32 products then run row by row). `done(i, r)`
+    /// receives prompt `i`'s answer as soon as it is finished; `cancelled(i)` and each prompt's
+    /// deadline are checked between tokens.
+    pub fn generate_batch(
+        &mut self,
+        prompts: &[BatchPrompt],
+        cancelled: &dyn Fn(usize) -> bool,
+        done: &mut dyn FnMut(usize, Result<GenerationOutput, InferenceError>),
+    ) {
+        let TextGenerator {
+            model,
+            spares,
+            tokenizer,
+            stop_tokens,
+            context,
+            ..
+        } = self;
+        while spares.0.len() + 1 < prompts.len() {
+            spares.0.push(model.clone());
+        }
+        let mut models: Vec<&mut LlamaModel> = std::iter::once(model)
+            .chain(spares.0.iter_mut())
+            .take(prompts.len())
+            .collect();
+        // Prompts read one by one; the answers then decoded together.
+        let mut active: Vec<Decoding> = Vec::with_capacity(prompts.len());
+        for (i, (p, m)) in prompts.iter().zip(models.iter_mut()).enumerate() {
+            match Decoding::start(i, p, m, *context) {
+                Ok(d) => active.push(d),
+                Err(e) => done(i, Err(e)),
+            }
+        }
+        while !active.is_empty() {
+            let mut tokens = Vec::with_capacity(active.len());
+            let mut still = Vec::with_capacity(active.len());
+            for mut d in active.drain(..) {
+                match d.step(stop_tokens, *context, cancelled(d.index)) {
+                    Ok(Some(next)) => {
+                        tokens.push(next);
+                        still.push(d);
+                    }
+                    Ok(None) => {
+                        let index = d.index;
+                        done(index, d.finish(tokenizer));
+                    }
+                    Err(e) => done(d.index, Err(e)),
+                }
+            }
+            if still.is_empty() {
+                break;
+            }
+            let mut batch: Vec<&mut LlamaModel> = models
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| still.iter().any(|d| d.index == *i))
+                .map(|(_, m)| &mut **m)
+                .collect();
+            match LlamaModel::forward_batch(&mut batch, &tokens) {
+                Ok(rows) => {
+                    for (b, d) in still.iter_mut().enumerate() {
+                        d.logits = rows.get(b);
+                    }
+                    active = still;
+                }
+                Err(e) => {
+                    // Every unfinished answer fails with the step (the first with its source).
+                    let msg = e.to_string();
+                    let mut first = Some(e);
+                    for d in still {
+                        let e = first
+                            .take()
+                            .unwrap_or_else(|| candle_core::Error::Msg(msg.clone()));
+                        done(d.index, Err(e.into()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The [`Generation`] answering `job`, logged.
+fn generation(job: &GenerationJob, o: GenerationOutput) -> Generation {
+    let t = o.timings;
+    info!(
+        prompt_tokens = t.prompt_tokens,
+        tokens = t.tokens,
+        prompt_tps = t.prompt_tokens as f64 / t.prompt_secs.max(1e-9),
+        decode_tps = t.tokens as f64 / t.decode_secs.max(1e-9),
+        "generated"
+    );
+    Generation {
+        text: o.text,
+        model: job.model.clone(),
+        prompt_tokens: t.prompt_tokens as u32,
+        tokens: t.tokens as u32,
+        token_ids: o.token_ids,
+        tokens_per_sec: (t.tokens as f64 / t.decode_secs.max(1e-9)) as f32,
+        finish: o.finish,
+    }
+}
+
+/// A prompt of [`TextGenerator::generate_batch`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchPrompt {
+    /// Prompt token ids.
+    pub ids: Vec<u32>,
+    /// Sampling settings (the seed fixes the answer).
+    pub sampling: SamplingParams,
+    /// Wall-clock deadline, ms since the epoch.
+    pub deadline_ms: Option<u64>,
+}
+
+/// Streams kept between batches (a clone of a generator starts without any).
+#[derive(Default)]
+struct Spares(Vec<LlamaModel>);
+
+impl Clone for Spares {
+    fn clone(&self) -> Self {
+        Spares::default()
+    }
+}
+
+/// One answer being generated.
+struct Decoding {
+    /// Its prompt's index.
+    index: usize,
+    prompt_tokens: usize,
+    sampling: SamplingParams,
+    spec: SamplerSpec,
+    deadline_ms: Option<u64>,
+    /// The logits of the next token (a `Result`: a failed row is an error of this answer).
+    logits: candle_core::Result<Tensor>,
+    out: Vec<u32>,
+    finish: Option<FinishReason>,
+    prompt_secs: f64,
+    decode_start: Instant,
+}
+
+impl Decoding {
+    /// Reads the prompt on `model` (its cache cleared first).
+    fn start(
+        index: usize,
+        p: &BatchPrompt,
+        model: &mut LlamaModel,
+        context: usize,
+    ) -> Result<Decoding, InferenceError> {
+        if p.ids.is_empty() {
             return Err(InferenceError::InvalidPrompt("no prompt tokens".into()));
         }
-        if ids.len() >= self.context {
+        if p.ids.len() >= context {
             return Err(InferenceError::PromptTooLong {
-                tokens: ids.len(),
-                context: self.context,
+                tokens: p.ids.len(),
+                context,
             });
         }
-        let past_deadline = || {
-            deadline_ms.is_some_and(|d| {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|n| n.as_millis() as u64 > d)
-                    .unwrap_or(false)
-            })
-        };
-        let spec = sampling.spec();
         let t0 = Instant::now();
-        let mut logits = self.forward_prompt(ids)?;
-        let prompt_secs = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        let mut out: Vec<u32> = Vec::new();
-        let finish = loop {
-            let row = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
-            let u = position_random(&sampling.seed, out.len() as u32);
-            let Some(next) = Distribution::new(&row, spec).sample(u) else {
-                return Err(InferenceError::InvalidPrompt(
-                    "the model gave no finite logit".into(),
-                ));
-            };
-            if self.stop_tokens.contains(&next) {
-                break FinishReason::Eos;
-            }
-            out.push(next);
-            if out.len() >= sampling.max_tokens || ids.len() + out.len() >= self.context {
-                break FinishReason::MaxTokens;
-            }
-            if past_deadline() {
-                return Err(InferenceError::DeadlineExceeded);
-            }
-            if cancelled() {
-                return Err(InferenceError::DeadlineExceeded);
-            }
-            logits = self.forward_token(next, ids.len() + out.len() - 1)?;
+        model.clear_cache();
+        let logits = Ok(model.forward_prompt(&p.ids, 0)?);
+        Ok(Decoding {
+            index,
+            prompt_tokens: p.ids.len(),
+            sampling: p.sampling,
+            spec: p.sampling.spec(),
+            deadline_ms: p.deadline_ms,
+            logits,
+            out: Vec::new(),
+            finish: None,
+            prompt_secs: t0.elapsed().as_secs_f64(),
+            decode_start: Instant::now(),
+        })
+    }
+
+    /// Draws the next token from the logits: `Some(token)` to feed, `None` when finished.
+    fn step(
+        &mut self,
+        stop_tokens: &[u32],
+        context: usize,
+        cancelled: bool,
+    ) -> Result<Option<u32>, InferenceError> {
+        let logits = std::mem::replace(
+            &mut self.logits,
+            Err(candle_core::Error::Msg("used".into())),
+        )?;
+        let row = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        let u = position_random(&self.sampling.seed, self.out.len() as u32);
+        let Some(next) = Distribution::new(&row, self.spec).sample(u) else {
+            return Err(InferenceError::InvalidPrompt(
+                "the model gave no finite logit".into(),
+            ));
         };
-        let decode_secs = t1.elapsed().as_secs_f64();
-        let text = self
-            .tokenizer
-            .decode(&out, true)
+        if stop_tokens.contains(&next) {
+            self.finish = Some(FinishReason::Eos);
+            return Ok(None);
+        }
+        self.out.push(next);
+        if self.out.len() >= self.sampling.max_tokens
+            || self.prompt_tokens + self.out.len() >= context
+        {
+            self.finish = Some(FinishReason::MaxTokens);
+            return Ok(None);
+        }
+        let past_deadline = self.deadline_ms.is_some_and(|d| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|n| n.as_millis() as u64 > d)
+                .unwrap_or(false)
+        });
+        if past_deadline || cancelled {
+            return Err(InferenceError::DeadlineExceeded);
+        }
+        Ok(Some(next))
+    }
+
+    /// The finished answer.
+    fn finish(self, tokenizer: &Tokenizer) -> Result<GenerationOutput, InferenceError> {
+        let text = tokenizer
+            .decode(&self.out, true)
             .map_err(InferenceError::tokenizers)?;
         Ok(GenerationOutput {
             text,
-            token_ids: out.clone(),
-            finish,
+            finish: self.finish.unwrap_or(FinishReason::MaxTokens),
             timings: Timings {
-                prompt_tokens: ids.len(),
-                prompt_secs,
-                tokens: out.len(),
-                decode_secs,
+                prompt_tokens: self.prompt_tokens,
+                prompt_secs: self.prompt_secs,
+                tokens: self.out.len(),
+                decode_secs: self.decode_start.elapsed().as_secs_f64(),
             },
+            token_ids: self.out,
         })
     }
 }
@@ -687,6 +892,7 @@ impl CandleEngine {
     /// Starts workers around an already loaded model.
     pub fn from_generator(generator: TextGenerator, config: EngineConfig) -> Self {
         let workers = config.workers.max(1);
+        let batch = config.batch.max(1);
         let weights = generator.weights().clone();
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
@@ -696,7 +902,7 @@ impl CandleEngine {
                 let mut generator = generator.clone();
                 std::thread::Builder::new()
                     .name(format!("rakis-llm-{i}"))
-                    .spawn(move || worker(i, &mut generator, &rx))
+                    .spawn(move || worker(i, &mut generator, &rx, batch))
                     .expect("spawning a worker thread")
             })
             .collect();
@@ -711,16 +917,41 @@ impl CandleEngine {
     }
 }
 
-fn worker(index: usize, generator: &mut TextGenerator, rx: &Mutex<mpsc::Receiver<Job>>) {
+fn worker(
+    index: usize,
+    generator: &mut TextGenerator,
+    rx: &Mutex<mpsc::Receiver<Job>>,
+    batch: usize,
+) {
     loop {
         let next = rx.lock().map(|r| r.recv());
         let Ok(Ok(job)) = next else {
             debug!(worker = index, "worker stops");
             return;
         };
-        match job {
-            Job::Generate { job, reply } => generate_job(index, generator, job, reply),
-            Job::Score { job, reply } => score_job(index, generator, job, reply),
+        let mut generate = Vec::new();
+        let mut score = Vec::new();
+        let take = |job, generate: &mut Vec<_>, score: &mut Vec<_>| match job {
+            Job::Generate { job, reply } => generate.push((job, reply)),
+            Job::Score { job, reply } => score.push((job, reply)),
+        };
+        take(job, &mut generate, &mut score);
+        // Generation jobs already waiting are decoded together with this one (the weights are
+        // read once a step for all of them); replays met on the way run after them.
+        if let Ok(rx) = rx.lock() {
+            let mut pulled = 1;
+            while pulled < 2 * batch {
+                let Ok(job) = rx.try_recv() else { break };
+                take(job, &mut generate, &mut score);
+                pulled += 1;
+                if generate.len() >= batch {
+                    break;
+                }
+            }
+        }
+        generate_jobs(index, generator, generate);
+        for (job, reply) in score {
+            score_job(index, generator, job, reply);
         }
     }
 }
@@ -758,18 +989,50 @@ fn score_job(
     let _ = reply.send(result);
 }
 
-fn generate_job(
+fn generate_jobs(
     index: usize,
     generator: &mut TextGenerator,
-    job: GenerationJob,
-    reply: oneshot::Sender<Result<Generation, EngineError>>,
+    jobs: Vec<(
+        GenerationJob,
+        oneshot::Sender<Result<Generation, EngineError>>,
+    )>,
 ) {
-    let span = info_span!("generate", request = %job.request_id.short(), worker = index);
+    if jobs.is_empty() {
+        return;
+    }
+    let span = info_span!("generate", worker = index, answers = jobs.len());
     let _e = span.enter();
-    let result = generator
-        .run_job(&job, true, &|| reply.is_closed())
-        .map_err(EngineError::from);
-    let _ = reply.send(result);
+    let mut prompts = Vec::with_capacity(jobs.len());
+    let mut ready = Vec::with_capacity(jobs.len());
+    let mut replies = Vec::with_capacity(jobs.len());
+    for (job, reply) in jobs {
+        match generator.prompt_for(&job, true) {
+            Ok(p) => {
+                prompts.push(p);
+                ready.push(job);
+                replies.push(std::cell::RefCell::new(Some(reply)));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+    generator.generate_batch(
+        &prompts,
+        // A caller that stopped waiting cancels its answer.
+        &|i| replies[i].borrow().as_ref().is_none_or(|r| r.is_closed()),
+        &mut |i, result| {
+            let job = &ready[i];
+            let span = info_span!("answer", request = %job.request_id.short());
+            let _e = span.enter();
+            let result = result
+                .map(|o| generation(job, o))
+                .map_err(EngineError::from);
+            if let Some(reply) = replies[i].borrow_mut().take() {
+                let _ = reply.send(result);
+            }
+        },
+    );
 }
 
 impl Drop for CandleEngine {

@@ -47,8 +47,8 @@ pub mod tokenizer;
 
 pub use embedder::{CandleEmbedder, EmbedderConfig, Pooling};
 pub use engine::{
-    CandleEngine, EngineConfig, GenerationOutput, SamplingParams, TextGenerator, Timings,
-    WeightFormat,
+    BatchPrompt, CandleEngine, EngineConfig, GenerationOutput, SamplingParams, TextGenerator,
+    Timings, WeightFormat,
 };
 pub use error::InferenceError;
 pub use source::{hub_offline, ModelSource};

@@ -50,15 +50,13 @@ struct Layer {
     /// Gate and up.
     gate_up: Projection,
     w_down: Projection,
-    /// Keys and values of the positions read so far.
-    cache: KvCache,
 }
 
 /// Keys and values of the positions read so far, `(1, n_kv_head, T, head_dim)` each, written in
 /// place into buffers that grow by doubling and are kept when the cache is cleared: no copy of
 /// the whole cache per token, and no allocation per request once the buffers are large enough.
 /// A clone starts empty: the buffers are written in place, so they are never shared (a cloned
-/// model shares its weights, not its cache).
+/// model shares its weights, not its caches).
 #[derive(Debug, Default)]
 struct KvCache {
     /// Buffers `(1, n_kv_head, capacity, head_dim)`.
@@ -147,9 +145,20 @@ impl Projection {
         Ok(Projection::Candle(each))
     }
 
-    /// Each layer's output for `x` `(1, L, k)`: `(1, L, n_i)`.
-    fn forward_parts(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+    /// Each layer's output for `x` `(1, L, k)`: `(1, L, n_i)`. With `alone`, each row gives
+    /// the bits it gives alone: candle's f32 product sums a row in another order among
+    /// several rows, so it then runs row by row (the block products always do).
+    fn forward_parts(&self, x: &Tensor, alone: bool) -> Result<Vec<Tensor>> {
         match self {
+            Projection::Candle(each) if alone && x.dim(1)? > 1 => each
+                .iter()
+                .map(|w| {
+                    let rows = (0..x.dim(1)?)
+                        .map(|r| w.forward(&x.narrow(1, r, 1)?))
+                        .collect::<Result<Vec<_>>>()?;
+                    Tensor::cat(&rows, 1)
+                })
+                .collect(),
             Projection::Candle(each) => each.iter().map(|w| w.forward(x)).collect(),
             Projection::Blocks { matrix, widths } => {
                 let (b, len, k) = x.dims3()?;
@@ -179,9 +188,9 @@ impl Projection {
         }
     }
 
-    /// The output of a single layer.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut parts = self.forward_parts(x)?;
+    /// The output of a single layer (`alone` as in [`forward_parts`](Self::forward_parts)).
+    fn forward(&self, x: &Tensor, alone: bool) -> Result<Tensor> {
+        let mut parts = self.forward_parts(x, alone)?;
         match parts.len() {
             1 => Ok(parts.remove(0)),
             n => candle_core::bail!("{n} layers where one was expected"),
@@ -189,10 +198,19 @@ impl Projection {
     }
 }
 
-/// A quantized llama-family model with its own key/value cache (clones share the weights and
-/// start with an empty cache of their own).
+/// A quantized llama-family model with its own key/value cache: clones share the weights and
+/// start with an empty cache of their own (one clone a stream of tokens; several streams are
+/// decoded together by [`LlamaModel::forward_batch`]).
 #[derive(Clone, Debug)]
 pub struct LlamaModel {
+    weights: Arc<Weights>,
+    /// One cache a layer.
+    caches: Vec<KvCache>,
+}
+
+/// The weights and rotary tables, shared by every clone of a model.
+#[derive(Debug)]
+struct Weights {
     embeddings: candle_nn::Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
@@ -294,43 +312,45 @@ impl LlamaModel {
                 ffn_norm: RmsNorm::from_qtensor(w("ffn_norm")?, eps)?,
                 gate_up: project(vec![w("ffn_gate")?, w("ffn_up")?])?,
                 w_down: project(vec![w("ffn_down")?])?,
-                cache: KvCache::default(),
             });
         }
         let (cos, sin) = rope_tables(rope_dim, base, context, device)?;
         Ok(LlamaModel {
-            embeddings,
-            layers,
-            norm,
-            output,
-            cos,
-            sin,
-            shape: LlamaShape {
-                n_head,
-                n_kv_head,
-                n_layer,
-                n_embd,
-                context,
-            },
-            head_dim: n_embd / n_head,
+            weights: Arc::new(Weights {
+                embeddings,
+                layers,
+                norm,
+                output,
+                cos,
+                sin,
+                shape: LlamaShape {
+                    n_head,
+                    n_kv_head,
+                    n_layer,
+                    n_embd,
+                    context,
+                },
+                head_dim: n_embd / n_head,
+            }),
+            caches: (0..n_layer).map(|_| KvCache::default()).collect(),
         })
     }
 
     /// The model's shape.
     pub fn shape(&self) -> LlamaShape {
-        self.shape
+        self.weights.shape
     }
 
     /// Forgets every position read.
     pub fn clear_cache(&mut self) {
-        for l in &mut self.layers {
-            l.cache.clear();
+        for c in &mut self.caches {
+            c.clear();
         }
     }
 
     /// Positions in the cache.
     pub fn cached(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.cache.len)
+        self.caches.first().map_or(0, |c| c.len)
     }
 
     /// Reads `ids` at positions `index_pos..` (as [`forward_rows`](Self::forward_rows)) and
@@ -338,7 +358,11 @@ impl LlamaModel {
     pub fn forward_prompt(&mut self, ids: &[u32], index_pos: usize) -> Result<Tensor> {
         let hidden = self.run(ids, index_pos)?;
         let last = hidden.i((.., ids.len() - 1..))?;
-        self.output.forward(&last)?.squeeze(0)?.squeeze(0)
+        self.weights
+            .output
+            .forward(&last, false)?
+            .squeeze(0)?
+            .squeeze(0)
     }
 
     /// Reads `ids` at positions `index_pos..` and returns every position's logits,
@@ -346,19 +370,59 @@ impl LlamaModel {
     /// positions gives (the attention runs one row at a time as decoding runs it).
     pub fn forward_rows(&mut self, ids: &[u32], index_pos: usize) -> Result<Tensor> {
         let hidden = self.run(ids, index_pos)?;
-        self.output.forward(&hidden)?.squeeze(0)
+        self.weights.output.forward(&hidden, false)?.squeeze(0)
+    }
+
+    /// Decodes one token for each of several streams in one pass: `tokens[b]` goes at the
+    /// position after what `streams[b]` has cached. The streams are clones of one model (they
+    /// share its weights); the weight products run on every stream's row at once (the weights
+    /// are read once for all, which is what a decoding step costs), the attention of each
+    /// stream over its own cache. Row `b` of the result, `(streams, vocab)`, is bit for bit
+    /// what `streams[b].forward_rows(&[tokens[b]], streams[b].cached())` gives alone.
+    pub fn forward_batch(streams: &mut [&mut LlamaModel], tokens: &[u32]) -> Result<Tensor> {
+        let Some(first) = streams.first() else {
+            candle_core::bail!("no stream to decode");
+        };
+        if tokens.len() != streams.len() {
+            candle_core::bail!("{} tokens for {} streams", tokens.len(), streams.len());
+        }
+        let w = first.weights.clone();
+        if streams.iter().any(|s| !Arc::ptr_eq(&s.weights, &w)) {
+            candle_core::bail!("streams of different models decoded together");
+        }
+        let positions: Vec<u32> = streams.iter().map(|s| s.cached() as u32).collect();
+        if let Some(p) = positions.iter().find(|&&p| p as usize >= w.shape.context) {
+            candle_core::bail!("position {p} beyond the context of {}", w.shape.context);
+        }
+        let device = w.cos.device().clone();
+        let x = w
+            .embeddings
+            .forward(&Tensor::new(tokens, &device)?.unsqueeze(0)?)?;
+        let at = Tensor::new(positions.as_slice(), &device)?;
+        let (cos, sin) = (w.cos.index_select(&at, 0)?, w.sin.index_select(&at, 0)?);
+        let hidden = w.pass(x, &cos, &sin, true, |li, q, k, v| {
+            let mut rows = Vec::with_capacity(streams.len());
+            for (b, stream) in streams.iter_mut().enumerate() {
+                let one = |t: &Tensor| t.narrow(2, b, 1)?.contiguous();
+                let (k, v) = stream.caches[li].append(&one(&k)?, &one(&v)?)?;
+                rows.push(attend_rows(&w, &one(&q)?, &k, &v, positions[b] as usize)?);
+            }
+            Tensor::cat(&rows, 2)
+        })?;
+        w.output.forward(&hidden, true)?.squeeze(0)
     }
 
     /// The final hidden states of `ids` (normalised), `(1, L, n_embd)`.
     fn run(&mut self, ids: &[u32], index_pos: usize) -> Result<Tensor> {
+        let w = self.weights.clone();
         if ids.is_empty() {
             candle_core::bail!("no tokens to read");
         }
-        if index_pos + ids.len() > self.shape.context {
+        if index_pos + ids.len() > w.shape.context {
             candle_core::bail!(
                 "{} positions exceed the context of {}",
                 index_pos + ids.len(),
-                self.shape.context
+                w.shape.context
             );
         }
         if index_pos != 0 && index_pos != self.cached() {
@@ -367,66 +431,95 @@ impl LlamaModel {
                 self.cached()
             );
         }
-        let device = self.cos.device().clone();
+        let device = w.cos.device().clone();
         let input = Tensor::new(ids, &device)?.unsqueeze(0)?;
         let len = ids.len();
-        let mut x = self.embeddings.forward(&input)?;
+        let x = w.embeddings.forward(&input)?;
         let (cos, sin) = (
-            self.cos.narrow(0, index_pos, len)?,
-            self.sin.narrow(0, index_pos, len)?,
+            w.cos.narrow(0, index_pos, len)?,
+            w.sin.narrow(0, index_pos, len)?,
         );
-        let shape = self.shape;
-        let head_dim = self.head_dim;
-        for layer in &mut self.layers {
+        let caches = &mut self.caches;
+        w.pass(x, &cos, &sin, false, |li, q, k, v| {
+            if index_pos == 0 {
+                caches[li].clear();
+            }
+            let (k, v) = caches[li].append(&k, &v)?;
+            attend_rows(&w, &q, &k, &v, index_pos)
+        })
+    }
+}
+
+impl Weights {
+    /// Every layer over the hidden rows `x` `(1, L, n_embd)`, row `r` rotated by row `r` of
+    /// `cos`, `sin`; `attend(layer, q, k, v)` gives the attention of the rotated queries
+    /// `(1, H, L, d)` given this step's keys and values `(1, H_kv, L, d)`, as `(1, H, L, d)`.
+    /// With `alone`, every row's products give the bits they give alone (rows of several
+    /// streams). Returns the final hidden rows, normalised.
+    fn pass(
+        &self,
+        mut x: Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        alone: bool,
+        mut attend: impl FnMut(usize, Tensor, Tensor, Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let (shape, head_dim) = (self.shape, self.head_dim);
+        let len = x.dim(1)?;
+        for (li, layer) in self.layers.iter().enumerate() {
             let residual = x.clone();
             let h = layer.attn_norm.forward(&x)?;
-            let [q, k, v] = <[Tensor; 3]>::try_from(layer.qkv.forward_parts(&h)?)
+            let [q, k, v] = <[Tensor; 3]>::try_from(layer.qkv.forward_parts(&h, alone)?)
                 .map_err(|_| candle_core::Error::Msg("three projections expected".into()))?;
             let heads = |t: Tensor, n: usize| -> Result<Tensor> {
                 t.reshape((1, len, n, head_dim))?
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let (q, k, v) = (
-                heads(q, shape.n_head)?,
-                heads(k, shape.n_kv_head)?,
-                heads(v, shape.n_kv_head)?,
-            );
-            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-            if index_pos == 0 {
-                layer.cache.clear();
-            }
-            let (k, v) = layer.cache.append(&k, &v)?;
-            let y = if q.device().is_cpu() && q.dtype() == DType::F32 {
-                attend_causal_cpu(&q, &k, &v, index_pos, shape, head_dim)?
-            } else {
-                match len {
-                    1 => attend(&q, &k, &v, shape, head_dim)?,
-                    _ => {
-                        let mut rows = Vec::with_capacity(len);
-                        for r in 0..len {
-                            let upto = index_pos + r + 1;
-                            let qr = q.narrow(2, r, 1)?.contiguous()?;
-                            let kr = k.narrow(2, 0, upto)?.contiguous()?;
-                            let vr = v.narrow(2, 0, upto)?.contiguous()?;
-                            rows.push(attend(&qr, &kr, &vr, shape, head_dim)?);
-                        }
-                        Tensor::cat(&rows, 2)?
-                    }
-                }
-            };
+            let q = candle_nn::rotary_emb::rope_i(&heads(q, shape.n_head)?, cos, sin)?;
+            let k = candle_nn::rotary_emb::rope_i(&heads(k, shape.n_kv_head)?, cos, sin)?;
+            let v = heads(v, shape.n_kv_head)?;
+            let y = attend(li, q, k, v)?;
             let y = y.transpose(1, 2)?.reshape((1, len, shape.n_embd))?;
-            let x_attn = (layer.wo.forward(&y)? + residual)?;
+            let x_attn = (layer.wo.forward(&y, alone)? + residual)?;
             let residual = x_attn.clone();
             let h = layer.ffn_norm.forward(&x_attn)?;
-            let [gate, up] = <[Tensor; 2]>::try_from(layer.gate_up.forward_parts(&h)?)
+            let [gate, up] = <[Tensor; 2]>::try_from(layer.gate_up.forward_parts(&h, alone)?)
                 .map_err(|_| candle_core::Error::Msg("two projections expected".into()))?;
             let gate = candle_nn::ops::silu(&gate)?;
-            x = (layer.w_down.forward(&(gate * up)?)? + residual)?;
+            x = (layer.w_down.forward(&(gate * up)?, alone)? + residual)?;
         }
         self.norm.forward(&x)
     }
+}
+
+/// Causal attention of query rows `q` `(1, H, L, d)` (row `r` at position `index_pos + r`) over
+/// the cached keys and values `k`, `v` `(1, H_kv, T, d)`: the CPU kernel, or elsewhere the
+/// tensor ops of decoding row by row.
+fn attend_rows(
+    w: &Weights,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    index_pos: usize,
+) -> Result<Tensor> {
+    let (shape, head_dim) = (w.shape, w.head_dim);
+    if q.device().is_cpu() && q.dtype() == DType::F32 {
+        return attend_causal_cpu(q, k, v, index_pos, shape, head_dim);
+    }
+    let len = q.dim(2)?;
+    if len == 1 {
+        return attend(q, k, v, shape, head_dim);
+    }
+    let mut rows = Vec::with_capacity(len);
+    for r in 0..len {
+        let upto = index_pos + r + 1;
+        let qr = q.narrow(2, r, 1)?.contiguous()?;
+        let kr = k.narrow(2, 0, upto)?.contiguous()?;
+        let vr = v.narrow(2, 0, upto)?.contiguous()?;
+        rows.push(attend(&qr, &kr, &vr, shape, head_dim)?);
+    }
+    Tensor::cat(&rows, 2)
 }
 
 /// Causal scaled dot-product attention on the CPU: query row `r` of `q` `(1, H, L, d)` (position

@@ -257,3 +257,173 @@ fn one_pass_over_an_answer_gives_the_decoding_logits_bit_for_bit() {
         }
     }
 }
+
+/// Several streams decoded together (one pass, the weights read once for all) give each
+/// stream's logits bit for bit as it gives them alone, at different positions; streams of
+/// another load of the model are refused.
+#[test]
+fn streams_decoded_together_give_each_streams_logits_bit_for_bit() {
+    use candle_core::quantized::gguf_file;
+    use rakis_inference::llama::LlamaModel;
+    let load = |dequantize: bool| {
+        let mut file = std::fs::File::open(common::smollm_gguf()).unwrap();
+        let ct = gguf_file::Content::read(&mut file).unwrap();
+        let device = candle_core::Device::Cpu;
+        if dequantize {
+            LlamaModel::from_gguf_dequantized(&ct, &mut file, &device).unwrap()
+        } else {
+            LlamaModel::from_gguf(&ct, &mut file, &device).unwrap()
+        }
+    };
+    let g = generator(WeightFormat::AsStored);
+    let prompt = g.encode(&g.render(&question()).unwrap()).unwrap();
+    let bits = |t: &candle_core::Tensor| -> Vec<u32> {
+        t.to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    };
+    // The stored Q4_1 (this crate's block kernels) and f32 (candle's products, run row by row
+    // for a batch).
+    for dequantize in [false, true] {
+        let model = load(dequantize);
+        // Three streams at different positions: prompts of 5, 12 and all the tokens.
+        let lens = [5, 12, prompt.len()];
+        let mut alone: Vec<LlamaModel> = lens.iter().map(|_| model.clone()).collect();
+        let mut together: Vec<LlamaModel> = lens.iter().map(|_| model.clone()).collect();
+        for (i, &n) in lens.iter().enumerate() {
+            alone[i].forward_prompt(&prompt[..n], 0).unwrap();
+            together[i].forward_prompt(&prompt[..n], 0).unwrap();
+        }
+        for step in 0..6u32 {
+            let tokens: Vec<u32> = (0..3u32).map(|i| 100 + 37 * i + 11 * step).collect();
+            let mut streams: Vec<&mut LlamaModel> = together.iter_mut().collect();
+            let rows = LlamaModel::forward_batch(&mut streams, &tokens).unwrap();
+            assert_eq!(rows.dims(), &[3, 49152]);
+            for (i, a) in alone.iter_mut().enumerate() {
+                let pos = a.cached();
+                let one = a.forward_rows(&[tokens[i]], pos).unwrap().get(0).unwrap();
+                assert_eq!(
+                    bits(&rows.get(i).unwrap()),
+                    bits(&one),
+                    "f32 {dequantize}: stream {i}, step {step}"
+                );
+                assert_eq!(together[i].cached(), pos + 1);
+            }
+        }
+    }
+    let (mut a, mut b) = (load(false), load(false));
+    a.forward_prompt(&prompt[..4], 0).unwrap();
+    b.forward_prompt(&prompt[..4], 0).unwrap();
+    assert!(LlamaModel::forward_batch(&mut [&mut a, &mut b], &[1, 2]).is_err());
+    assert!(LlamaModel::forward_batch(&mut [&mut a], &[1, 2]).is_err());
+    assert!(LlamaModel::forward_batch(&mut [], &[]).is_err());
+}
+
+/// Answers generated together are the answers generated alone (same tokens, same ending),
+/// whatever their prompts, settings and lengths; an invalid prompt fails alone.
+#[test]
+fn answers_generated_together_are_the_answers_generated_alone() {
+    use rakis_inference::BatchPrompt;
+    for weights in [WeightFormat::Q8_0, WeightFormat::AsStored] {
+        let mut g = generator(weights);
+        let chat = |q: &str| {
+            g.encode(&g.render(&[ChatMessage::user(q)]).unwrap())
+                .unwrap()
+        };
+        let prompts = vec![
+            BatchPrompt {
+                ids: chat("What is the capital of France?"),
+                sampling: SamplingParams::greedy(40),
+                deadline_ms: None,
+            },
+            BatchPrompt {
+                ids: chat("Write a short poem about the sea."),
+                sampling: SamplingParams {
+                    temperature: 0.8,
+                    top_p: 0.95,
+                    seed: rakis_core::Hash32([3; 32]),
+                    max_tokens: 48,
+                },
+                deadline_ms: None,
+            },
+            BatchPrompt {
+                ids: Vec::new(),
+                sampling: SamplingParams::greedy(8),
+                deadline_ms: None,
+            },
+            BatchPrompt {
+                ids: chat("Name three colours."),
+                sampling: SamplingParams {
+                    temperature: 0.7,
+                    top_p: 0.9,
+                    seed: rakis_core::Hash32([9; 32]),
+                    max_tokens: 12,
+                },
+                deadline_ms: None,
+            },
+        ];
+        let mut together: Vec<Option<Result<_, InferenceError>>> =
+            (0..prompts.len()).map(|_| None).collect();
+        let mut order = Vec::new();
+        g.generate_batch(&prompts, &|_| false, &mut |i, r| {
+            order.push(i);
+            together[i] = Some(r);
+        });
+        assert_eq!(order.len(), 4, "every prompt answered once");
+        assert!(matches!(
+            together[2],
+            Some(Err(InferenceError::InvalidPrompt(_)))
+        ));
+        for i in [0, 1, 3] {
+            let p = &prompts[i];
+            let alone = g.generate_ids(&p.ids, p.sampling, None, &never).unwrap();
+            let got = together[i].take().unwrap().unwrap();
+            assert_eq!(got.token_ids, alone.token_ids, "{weights:?}: prompt {i}");
+            assert_eq!(got.finish, alone.finish, "{weights:?}: prompt {i}");
+            assert_eq!(got.text, alone.text);
+        }
+        // The shortest answer was handed over before the longest.
+        let pos = |i| order.iter().position(|&o| o == i).unwrap();
+        assert!(pos(3) < pos(1), "{order:?}");
+    }
+}
+
+/// A worker decodes the generation jobs waiting for it together: four concurrent jobs on one
+/// worker get the answers they get one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_answers_concurrent_jobs_together_as_alone() {
+    let mut config = EngineConfig::new("smollm2");
+    config.workers = 1;
+    config.batch = 4;
+    let engine = Arc::new(
+        CandleEngine::load(
+            &ModelSource::local(common::smollm_gguf()),
+            "ignored",
+            config,
+        )
+        .unwrap(),
+    );
+    let jobs = |n: u64| -> Vec<GenerationJob> {
+        (0..n)
+            .map(|i| job(10 + i, if i % 2 == 0 { 0.0 } else { 0.9 }))
+            .collect()
+    };
+    let mut alone = Vec::new();
+    for j in jobs(4) {
+        alone.push(engine.generate(j).await.unwrap());
+    }
+    let handles: Vec<_> = jobs(4)
+        .into_iter()
+        .map(|j| {
+            let e = engine.clone();
+            tokio::spawn(async move { e.generate(j).await })
+        })
+        .collect();
+    for (h, a) in handles.into_iter().zip(&alone) {
+        let g = h.await.unwrap().unwrap();
+        assert_eq!(g.token_ids, a.token_ids);
+        assert_eq!(g.finish, a.finish);
+    }
+}

@@ -82,6 +82,10 @@ pub struct EngineSection {
     /// Jobs that may wait for a worker.
     #[serde(default = "EngineSection::default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Most answers a worker decodes together (concurrent requests share each step's read
+    /// of the weights).
+    #[serde(default = "EngineSection::default_batch")]
+    pub batch: usize,
     /// How weights are kept (`"q8_0"`, `"as_stored"`, or `"f32"`: the format other engines
     /// can replay, for a committee that mixes engines or CPUs; docs/consensus.md).
     #[serde(default)]
@@ -95,6 +99,9 @@ impl EngineSection {
     fn default_queue_capacity() -> usize {
         16
     }
+    fn default_batch() -> usize {
+        4
+    }
 
     /// Where to load the model from.
     pub fn source(&self) -> Result<ModelSource, ConfigFileError> {
@@ -106,6 +113,7 @@ impl EngineSection {
         let mut c = EngineConfig::new(&self.model_name);
         c.workers = self.workers.max(1);
         c.queue_capacity = self.queue_capacity.max(1);
+        c.batch = self.batch.max(1);
         c.weights = self.weights;
         c
     }
