@@ -443,17 +443,13 @@ mod avx2 {
         let low = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); GROUP]; R];
-        let mut summ = [[0f32; GROUP]; R];
+        // Lane `c`: the offset terms `m[c] · s` of weight row `c`, summed block by block.
+        let mut summ = [_mm_setzero_ps(); R];
         for (b, g) in w.iter().enumerate() {
-            // The group's eight scales, f16 → f32 (exact, as `half` converts).
-            let mut dm = [0f32; 2 * GROUP];
-            // SAFETY: 16 bytes read from the 16-byte scale array, 32 written to a 32-byte one.
-            unsafe {
-                _mm256_storeu_ps(
-                    dm.as_mut_ptr(),
-                    _mm256_cvtph_ps(_mm_loadu_si128(g.dm.as_ptr().cast())),
-                )
-            };
+            // The group's eight scales, f16 → f32 (exact, as `half` converts): d0..d3, m0..m3.
+            // SAFETY: 16 bytes read from the 16-byte scale array.
+            let dm = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(g.dm.as_ptr().cast()) });
+            let (d4, m4) = (_mm256_castps256_ps128(dm), _mm256_extractf128_ps::<1>(dm));
             let mut wq = [_mm256_setzero_si256(); GROUP];
             for (c, wq) in wq.iter_mut().enumerate() {
                 // SAFETY: 16 bytes read from a 16-byte array.
@@ -465,19 +461,32 @@ mod avx2 {
                 let xb = &x[r][b];
                 // SAFETY: 32 bytes read from a 32-byte array.
                 let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
+                // d[c] · d_x for the four rows at once (the products the portable kernel
+                // forms one by one), then each broadcast to eight lanes.
+                let dd = _mm_mul_ps(d4, _mm_set1_ps(xb.d));
+                let dd = _mm256_set_m128(dd, dd);
+                let d = [
+                    _mm256_permute_ps::<0x00>(dd),
+                    _mm256_permute_ps::<0x55>(dd),
+                    _mm256_permute_ps::<0xAA>(dd),
+                    _mm256_permute_ps::<0xFF>(dd),
+                ];
                 for c in 0..GROUP {
                     // Unsigned 0..16 × signed -127..=127: pairs within ±4,064.
                     let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[c], xq), ones);
-                    let d = _mm256_set1_ps(dm[c] * xb.d);
-                    acc[r][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r][c]);
-                    summ[r][c] += dm[GROUP + c] * xb.s;
+                    acc[r][c] = _mm256_fmadd_ps(d[c], _mm256_cvtepi32_ps(p), acc[r][c]);
                 }
+                // m[c] · s, then added: no fused multiply-add, as the portable kernel.
+                summ[r] = _mm_add_ps(summ[r], _mm_mul_ps(m4, _mm_set1_ps(xb.s)));
             }
         }
         let mut out = [[0f32; GROUP]; R];
         for r in 0..R {
+            let mut offsets = [0f32; GROUP];
+            // SAFETY: 16 bytes written to a 16-byte array.
+            unsafe { _mm_storeu_ps(offsets.as_mut_ptr(), summ[r]) };
             for c in 0..GROUP {
-                out[r][c] = hsum(acc[r][c]) + summ[r][c];
+                out[r][c] = hsum(acc[r][c]) + offsets[c];
             }
         }
         out
@@ -494,14 +503,8 @@ mod avx2 {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); GROUP]; R];
         for (b, g) in w.iter().enumerate() {
-            let mut dw = [0f32; GROUP];
-            // SAFETY: 8 bytes read from the 8-byte scale array, 16 written to a 16-byte one.
-            unsafe {
-                _mm_storeu_ps(
-                    dw.as_mut_ptr(),
-                    _mm_cvtph_ps(_mm_loadl_epi64(g.d.as_ptr().cast())),
-                )
-            };
+            // SAFETY: 8 bytes read from the 8-byte scale array.
+            let d4 = _mm_cvtph_ps(unsafe { _mm_loadl_epi64(g.d.as_ptr().cast()) });
             let mut wq = [_mm256_setzero_si256(); GROUP];
             let mut wabs = [_mm256_setzero_si256(); GROUP];
             for c in 0..GROUP {
@@ -513,13 +516,20 @@ mod avx2 {
                 let xb = &x[r][b];
                 // SAFETY: 32 bytes read from a 32-byte array.
                 let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
+                let dd = _mm_mul_ps(d4, _mm_set1_ps(xb.d));
+                let dd = _mm256_set_m128(dd, dd);
+                let d = [
+                    _mm256_permute_ps::<0x00>(dd),
+                    _mm256_permute_ps::<0x55>(dd),
+                    _mm256_permute_ps::<0xAA>(dd),
+                    _mm256_permute_ps::<0xFF>(dd),
+                ];
                 for c in 0..GROUP {
                     // |w| ≤ 128 (unsigned) × x·sign(w) within ±127 (activations never
                     // quantize to -128): pairs within ±32,512, below i16 saturation.
                     let xs = _mm256_sign_epi8(xq, wq[c]);
                     let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], xs), ones);
-                    let d = _mm256_set1_ps(dw[c] * xb.d);
-                    acc[r][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r][c]);
+                    acc[r][c] = _mm256_fmadd_ps(d[c], _mm256_cvtepi32_ps(p), acc[r][c]);
                 }
             }
         }
