@@ -81,6 +81,7 @@ async fn main() -> Result<(), BoxError> {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     print_outcome(&outcomes[0], &names);
+    narration.print_phases();
     let digests: Vec<_> = outcomes.iter().map(|o| o.decision.clone()).collect();
     if digests.windows(2).all(|w| w[0] == w[1]) {
         println!("[result] all {n} nodes computed the same result and signed it");
@@ -99,9 +100,7 @@ async fn main() -> Result<(), BoxError> {
         );
         tokio::signal::ctrl_c().await?;
     }
-    for t in narration {
-        t.abort();
-    }
+    narration.stop();
     for node in &nodes {
         node.handle.shutdown().await?;
     }

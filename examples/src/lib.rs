@@ -244,12 +244,61 @@ fn quote(text: &str, max: usize) -> String {
     }
 }
 
+/// The printing tasks of [`narrate`] and the times at which the nodes reached each phase of a
+/// request.
+#[derive(Debug)]
+pub struct Narration {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    phases: Phases,
+}
+
+impl Narration {
+    /// Prints, phase by phase, when the nodes reached it: seconds after the first node accepted
+    /// the request, first and last node.
+    pub fn print_phases(&self) {
+        let Ok(p) = self.phases.lock() else { return };
+        println!("[phases] seconds after the request was accepted (first node .. last node):");
+        for (phase, label) in PHASES {
+            if let Some((first, last, n)) = p.get(phase) {
+                println!(
+                    "  {label:<34} {:>6.2} .. {:>6.2}  ({n} events)",
+                    first.as_secs_f64(),
+                    last.as_secs_f64()
+                );
+            }
+        }
+    }
+
+    /// Stops printing.
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Per phase: first and last time since the request, events.
+type Phases = Arc<std::sync::Mutex<BTreeMap<&'static str, (Duration, Duration, usize)>>>;
+
+/// The phases [`Narration::print_phases`] reports, in protocol order.
+const PHASES: [(&str, &str); 7] = [
+    ("received", "request received"),
+    ("generated", "answer generated"),
+    ("committed", "commitment sent"),
+    ("opened", "commit deadline: reveals open"),
+    ("revealed", "reveal received (by the first node)"),
+    ("completed", "result agreed"),
+    ("submitted", "result written"),
+];
+
 /// Prints, as they happen, the events of every node about its own work (generation, commit)
-/// and, from the first node's point of view, the others' commits and reveals. Returns the
-/// printing tasks (abort them when done).
-pub fn narrate(nodes: &[RunningNode]) -> Vec<tokio::task::JoinHandle<()>> {
+/// and, from the first node's point of view, the others' commits and reveals; keeps the time
+/// of each phase ([`Narration::print_phases`]). Stop it with [`Narration::stop`].
+pub fn narrate(nodes: &[RunningNode]) -> Narration {
     let names = names(nodes);
     let mut tasks = Vec::new();
+    let phases: Phases = Arc::default();
+    let t0: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let first = nodes.first().map(|n| n.handle.node_id());
     for (i, node) in nodes.iter().enumerate() {
         let mut events = node.handle.subscribe();
@@ -258,9 +307,27 @@ pub fn narrate(nodes: &[RunningNode]) -> Vec<tokio::task::JoinHandle<()>> {
         let observer = i == 0;
         // The first node's own reveal is told by the second.
         let watch_first = i == 1;
+        let phases = phases.clone();
+        let t0 = t0.clone();
         tasks.push(tokio::spawn(async move {
             let mut started: BTreeMap<_, Instant> = BTreeMap::new();
             while let Ok(ev) = events.recv().await {
+                let phase = match &ev {
+                    NodeEvent::RequestReceived { .. } => Some("received"),
+                    NodeEvent::Generated { .. } => Some("generated"),
+                    NodeEvent::Committed { .. } => Some("committed"),
+                    NodeEvent::RevealOpened { .. } => Some("opened"),
+                    NodeEvent::RevealSeen { .. } if observer => Some("revealed"),
+                    NodeEvent::Completed { .. } => Some("completed"),
+                    NodeEvent::Submitted { .. } => Some("submitted"),
+                    _ => None,
+                };
+                if let (Some(phase), Ok(mut p)) = (phase, phases.lock()) {
+                    let at = t0.get_or_init(Instant::now).elapsed();
+                    let e = p.entry(phase).or_insert((at, at, 0));
+                    e.1 = at;
+                    e.2 += 1;
+                }
                 match ev {
                     NodeEvent::RequestReceived {
                         request_id,
@@ -325,7 +392,7 @@ pub fn narrate(nodes: &[RunningNode]) -> Vec<tokio::task::JoinHandle<()>> {
             }
         }));
     }
-    tasks
+    Narration { tasks, phases }
 }
 
 /// Prints an outcome: the ball, who is in it and how far from its centre, who was rejected and

@@ -27,6 +27,13 @@
 //! One GGUF file is enough to run a model: the tokenizer is rebuilt from the GGUF vocabulary
 //! ([`tokenizer::tokenizer_from_gguf`]) and the chat template read from its metadata and rendered
 //! with minijinja ([`chat::ChatTemplate`]; ChatML is the fallback when a model has none).
+//!
+//! On the CPU, Q4_1 and Q8_0 weights are multiplied by this crate's own kernels (AVX2 when the
+//! CPU has it, a portable twin with the same bits otherwise), whose rows never depend on the
+//! rows computed beside them: a prompt read in one pass gives decoding's logits bit for bit
+//! ([`llama::LlamaModel::forward_rows`]), and a worker decodes the answers waiting for it
+//! together ([`EngineConfig::batch`], [`llama::LlamaModel::forward_batch`]) without changing
+//! any of them.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(

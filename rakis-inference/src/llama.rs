@@ -16,6 +16,12 @@
 //! decoding computes — the protocol's canonical numerics, which another engine (llama.cpp
 //! decoding token by token) follows too, so that a verifier's logits differ from a generator's
 //! only by the engines' rounding, never by how the prompt was batched (docs/consensus.md).
+//!
+//! The weight products of Q4_1 and Q8_0 models run on this crate's kernels
+//! (`qmatmul`, behind `Projection`s; queries/keys/values and gate/up stacked), whose
+//! rows are independent by construction; the weights sit behind one `Arc` and each clone keeps
+//! its own caches, so several streams (clones) can be decoded in one pass
+//! ([`LlamaModel::forward_batch`]), each row still the stream's own logits bit for bit.
 
 use std::sync::Arc;
 

@@ -16,7 +16,7 @@
 //! * the order of operations of one output is fixed and does not depend on the tile, the number
 //!   of rows or the threads: exact integer sums of four products in eight lanes, one fused
 //!   multiply-add a lane per block, then one fixed sum of the lanes. A row gives the same bits
-//!   alone or among many (what [`LlamaModel::forward_rows`](crate::LlamaModel::forward_rows)
+//!   alone or among many (what [`LlamaModel::forward_rows`](crate::llama::LlamaModel::forward_rows)
 //!   needs), and the AVX2 kernel and the portable one give the same bits on every machine;
 //! * the groups are split over candle's thread pool when the product is large enough to pay
 //!   for it.

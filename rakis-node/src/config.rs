@@ -604,9 +604,12 @@ mdns = false
 model_name = "smollm2"
 {engine_source}
 workers = 1
-# How the weights are computed: "q8_0" (fast), "as_stored", or "f32". Members replay each
-# other's sampling only when they compute alike: the 8-bit formats only on the same kernels,
-# so a committee that mixes engines or CPUs serves "f32" (docs/consensus.md).
+# Answers a worker decodes together (concurrent requests share each step's read of the weights).
+batch = 4
+# How the weights are computed: "q8_0" (the default), "as_stored" (the file's format: for a
+# Q4_1 file half the memory and the fastest to decode), or "f32". Members replay each other's
+# sampling only when they compute alike: the 8-bit formats only on the same kernels, so a
+# committee that mixes engines or CPUs serves "f32" (docs/consensus.md).
 weights = "q8_0"
 
 # The embedding model this node verifies answers with (requests name it in their security

@@ -136,9 +136,7 @@ async fn main() -> Result<(), BoxError> {
         format_ether(user.provider().get_balance(wallet).await?)
     );
 
-    for t in narration {
-        t.abort();
-    }
+    narration.stop();
     for node in &nodes {
         node.handle.shutdown().await?;
     }
