@@ -168,6 +168,9 @@ impl BlockMatrix {
 
     fn matmul_with(&self, x: &[f32], m: usize, kernel: Kernel) -> Vec<f32> {
         assert_eq!(x.len(), m * self.k, "activation rows of another width");
+        if m == 0 {
+            return Vec::new();
+        }
         let kb = self.k / QK;
         let mut acts = vec![ActBlock::default(); m * kb];
         let offset = matches!(self.groups, Groups::Q4_1(_));
@@ -672,6 +675,7 @@ mod tests {
         x[3] = f32::INFINITY;
         assert_eq!(a.matmul(&x, 1).len(), 4);
         assert_eq!(a.matmul(&[0.0; 32], 1), vec![0.0; 4]);
+        assert!(a.matmul(&[], 0).is_empty());
     }
 
     fn bits(v: &[f32]) -> Vec<u32> {
