@@ -143,6 +143,41 @@ pub struct Distribution {
     max: f32,
 }
 
+/// The nucleus order: heavier first, ties by token id (a total order: weights are finite).
+fn heavier_first(a: &(f64, u32), b: &(f64, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Puts the nucleus first in [`heavier_first`] order and returns its size: the shortest prefix
+/// of that order whose weights, summed in that order, reach `need` (all of them if none does).
+///
+/// The same prefix and the same sums as sorting every weight, without sorting them all: the
+/// heaviest `k` are selected (`k` = 64, then four times more while their sum falls short) and
+/// only they are sorted. A nucleus is usually a few dozen tokens of a vocabulary of tens of
+/// thousands.
+fn nucleus_prefix(pairs: &mut [(f64, u32)], need: f64) -> usize {
+    let n = pairs.len();
+    let mut k = n.min(64);
+    while k > 0 {
+        if k < n {
+            pairs.select_nth_unstable_by(k - 1, heavier_first);
+        }
+        pairs[..k].sort_unstable_by(heavier_first);
+        let mut sum = 0.0;
+        for (j, (w, _)) in pairs[..k].iter().enumerate() {
+            sum += w;
+            if sum >= need {
+                return j + 1;
+            }
+        }
+        if k == n {
+            break;
+        }
+        k = n.min(k * 4);
+    }
+    n
+}
+
 impl Distribution {
     /// The distribution `spec` makes of `logits` (non-finite logits count as `-∞`).
     pub fn new(logits: &[f32], spec: SamplerSpec) -> Self {
@@ -182,17 +217,8 @@ impl Distribution {
             .collect();
         let all: f64 = pairs.iter().map(|(w, _)| w).sum();
         if spec.top_p < 1.0 {
-            pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             let need = f64::from(spec.top_p.max(0.0)) * all;
-            let mut sum = 0.0;
-            let mut keep = 0;
-            for (w, _) in &pairs {
-                sum += w;
-                keep += 1;
-                if sum >= need {
-                    break;
-                }
-            }
+            let keep = nucleus_prefix(&mut pairs, need);
             pairs.truncate(keep.max(1));
             pairs.sort_unstable_by_key(|&(_, i)| order.rank(i));
         }
@@ -603,6 +629,35 @@ pub enum SamplingFault {
 
 #[cfg(test)]
 mod tests {
+
+    /// The nucleus found by selection is the one a full sort finds: the same tokens in the
+    /// same order, the same size, for any weights (ties included) and any mass.
+    #[test]
+    fn the_nucleus_by_selection_is_the_nucleus_by_sorting() {
+        use proptest::prelude::*;
+        let weights = proptest::collection::vec((0u8..40, 0u32..5000), 0..700);
+        proptest!(ProptestConfig::with_cases(300), |(ws in weights, p in 0.0f64..1.2)| {
+            // Few distinct weights: many ties, broken by id.
+            let mut pairs: Vec<(f64, u32)> =
+                ws.iter().map(|&(w, i)| ((f64::from(w) + 1.0).powi(3), i)).collect();
+            let all: f64 = pairs.iter().map(|(w, _)| w).sum();
+            let need = p * all;
+            let mut sorted = pairs.clone();
+            sorted.sort_unstable_by(heavier_first);
+            let mut sum = 0.0;
+            let mut keep = 0;
+            for (w, _) in &sorted {
+                sum += w;
+                keep += 1;
+                if sum >= need {
+                    break;
+                }
+            }
+            let got = nucleus_prefix(&mut pairs, need);
+            prop_assert_eq!(got, keep);
+            prop_assert_eq!(&pairs[..got], &sorted[..keep]);
+        });
+    }
     use super::*;
 
     const HOT: SamplerSpec = SamplerSpec {

@@ -577,7 +577,9 @@ impl TextGenerator {
     /// answer is what [`generate_ids`](Self::generate_ids) gives alone — bit for bit in the
     /// block formats, and in f32 as well (the f32 products then run row by row). `done(i, r)`
     /// receives prompt `i`'s answer as soon as it is finished; `cancelled(i)` and each prompt's
-    /// deadline are checked between tokens.
+    /// deadline are checked between tokens. The answers are the same; their times are not:
+    /// every prompt is read before decoding starts and a step of several streams takes longer
+    /// than one, so an answer near its deadline can miss it in a batch where alone it would not.
     pub fn generate_batch(
         &mut self,
         prompts: &[BatchPrompt],
@@ -606,6 +608,10 @@ impl TextGenerator {
                 Ok(d) => active.push(d),
                 Err(e) => done(i, Err(e)),
             }
+        }
+        let decode_start = Instant::now();
+        for d in &mut active {
+            d.decode_start = decode_start;
         }
         while !active.is_empty() {
             let mut tokens = Vec::with_capacity(active.len());
@@ -937,8 +943,16 @@ fn worker(
         };
         take(job, &mut generate, &mut score);
         // Generation jobs already waiting are decoded together with this one (the weights are
-        // read once a step for all of them); replays met on the way run after them.
-        if let Ok(rx) = rx.lock() {
+        // read once a step for all of them). Only if the queue is free: another worker may be
+        // holding it while it waits for a job, and waiting here for that lock would hold this
+        // job until a new one arrives. A replay taken first runs alone (replays have the
+        // reveal window to meet); replays met on the way run before the generation.
+        let rx = if generate.is_empty() {
+            None
+        } else {
+            rx.try_lock().ok()
+        };
+        if let Some(rx) = rx {
             let mut pulled = 1;
             while pulled < 2 * batch {
                 let Ok(job) = rx.try_recv() else { break };
@@ -949,10 +963,10 @@ fn worker(
                 }
             }
         }
-        generate_jobs(index, generator, generate);
         for (job, reply) in score {
             score_job(index, generator, job, reply);
         }
+        generate_jobs(index, generator, generate);
     }
 }
 

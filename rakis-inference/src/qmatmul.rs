@@ -247,8 +247,9 @@ fn quantize_row(x: &[f32], out: &mut [ActBlock], offset: bool) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;
         for (q, v) in o.qs.iter_mut().zip(xs) {
-            // `as` saturates (and maps NaN to 0): no input makes this panic.
-            *q = (v * id).round() as i8;
+            // Within ±127 for every input (a subnormal `d` makes `1 / d` infinite), so that the
+            // kernels' sign trick never meets -128; `as` maps NaN to 0.
+            *q = (v * id).round().clamp(-127.0, 127.0) as i8;
             sum += i32::from(*q);
         }
         o.d = f16::from_f32(d).to_f32();

@@ -427,3 +427,30 @@ async fn one_worker_answers_concurrent_jobs_together_as_alone() {
         assert_eq!(g.finish, a.finish);
     }
 }
+
+/// With two workers, one idle worker waits for jobs holding the queue; a lone job taken by the
+/// other must still be answered (its worker does not wait for the queue to gather more). A
+/// race: before the fix (the batching step waited for the queue's lock), it stalled only when
+/// the idle worker took the lock first — found in review, not reliably reproduced here; this
+/// test is the liveness check that catches it when the race goes that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_job_on_an_engine_of_two_workers_is_answered() {
+    let mut config = EngineConfig::new("smollm2");
+    config.workers = 2;
+    let engine = CandleEngine::load(
+        &ModelSource::local(common::smollm_gguf()),
+        "ignored",
+        config,
+    )
+    .unwrap();
+    for seed in 0..3 {
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            engine.generate(job(seed, 0.0)),
+        )
+        .await
+        .expect("a lone job stalled")
+        .unwrap();
+        assert!(!answer.token_ids.is_empty());
+    }
+}
