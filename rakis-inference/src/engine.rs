@@ -391,12 +391,16 @@ impl TextGenerator {
         deadline_ms: Option<u64>,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<GenerationOutput, InferenceError> {
+        let ids = self.chat_ids(messages)?;
+        self.generate_ids(&ids, sampling, deadline_ms, cancelled)
+    }
+
+    /// Chat messages rendered with the template and encoded (an all-blank chat is refused).
+    fn chat_ids(&self, messages: &[rakis_core::ChatMessage]) -> Result<Vec<u32>, InferenceError> {
         if messages.iter().all(|m| m.content.trim().is_empty()) {
             return Err(InferenceError::InvalidPrompt("empty prompt".into()));
         }
-        let prompt = self.render(messages)?;
-        let ids = self.encode(&prompt)?;
-        self.generate_ids(&ids, sampling, deadline_ms, cancelled)
+        self.encode(&self.render(messages)?)
     }
 
     /// Replays a committer's sampling of `answer` (token ids, without the stop token) after
@@ -525,12 +529,8 @@ impl TextGenerator {
         job: &GenerationJob,
         deadline: bool,
     ) -> Result<BatchPrompt, InferenceError> {
-        if job.messages.iter().all(|m| m.content.trim().is_empty()) {
-            return Err(InferenceError::InvalidPrompt("empty prompt".into()));
-        }
-        let ids = self.encode(&self.render(&job.messages)?)?;
         Ok(BatchPrompt {
-            ids,
+            ids: self.chat_ids(&job.messages)?,
             sampling: SamplingParams {
                 temperature: job.temperature,
                 top_p: job.top_p,
@@ -610,9 +610,6 @@ impl TextGenerator {
             }
         }
         let decode_start = Instant::now();
-        for d in &mut active {
-            d.decode_start = decode_start;
-        }
         while !active.is_empty() {
             let mut tokens = Vec::with_capacity(active.len());
             let mut still = Vec::with_capacity(active.len());
@@ -624,7 +621,7 @@ impl TextGenerator {
                     }
                     Ok(None) => {
                         let index = d.index;
-                        done(index, d.finish(tokenizer));
+                        done(index, d.finish(tokenizer, decode_start));
                     }
                     Err(e) => done(d.index, Err(e)),
                 }
@@ -716,7 +713,6 @@ struct Decoding {
     out: Vec<u32>,
     finish: Option<FinishReason>,
     prompt_secs: f64,
-    decode_start: Instant,
 }
 
 impl Decoding {
@@ -749,7 +745,6 @@ impl Decoding {
             out: Vec::new(),
             finish: None,
             prompt_secs: t0.elapsed().as_secs_f64(),
-            decode_start: Instant::now(),
         })
     }
 
@@ -794,8 +789,12 @@ impl Decoding {
         Ok(Some(next))
     }
 
-    /// The finished answer.
-    fn finish(self, tokenizer: &Tokenizer) -> Result<GenerationOutput, InferenceError> {
+    /// The finished answer (its batch began decoding at `decode_start`).
+    fn finish(
+        self,
+        tokenizer: &Tokenizer,
+        decode_start: Instant,
+    ) -> Result<GenerationOutput, InferenceError> {
         let text = tokenizer
             .decode(&self.out, true)
             .map_err(InferenceError::tokenizers)?;
@@ -806,7 +805,7 @@ impl Decoding {
                 prompt_tokens: self.prompt_tokens,
                 prompt_secs: self.prompt_secs,
                 tokens: self.out.len(),
-                decode_secs: self.decode_start.elapsed().as_secs_f64(),
+                decode_secs: decode_start.elapsed().as_secs_f64(),
             },
             token_ids: self.out,
         })

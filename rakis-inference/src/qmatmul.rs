@@ -364,6 +364,15 @@ mod portable {
     //! of values `4l..4l+4`, as `maddubs` + `madd` produce it.
     use super::{sum_lanes, ActBlock, GroupQ4_1, GroupQ8_0, GROUP};
 
+    /// One block into eight lanes: lane `l` += `d` × the exact sum of `w[p] · x[p]` over
+    /// `p` in `4l..4l+4`, fused as the AVX2 kernels' `fmadd`.
+    fn add_block(lanes: &mut [f32; 8], d: f32, w: &[i32; 32], x: &[i8; 32]) {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            let isum: i32 = (4 * l..4 * l + 4).map(|p| w[p] * i32::from(x[p])).sum();
+            *lane = d.mul_add(isum as f32, *lane);
+        }
+    }
+
     pub(super) fn tile_q4_1<const R: usize>(
         w: &[GroupQ4_1],
         x: [&[ActBlock]; R],
@@ -382,12 +391,7 @@ mod portable {
                 });
                 for r in 0..R {
                     let xb = &x[r][b];
-                    let d = dw * xb.d;
-                    for (l, lane) in lanes[r][c].iter_mut().enumerate() {
-                        let isum: i32 =
-                            (4 * l..4 * l + 4).map(|p| q[p] * i32::from(xb.qs[p])).sum();
-                        *lane = d.mul_add(isum as f32, *lane);
-                    }
+                    add_block(&mut lanes[r][c], dw * xb.d, &q, &xb.qs);
                     summ[r][c] += mw * xb.s;
                 }
             }
@@ -403,15 +407,10 @@ mod portable {
         for (b, g) in w.iter().enumerate() {
             for c in 0..GROUP {
                 let dw = g.d[c].to_f32();
+                let q: [i32; 32] = std::array::from_fn(|p| i32::from(g.qs[c][p]));
                 for r in 0..R {
                     let xb = &x[r][b];
-                    let d = dw * xb.d;
-                    for (l, lane) in lanes[r][c].iter_mut().enumerate() {
-                        let isum: i32 = (4 * l..4 * l + 4)
-                            .map(|p| i32::from(g.qs[c][p]) * i32::from(xb.qs[p]))
-                            .sum();
-                        *lane = d.mul_add(isum as f32, *lane);
-                    }
+                    add_block(&mut lanes[r][c], dw * xb.d, &q, &xb.qs);
                 }
             }
         }
@@ -434,6 +433,34 @@ mod avx2 {
         let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
         _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
+    }
+
+    /// `d[c] · d_x` for the group's four rows at once (the products the portable kernels form
+    /// one by one), each broadcast to eight lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn scale_products(d4: __m128, dx: f32) -> [__m256; GROUP] {
+        let dd = _mm_mul_ps(d4, _mm_set1_ps(dx));
+        let dd = _mm256_set_m128(dd, dd);
+        [
+            _mm256_permute_ps::<0x00>(dd),
+            _mm256_permute_ps::<0x55>(dd),
+            _mm256_permute_ps::<0xAA>(dd),
+            _mm256_permute_ps::<0xFF>(dd),
+        ]
+    }
+
+    /// Every accumulator's fixed lane sum ([`hsum`]).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn lane_sums<const R: usize>(acc: &[[__m256; GROUP]; R]) -> [[f32; GROUP]; R] {
+        let mut out = [[0f32; GROUP]; R];
+        for r in 0..R {
+            for c in 0..GROUP {
+                out[r][c] = hsum(acc[r][c]);
+            }
+        }
+        out
     }
 
     /// # Safety
@@ -465,16 +492,7 @@ mod avx2 {
                 let xb = &x[r][b];
                 // SAFETY: 32 bytes read from a 32-byte array.
                 let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
-                // d[c] · d_x for the four rows at once (the products the portable kernel
-                // forms one by one), then each broadcast to eight lanes.
-                let dd = _mm_mul_ps(d4, _mm_set1_ps(xb.d));
-                let dd = _mm256_set_m128(dd, dd);
-                let d = [
-                    _mm256_permute_ps::<0x00>(dd),
-                    _mm256_permute_ps::<0x55>(dd),
-                    _mm256_permute_ps::<0xAA>(dd),
-                    _mm256_permute_ps::<0xFF>(dd),
-                ];
+                let d = scale_products(d4, xb.d);
                 for c in 0..GROUP {
                     // Unsigned 0..16 × signed -127..=127: pairs within ±4,064.
                     let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[c], xq), ones);
@@ -484,13 +502,13 @@ mod avx2 {
                 summ[r] = _mm_add_ps(summ[r], _mm_mul_ps(m4, _mm_set1_ps(xb.s)));
             }
         }
-        let mut out = [[0f32; GROUP]; R];
+        let mut out = lane_sums(&acc);
         for r in 0..R {
             let mut offsets = [0f32; GROUP];
             // SAFETY: 16 bytes written to a 16-byte array.
             unsafe { _mm_storeu_ps(offsets.as_mut_ptr(), summ[r]) };
             for c in 0..GROUP {
-                out[r][c] = hsum(acc[r][c]) + offsets[c];
+                out[r][c] += offsets[c];
             }
         }
         out
@@ -520,14 +538,7 @@ mod avx2 {
                 let xb = &x[r][b];
                 // SAFETY: 32 bytes read from a 32-byte array.
                 let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
-                let dd = _mm_mul_ps(d4, _mm_set1_ps(xb.d));
-                let dd = _mm256_set_m128(dd, dd);
-                let d = [
-                    _mm256_permute_ps::<0x00>(dd),
-                    _mm256_permute_ps::<0x55>(dd),
-                    _mm256_permute_ps::<0xAA>(dd),
-                    _mm256_permute_ps::<0xFF>(dd),
-                ];
+                let d = scale_products(d4, xb.d);
                 for c in 0..GROUP {
                     // |w| ≤ 128 (unsigned) × x·sign(w) within ±127 (activations never
                     // quantize to -128): pairs within ±32,512, below i16 saturation.
@@ -537,13 +548,7 @@ mod avx2 {
                 }
             }
         }
-        let mut out = [[0f32; GROUP]; R];
-        for r in 0..R {
-            for c in 0..GROUP {
-                out[r][c] = hsum(acc[r][c]);
-            }
-        }
-        out
+        lane_sums(&acc)
     }
 }
 

@@ -15,6 +15,16 @@ fn generator(weights: WeightFormat) -> TextGenerator {
     TextGenerator::load(&common::smollm_gguf(), weights, None, None).unwrap()
 }
 
+/// The engine of the test model, loaded from its local file.
+fn engine(config: EngineConfig) -> CandleEngine {
+    CandleEngine::load(
+        &ModelSource::local(common::smollm_gguf()),
+        "ignored",
+        config,
+    )
+    .unwrap()
+}
+
 fn question() -> Vec<ChatMessage> {
     let fx = common::fixture("smollm2_reference.json");
     vec![ChatMessage::user(fx["question"].as_str().unwrap())]
@@ -154,14 +164,7 @@ async fn the_engine_runs_jobs_on_several_workers_identically() {
     let mut config = EngineConfig::new("smollm2");
     config.workers = 2;
     config.queue_capacity = 2;
-    let engine = Arc::new(
-        CandleEngine::load(
-            &ModelSource::local(common::smollm_gguf()),
-            "ignored",
-            config,
-        )
-        .unwrap(),
-    );
+    let engine = Arc::new(engine(config));
     assert_eq!(engine.workers(), 2);
     let jobs: Vec<_> = (0..4)
         .map(|i| {
@@ -397,14 +400,7 @@ async fn one_worker_answers_concurrent_jobs_together_as_alone() {
     let mut config = EngineConfig::new("smollm2");
     config.workers = 1;
     config.batch = 4;
-    let engine = Arc::new(
-        CandleEngine::load(
-            &ModelSource::local(common::smollm_gguf()),
-            "ignored",
-            config,
-        )
-        .unwrap(),
-    );
+    let engine = Arc::new(engine(config));
     let jobs = |n: u64| -> Vec<GenerationJob> {
         (0..n)
             .map(|i| job(10 + i, if i % 2 == 0 { 0.0 } else { 0.9 }))
@@ -437,12 +433,7 @@ async fn one_worker_answers_concurrent_jobs_together_as_alone() {
 async fn a_lone_job_on_an_engine_of_two_workers_is_answered() {
     let mut config = EngineConfig::new("smollm2");
     config.workers = 2;
-    let engine = CandleEngine::load(
-        &ModelSource::local(common::smollm_gguf()),
-        "ignored",
-        config,
-    )
-    .unwrap();
+    let engine = engine(config);
     for seed in 0..3 {
         let answer = tokio::time::timeout(
             std::time::Duration::from_secs(120),
