@@ -42,15 +42,6 @@ fn bench_embedding(c: &mut Criterion) {
     // default) or one by one.
     g.throughput(Throughput::Elements(all.len() as u64));
     g.bench_function("batch32", |b| b.iter(|| e.embed_sync(&all).unwrap()));
-    // The same batches without sorting across them (each call of 32 pads to its own longest):
-    // what length bucketing saves.
-    g.bench_function("batch32_in_given_order", |b| {
-        b.iter(|| {
-            for chunk in all.chunks(32) {
-                e.embed_sync(chunk).unwrap();
-            }
-        })
-    });
     g.bench_function("batch1", |b| {
         b.iter(|| {
             for s in &all {

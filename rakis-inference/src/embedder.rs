@@ -4,14 +4,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use candle_core::{DType, Device, Tensor, D};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::bert::Config as BertConfig;
 use rakis_core::{BinaryEmbedding, EmbedError, Embedder};
 use serde::{Deserialize, Serialize};
 use tokenizers::{Tokenizer, TruncationParams};
 use tracing::{debug, info};
 
+use crate::bert::BertEncoder;
 use crate::{InferenceError, ModelSource};
 use rakis_core::error::SharedError;
 
@@ -95,15 +95,13 @@ impl EmbedderConfig {
 }
 
 struct Inner {
-    model: BertModel,
+    encoder: BertEncoder,
     tokenizer: Tokenizer,
     pooling: Pooling,
     normalize: bool,
     dead_dims: Vec<usize>,
     dim: usize,
     batch_size: usize,
-    pad_id: u32,
-    device: Device,
 }
 
 /// The default [`Embedder`]: a BERT-family sentence model (all-MiniLM-L6-v2 by default) from
@@ -208,16 +206,13 @@ impl CandleEmbedder {
                 ..Default::default()
             }))
             .map_err(InferenceError::tokenizers)?;
-        // No padding in the tokenizer: `embed_sync` sorts texts by length and pads each batch
-        // to its own longest text.
+        // No padding: the encoder lays a batch's texts end to end.
         tokenizer.with_padding(None);
 
-        let device = Device::Cpu;
-        let tensors = candle_core::safetensors::load(&weights, &device)?;
+        let tensors = candle_core::safetensors::load(&weights, &Device::Cpu)?;
         let dead_dims =
             dead_dimensions(&tensors, bert_cfg.num_hidden_layers, config.dead_dim_ratio)?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model = BertModel::load(vb, &bert_cfg)?;
+        let encoder = BertEncoder::load(&tensors, &bert_cfg)?;
         info!(
             model = %config.model_name,
             dim = bert_cfg.hidden_size,
@@ -230,15 +225,13 @@ impl CandleEmbedder {
         Ok(CandleEmbedder {
             name: config.model_name,
             inner: Arc::new(Inner {
-                model,
+                encoder,
                 tokenizer,
                 pooling,
                 normalize,
                 dead_dims,
                 dim: bert_cfg.hidden_size,
                 batch_size: config.batch_size.max(1),
-                pad_id: bert_cfg.pad_token_id as u32,
-                device,
             }),
         })
     }
@@ -264,51 +257,46 @@ impl CandleEmbedder {
             .to_vec())
     }
 
-    /// Float embeddings on the calling thread, in batches.
+    /// Float embeddings on the calling thread, in batches of
+    /// [`EmbedderConfig::batch_size`] texts. A text's embedding is the same bits alone or in
+    /// any batch (the encoder computes each text's rows independently of the others').
     pub fn embed_sync(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, InferenceError> {
         let inner = &self.inner;
         let enc = inner
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(InferenceError::tokenizers)?;
-        // Length-bucketed batches: texts sorted by token count, each batch padded to its own
-        // longest (as sentence-transformers does), so short texts do not pay for long ones.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| enc[i].len());
-        let mut out = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(inner.batch_size) {
-            let longest = chunk.iter().map(|&i| enc[i].len()).max().unwrap_or(0);
-            let mut ids = Vec::with_capacity(chunk.len() * longest);
-            let mut mask = Vec::with_capacity(chunk.len() * longest);
-            for &i in chunk {
-                let e = &enc[i];
-                ids.extend_from_slice(e.get_ids());
-                mask.extend_from_slice(e.get_attention_mask());
-                let pad = longest - e.len();
-                ids.extend(std::iter::repeat_n(inner.pad_id, pad));
-                mask.extend(std::iter::repeat_n(0u32, pad));
-            }
-            let ids = Tensor::from_vec(ids, (chunk.len(), longest), &inner.device)?;
-            let mask = Tensor::from_vec(mask, (chunk.len(), longest), &inner.device)?;
-            let types = ids.zeros_like()?;
-            let hidden = inner.model.forward(&ids, &types, Some(&mask))?;
-            let pooled = match inner.pooling {
-                Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-                Pooling::Mean => {
-                    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                    let summed = hidden.broadcast_mul(&m)?.sum(1)?;
-                    let counts = m.sum(1)?;
-                    summed.broadcast_div(&counts)?
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in enc.chunks(inner.batch_size) {
+            let ids: Vec<&[u32]> = chunk.iter().map(|e| e.get_ids()).collect();
+            let hidden = inner.encoder.forward(&ids)?;
+            let mut rows = hidden.chunks_exact(inner.dim);
+            for text in &ids {
+                let mut rows = rows.by_ref().take(text.len());
+                let mut pooled = vec![0f32; inner.dim];
+                match inner.pooling {
+                    Pooling::Cls => {
+                        if let Some(first) = rows.next() {
+                            pooled.copy_from_slice(first);
+                        }
+                        rows.for_each(drop);
+                    }
+                    Pooling::Mean => {
+                        for row in rows {
+                            for (p, v) in pooled.iter_mut().zip(row) {
+                                *p += v;
+                            }
+                        }
+                        let count = text.len().max(1) as f32;
+                        pooled.iter_mut().for_each(|p| *p /= count);
+                    }
                 }
-            };
-            let pooled = if inner.normalize {
-                let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
-                pooled.broadcast_div(&norm)?
-            } else {
-                pooled
-            };
-            for (&i, v) in chunk.iter().zip(pooled.to_vec2::<f32>()?) {
-                out[i] = v;
+                if inner.normalize {
+                    // As sentence-transformers' `Normalize`: `v / max(|v|, 1e-12)`.
+                    let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    pooled.iter_mut().for_each(|p| *p /= norm);
+                }
+                out.push(pooled);
             }
         }
         debug!(texts = texts.len(), "embedded");

@@ -66,6 +66,14 @@ pub enum InferenceError {
         /// Context length.
         context: usize,
     },
+    /// A model's weights lack a tensor, hold one of another shape, or describe a model this
+    /// crate cannot run.
+    #[error("model weights: {0}")]
+    Weights(String),
+    /// A text cannot be embedded as given (too long for the model's positions, or a token
+    /// outside its vocabulary).
+    #[error("text to embed: {0}")]
+    InvalidText(String),
     /// The deadline passed.
     #[error("deadline passed")]
     DeadlineExceeded,

@@ -43,11 +43,14 @@
     rustdoc::broken_intra_doc_links
 )]
 
+mod bert;
 pub mod chat;
+mod dense;
 pub mod embedder;
 pub mod engine;
 pub mod error;
 pub mod llama;
+mod pool;
 mod qmatmul;
 pub mod source;
 pub mod tokenizer;

@@ -24,8 +24,6 @@
 // The tile kernels index several arrays (accumulators, scales, rows) by one row and column.
 #![allow(clippy::needless_range_loop)]
 
-use std::sync::Mutex;
-
 use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
 
@@ -181,7 +179,7 @@ impl BlockMatrix {
         // Computed weight row by weight row (`(4 · groups, m)`, each task owning whole
         // groups), transposed at the end.
         let mut out_t = vec![0f32; n_groups * GROUP * m];
-        let threads = threads();
+        let threads = crate::pool::threads();
         let parallel = m * self.n * self.k >= PARALLEL_WORK && threads > 1;
         // Groups a task: a few tasks a thread (the pool's threads take them in turn, so one
         // slow thread does not hold the others).
@@ -200,23 +198,9 @@ impl BlockMatrix {
             };
             product_groups(kernel, w, acts, kb, m, chunk);
         };
-        if parallel {
-            // candle's own pool (the calling thread works too; its threads spin briefly
-            // between products instead of sleeping, as they do between candle's own ops).
-            let chunks: Vec<Mutex<&mut [f32]>> = out_t
-                .chunks_mut(per_task * GROUP * m)
-                .map(Mutex::new)
-                .collect();
-            candle_core::utils::barrier_pool().execute_chunked(chunks.len(), |range| {
-                for t in range {
-                    // Each chunk is taken by one task only: never contended.
-                    let mut chunk = chunks[t].lock().unwrap_or_else(|e| e.into_inner());
-                    task(t, &mut chunk);
-                }
-            });
-        } else {
-            task(0, &mut out_t);
-        }
+        let mut chunks: Vec<(usize, &mut [f32])> =
+            out_t.chunks_mut(per_task * GROUP * m).enumerate().collect();
+        crate::pool::for_each(parallel, &mut chunks, |(t, chunk)| task(*t, chunk));
         if m == 1 {
             out_t.truncate(self.n);
             return out_t;
@@ -229,13 +213,6 @@ impl BlockMatrix {
         }
         out
     }
-}
-
-/// Threads of candle's pool, counted once (candle counts them by reading `/proc/cpuinfo`, which
-/// would cost more than a decoding step's product).
-fn threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| candle_core::utils::get_num_threads().max(1))
 }
 
 /// Quantizes one activation row to 8-bit blocks as GGML's reference does (`d = amax / 127`,
