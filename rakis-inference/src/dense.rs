@@ -28,13 +28,14 @@ pub(crate) const NR: usize = 16;
 /// Activation rows a tile (six rows × two vectors = twelve accumulators of the sixteen `ymm`).
 pub(crate) const MR: usize = 6;
 
-/// Inputs a block: a panel's block (`KC × 16` values, 16 KiB) stays in the first-level cache
-/// while the task's rows stream past it.
-const KC: usize = 256;
+/// Inputs a block: a panel's block (`KC × 16` values, 24 KiB) stays in the first-level cache
+/// while the task's rows stream past it; a BERT-base or MiniLM product of 384 inputs is one
+/// block (no partial sums stored and reloaded).
+const KC: usize = 384;
 
-/// Most rows a task: a task's block of rows (`MC × KC` values, 96 KiB) stays in the
-/// second-level cache while the panels pass.
-const MC: usize = 96;
+/// Most rows a task: a task's block of rows (`MC × KC` values, 72 KiB) and its outputs stay in
+/// the second-level cache while the panels pass.
+const MC: usize = 48;
 
 /// Multiply-adds (rows × outputs × inputs) above which a product is spread over threads.
 const PARALLEL_WORK: usize = 1 << 17;
