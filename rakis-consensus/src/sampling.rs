@@ -113,6 +113,25 @@ impl CanonicalOrder {
         ((r as u64 * self.step) % self.vocab) as u32
     }
 
+    /// Every token, rank by rank (`id(0), id(1), ..`; each the last plus the step, wrapped,
+    /// without a division).
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        let identity = self.inverse == 0;
+        let mut next = 0u64;
+        (0..self.vocab).map(move |r| {
+            if identity {
+                return r as u32;
+            }
+            let id = next;
+            // `next < vocab` and `step < vocab`: one subtraction wraps it.
+            next += self.step;
+            if next >= self.vocab {
+                next -= self.vocab;
+            }
+            id as u32
+        })
+    }
+
     /// The rank of token `id`.
     pub fn rank(&self, id: u32) -> u32 {
         if self.inverse == 0 {
@@ -206,8 +225,9 @@ impl Distribution {
             .filter(|l| l.is_finite())
             .fold(f32::NEG_INFINITY, f32::max);
         let order = CanonicalOrder::new(logits.len());
-        let mut pairs: Vec<(f64, u32)> = (0..logits.len())
-            .map(|r| order.id(r))
+        let mut pairs: Vec<(f64, u32)> = order
+            .ids()
+            .take(logits.len())
             .filter_map(|i| {
                 let l = logits[i as usize];
                 l.is_finite()
@@ -760,12 +780,15 @@ mod tests {
         for v in [1usize, 2, 3, 4, 7, 1000, 49_152, 262_144] {
             let o = CanonicalOrder::new(v);
             let mut seen = vec![false; v];
+            let mut ids = o.ids();
             for r in 0..v {
                 let id = o.id(r);
+                assert_eq!(ids.next(), Some(id), "{v}: rank {r}");
                 assert!(!seen[id as usize], "{v}: {id} twice");
                 seen[id as usize] = true;
                 assert_eq!(o.rank(id) as usize, r);
             }
+            assert_eq!(ids.next(), None);
         }
         // SmolLM2's vocabulary: the digits (ids 32..=41 there) are far apart.
         let o = CanonicalOrder::new(49_152);

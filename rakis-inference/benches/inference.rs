@@ -6,7 +6,8 @@
 //! (`benches/data/sentences.json`, made by `scripts/fixtures/make_sentences.py`) at
 //! batch 1 and 32; a 32-token prompt read in one pass, then 128 greedy single-token decodes
 //! with EOS ignored; and the second check: replaying a 100-token sampled answer beside
-//! generating it (`smollm2_q8_0_second_check`, and `smollm2_f32_second_check` in f32).
+//! generating it and beside reading the same tokens as one prompt
+//! (`smollm2_q8_0_second_check`, and `smollm2_f32_second_check` in f32).
 #![allow(missing_docs, clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -162,6 +163,13 @@ fn bench_scoring(c: &mut Criterion) {
                 g.replay_ids(&prompt, &answer.token_ids, sampling, ending)
                     .unwrap()
             })
+        });
+        // The same tokens read as one prompt (the output layer on the last row only): what
+        // the replay pays beyond the prompt path is the output layer on every answer row and
+        // the canonical sampler at every position.
+        let all: Vec<u32> = prompt.iter().chain(&answer.token_ids).copied().collect();
+        group.bench_function("prompt_of_the_same_tokens", |b| {
+            b.iter(|| g.forward_prompt(&all).unwrap())
         });
         group.finish();
     }

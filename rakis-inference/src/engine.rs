@@ -448,10 +448,27 @@ impl TextGenerator {
                 (_, None) => unreachable!("only position 0 without answer rows"),
             }
         };
+        // Each position's check builds the distribution of its logits over the whole
+        // vocabulary: the positions are spread over the threads, a few at a time (each holds a
+        // copy of its logits).
+        let parallel = crate::pool::threads() > 1;
         let mut replay = Replay::default();
-        for (k, &token) in answer.iter().enumerate() {
-            let u = position_random(&sampling.seed, k as u32);
-            replay.record(k as u32, check(&logits_at(k)?, spec, u, token));
+        for (c, chunk) in answer.chunks(16).enumerate() {
+            let mut positions: Vec<(u32, f64, Vec<f32>, Draw)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, &token)| {
+                    let k = c * 16 + i;
+                    let u = position_random(&sampling.seed, k as u32);
+                    Ok((token, u, logits_at(k)?, Draw::Outside))
+                })
+                .collect::<Result<_, InferenceError>>()?;
+            crate::pool::for_each(parallel, &mut positions, |(token, u, logits, draw)| {
+                *draw = check(logits, spec, *u, *token);
+            });
+            for (i, (_, _, _, draw)) in positions.into_iter().enumerate() {
+                replay.record((c * 16 + i) as u32, draw);
+            }
         }
         replay.end = match ending {
             Ending::Stop => {

@@ -546,7 +546,6 @@ fn attend_causal_cpu(
     shape: LlamaShape,
     head_dim: usize,
 ) -> Result<Tensor> {
-    use rayon::prelude::*;
     let (_, n_head, len, d) = q.dims4()?;
     let (_, n_kv, total, _) = k.dims4()?;
     if d != head_dim || n_head != shape.n_head || n_kv != shape.n_kv_head || total < index_pos + len
@@ -595,7 +594,7 @@ fn attend_causal_cpu(
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
         for s in scores.iter_mut() {
-            *s = (*s - max).exp();
+            *s = crate::dense::exp(*s - max);
             sum += *s;
         }
         for (t, s) in scores.iter().enumerate() {
@@ -606,12 +605,15 @@ fn attend_causal_cpu(
         }
     };
     // Threads only where there is work enough to pay for them (decoding a short context is
-    // a few microseconds of arithmetic).
-    if n_head * len * (index_pos + len) >= PARALLEL_ATTENTION_WORK {
-        out.par_chunks_mut(d).enumerate().for_each(one);
-    } else {
-        out.chunks_mut(d).enumerate().for_each(one);
-    }
+    // a few microseconds of arithmetic); candle's pool, whose threads are awake between the
+    // products. The loops are compiled for the CPU's vectors (the same operations: the same
+    // bits).
+    let parallel = n_head * len * (index_pos + len) >= PARALLEL_ATTENTION_WORK;
+    let kernel = crate::dense::Kernel::detect();
+    let mut rows: Vec<(usize, &mut [f32])> = out.chunks_mut(d).enumerate().collect();
+    crate::pool::for_each(parallel, &mut rows, |(item, o)| {
+        crate::dense::with_kernel(kernel, || one((*item, o)))
+    });
     Tensor::from_vec(out, (1, n_head, len, d), &Device::Cpu)
 }
 
@@ -619,6 +621,7 @@ fn attend_causal_cpu(
 const PARALLEL_ATTENTION_WORK: usize = 4_096;
 
 /// A dot product in eight lanes (vectorised), summed in one fixed order.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let mut chunks_a = a.chunks_exact(8);

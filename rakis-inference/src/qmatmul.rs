@@ -205,14 +205,30 @@ impl BlockMatrix {
             out_t.truncate(self.n);
             return out_t;
         }
-        let mut out = vec![0f32; m * self.n];
-        for (j, col) in out_t.chunks_exact(m).take(self.n).enumerate() {
-            for (i, v) in col.iter().enumerate() {
-                out[i * self.n + j] = *v;
+        transpose(&out_t, m, self.n)
+    }
+}
+
+/// The first `n` columns of `t` (`(≥ n, m)`, column `j` at `j * m`) as rows `(m, n)`, by
+/// blocks of 32 rows × 64 columns: a block's rows are written 256 bytes at a time and its
+/// columns read 128 bytes at a time (column by column, a wide output's rows would be one page
+/// each: a TLB miss a value).
+fn transpose(t: &[f32], m: usize, n: usize) -> Vec<f32> {
+    const ROWS: usize = 32;
+    const COLS: usize = 64;
+    let mut out = vec![0f32; m * n];
+    for i0 in (0..m).step_by(ROWS) {
+        let rows = ROWS.min(m - i0);
+        for j0 in (0..n).step_by(COLS) {
+            for j in j0..(j0 + COLS).min(n) {
+                let col = &t[j * m + i0..][..rows];
+                for (i, v) in col.iter().enumerate() {
+                    out[(i0 + i) * n + j] = *v;
+                }
             }
         }
-        out
     }
+    out
 }
 
 /// Quantizes one activation row to 8-bit blocks as GGML's reference does (`d = amax / 127`,
