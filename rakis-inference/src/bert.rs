@@ -135,6 +135,9 @@ impl BertEncoder {
                 "hidden size {hidden} is not a multiple of {heads} attention heads"
             )));
         }
+        if cfg.type_vocab_size == 0 {
+            return Err(InferenceError::Weights("no token types".into()));
+        }
         let word_name = "embeddings.word_embeddings.weight";
         let prefix = ["".to_string(), "bert.".to_string()]
             .into_iter()
@@ -304,6 +307,9 @@ impl BertEncoder {
 /// head's keys and values packed as its weights): each score and each output one chain of
 /// fused multiply-adds.
 fn attend(kernel: Kernel, rows: &[f32], len: usize, h: usize, d: usize, head: usize) -> Vec<f32> {
+    if len == 0 {
+        return Vec::new();
+    }
     let scale = 1.0 / (d as f32).sqrt();
     let keys = Packed::from_rows(&rows[h + head * d..], 3 * h, len, d);
     let mut scores = vec![0f32; len * len];
@@ -561,6 +567,9 @@ mod tests {
             Err(InferenceError::InvalidText(_))
         ));
         assert!(encoder.forward(&[]).unwrap().is_empty());
+        // A text of no tokens has no rows, beside others or alone.
+        assert!(encoder.forward(&[&[]]).unwrap().is_empty());
+        assert_eq!(encoder.forward(&[&[], &[1, 2], &[]]).unwrap().len(), 2 * 48);
         let mut missing = map.clone();
         missing.remove("encoder.layer.1.output.dense.bias");
         assert!(matches!(

@@ -17,7 +17,8 @@
 //!
 //! The element-wise functions ([`exp`], [`gelu`]) are written once in plain Rust, branch-free;
 //! [`Kernel::Avx2`] runs them compiled with AVX2 and FMA (eight lanes at a time), the portable
-//! kernel runs the same operations one value at a time: same bits.
+//! kernel runs the same operations one value at a time: same bits. The language model's CPU
+//! attention uses the same `exp`.
 
 // The tile kernels index accumulators and rows by one row and column.
 #![allow(clippy::needless_range_loop)]
@@ -29,8 +30,8 @@ pub(crate) const NR: usize = 16;
 pub(crate) const MR: usize = 6;
 
 /// Inputs a block: a panel's block (`KC × 16` values, 24 KiB) stays in the first-level cache
-/// while the task's rows stream past it; a BERT-base or MiniLM product of 384 inputs is one
-/// block (no partial sums stored and reloaded).
+/// while the task's rows stream past it; MiniLM's products of 384 inputs are one block (no
+/// partial sums stored and reloaded).
 const KC: usize = 384;
 
 /// Most rows a task: a task's block of rows (`MC × KC` values, 72 KiB) and its outputs stay in

@@ -1,4 +1,5 @@
-//! `CandleEmbedder`: BERT-family sentence embeddings on candle.
+//! `CandleEmbedder`: BERT-family sentence embeddings (weights read with candle, the encoder's
+//! forward pass on this crate's kernels, then the sentence-transformers pooling).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -105,7 +106,11 @@ struct Inner {
 }
 
 /// The default [`Embedder`]: a BERT-family sentence model (all-MiniLM-L6-v2 by default) from
-/// safetensors. Cheap to clone.
+/// safetensors, on the CPU. Cheap to clone.
+///
+/// Texts are tokenized, laid end to end in batches of [`EmbedderConfig::batch_size`] (no
+/// padding), encoded, pooled and normalized as sentence-transformers does. A text's embedding
+/// does not depend on the texts beside it, nor on the CPU's vector width (AVX2 or not).
 #[derive(Clone)]
 pub struct CandleEmbedder {
     name: String,

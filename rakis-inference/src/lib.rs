@@ -3,7 +3,7 @@
 //! The inference layer of Rakis: the default [`InferenceEngine`](rakis_core::InferenceEngine)
 //! ([`CandleEngine`], quantized GGUF llama-family models) and [`Embedder`](rakis_core::Embedder)
 //! ([`CandleEmbedder`], BERT-family sentence models), on the CPU with candle (`cuda` / `metal`
-//! features for accelerators).
+//! features for the language model on accelerators; the embedder runs on the CPU).
 //!
 //! ```no_run
 //! use rakis_inference::{CandleEmbedder, CandleEngine, EmbedderConfig, EngineConfig, ModelSource};
@@ -34,6 +34,11 @@
 //! ([`llama::LlamaModel::forward_rows`]), and a worker decodes the answers waiting for it
 //! together ([`EngineConfig::batch`], [`llama::LlamaModel::forward_batch`]) without changing
 //! any of them.
+//!
+//! The embedder's BERT encoder is this crate's own forward pass over candle-loaded weights: f32
+//! products in register tiles (AVX2 + FMA, or a portable twin with the same bits), GELU and the
+//! residuals applied as the tiles finish, attention per text over its own rows. A batch's texts
+//! are laid end to end without padding, so a text embeds to the same bits alone or in any batch.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(
