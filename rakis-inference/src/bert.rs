@@ -135,8 +135,17 @@ impl BertEncoder {
                 "hidden size {hidden} is not a multiple of {heads} attention heads"
             )));
         }
-        if cfg.type_vocab_size == 0 {
-            return Err(InferenceError::Weights("no token types".into()));
+        if cfg.type_vocab_size == 0 || cfg.intermediate_size == 0 {
+            return Err(InferenceError::Weights(
+                "no token types or no intermediate width".into(),
+            ));
+        }
+        // RoBERTa-family models load with the same names but count positions from the padding
+        // id: reading them as BERT would embed every text wrongly.
+        if let Some(other) = cfg.model_type.as_deref().filter(|t| *t != "bert") {
+            return Err(InferenceError::Weights(format!(
+                "model type {other:?} (this encoder runs BERT)"
+            )));
         }
         let word_name = "embeddings.word_embeddings.weight";
         let prefix = ["".to_string(), "bert.".to_string()]
@@ -398,7 +407,11 @@ mod tests {
     use candle_transformers::models::bert::BertModel;
 
     fn config(act: &str) -> BertConfig {
-        serde_json::from_value(serde_json::json!({
+        serde_json::from_value(config_json(act)).unwrap()
+    }
+
+    fn config_json(act: &str) -> serde_json::Value {
+        serde_json::json!({
             "vocab_size": 50,
             "hidden_size": 48,
             "num_hidden_layers": 2,
@@ -412,8 +425,7 @@ mod tests {
             "layer_norm_eps": 1e-12,
             "pad_token_id": 0,
             "model_type": "bert"
-        }))
-        .unwrap()
+        })
     }
 
     /// Random weights of `cfg`'s shapes, named as Hugging Face writes them (`prefix` before
@@ -570,6 +582,18 @@ mod tests {
         // A text of no tokens has no rows, beside others or alone.
         assert!(encoder.forward(&[&[]]).unwrap().is_empty());
         assert_eq!(encoder.forward(&[&[], &[1, 2], &[]]).unwrap().len(), 2 * 48);
+        for (field, value) in [
+            ("model_type", serde_json::json!("roberta")),
+            ("intermediate_size", serde_json::json!(0)),
+            ("type_vocab_size", serde_json::json!(0)),
+            ("num_attention_heads", serde_json::json!(5)),
+        ] {
+            let mut json = config_json("gelu");
+            json[field] = value;
+            let bad: BertConfig = serde_json::from_value(json).unwrap();
+            let loaded = BertEncoder::load(&map, &bad);
+            assert!(matches!(loaded, Err(InferenceError::Weights(_))), "{field}");
+        }
         let mut missing = map.clone();
         missing.remove("encoder.layer.1.output.dense.bias");
         assert!(matches!(

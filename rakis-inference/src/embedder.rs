@@ -21,7 +21,7 @@ use rakis_core::error::SharedError;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Pooling {
-    /// Mean over the tokens (attention mask applied).
+    /// Mean over the text's tokens.
     Mean,
     /// The first (`[CLS]`) token.
     Cls,
@@ -146,6 +146,9 @@ fn dead_dimensions(
         format!("encoder.layer.{}.output.LayerNorm.weight", layers - 1),
         format!("encoder.layer.{}.output.LayerNorm.gamma", layers - 1),
     ];
+    if layers == 0 {
+        return Ok(Vec::new());
+    }
     let Some(w) = tensors
         .iter()
         .find(|(k, _)| suffixes.iter().any(|s| k.ends_with(s.as_str())))
@@ -156,7 +159,9 @@ fn dead_dimensions(
     let w: Vec<f32> = w.to_dtype(DType::F32)?.to_vec1()?;
     let mut abs: Vec<f32> = w.iter().map(|x| x.abs()).collect();
     abs.sort_by(f32::total_cmp);
-    let median = abs[abs.len() / 2];
+    let Some(&median) = abs.get(abs.len() / 2) else {
+        return Ok(Vec::new());
+    };
     Ok(w.iter()
         .enumerate()
         .filter(|(_, x)| x.abs() < ratio * median)

@@ -606,8 +606,8 @@ fn attend_causal_cpu(
     };
     // Threads only where there is work enough to pay for them (decoding a short context is
     // a few microseconds of arithmetic); candle's pool, whose threads are awake between the
-    // products. The loops are compiled for the CPU's vectors (the same operations: the same
-    // bits).
+    // products. The rows run inside an AVX2 function where the CPU has it (the compiler may
+    // then vectorise them; the operations, so the bits, are the same).
     let parallel = n_head * len * (index_pos + len) >= PARALLEL_ATTENTION_WORK;
     let kernel = crate::dense::Kernel::detect();
     let mut rows: Vec<(usize, &mut [f32])> = out.chunks_mut(d).enumerate().collect();

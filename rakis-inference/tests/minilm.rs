@@ -32,7 +32,7 @@ fn matches_the_pytorch_reference_vectors_and_bits() {
         .iter()
         .map(|i| i["sentence"].as_str().unwrap().to_string())
         .collect();
-    // Batched (padded) on purpose: the reference was computed one by one.
+    // Batched on purpose (the reference was computed one by one): a batch changes no bit.
     let ours = e.embed_sync(&sentences).unwrap();
     let binary = e.embed_binary_sync(&sentences).unwrap();
     for (i, item) in items.iter().enumerate() {
