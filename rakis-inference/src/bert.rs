@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 
-use crate::dense::{self, Epilogue, Kernel, Linear, Packed};
+use crate::dense::{self, sum_lanes, Epilogue, Kernel, Linear, Packed};
 use crate::InferenceError;
 
 /// A layer norm's scale and shift.
@@ -365,13 +365,6 @@ fn sum(x: &[f32]) -> f32 {
         lanes[l] += v;
     }
     sum_lanes(lanes)
-}
-
-/// The fixed sum of eight lanes: `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`.
-#[inline(always)]
-fn sum_lanes(l: [f32; 8]) -> f32 {
-    let a = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
-    (a[0] + a[2]) + (a[1] + a[3])
 }
 
 /// `(x - mean) / √(var + eps) · weight + bias`, the variance over the row (biased, as

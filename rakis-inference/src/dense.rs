@@ -87,8 +87,32 @@ pub(crate) enum Epilogue<'a> {
     Residual(&'a [f32]),
 }
 
+impl Epilogue<'_> {
+    /// A finished tile row: `+ bias` (a whole panel's, zeros past the outputs), then the
+    /// epilogue; a residual is read at `at`, its first `cols` values.
+    #[inline(always)]
+    fn finish(&self, row: &mut [f32; NR], bias: Option<&[f32]>, at: usize, cols: usize) {
+        if let Some(bias) = bias {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+        match *self {
+            Epilogue::None => {}
+            Epilogue::Gelu => row.iter_mut().for_each(|v| *v = gelu(*v)),
+            Epilogue::GeluTanh => row.iter_mut().for_each(|v| *v = gelu_tanh(*v)),
+            Epilogue::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Epilogue::Residual(res) => {
+                for (v, r) in row.iter_mut().zip(&res[at..][..cols]) {
+                    *v += r;
+                }
+            }
+        }
+    }
+}
+
 /// A matrix `(n, k)` (one row an output) packed in panels of [`NR`] outputs.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Packed {
     n: usize,
     k: usize,
@@ -352,37 +376,8 @@ fn rows_with<T: Tiles>(
                 T::tile(r, &x[i0 * ldx + k0..], ldx, panel, &mut acc);
                 if last {
                     for i in 0..r {
-                        let row = &mut acc[i];
-                        if let Some(bias) = bias {
-                            let bias = &bias[c0..][..NR];
-                            for c in 0..NR {
-                                row[c] += bias[c];
-                            }
-                        }
-                        match epilogue {
-                            Epilogue::None => {}
-                            Epilogue::Gelu => {
-                                for v in row.iter_mut() {
-                                    *v = gelu(*v);
-                                }
-                            }
-                            Epilogue::GeluTanh => {
-                                for v in row.iter_mut() {
-                                    *v = gelu_tanh(*v);
-                                }
-                            }
-                            Epilogue::Relu => {
-                                for v in row.iter_mut() {
-                                    *v = v.max(0.0);
-                                }
-                            }
-                            Epilogue::Residual(res) => {
-                                let res = &res[(i0 + i) * ldo + c0..][..cols];
-                                for (v, r) in row.iter_mut().zip(res) {
-                                    *v += r;
-                                }
-                            }
-                        }
+                        let at = (i0 + i) * ldo + c0;
+                        epilogue.finish(&mut acc[i], bias.map(|b| &b[c0..][..NR]), at, cols);
                     }
                 }
                 for i in 0..r {
@@ -410,6 +405,14 @@ fn store(row: &[f32; NR], to: &mut [f32], cols: usize) {
         Some(to) if cols == NR => *to = *row,
         _ => to[..cols].copy_from_slice(&row[..cols]),
     }
+}
+
+/// The fixed sum of eight lanes: `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))` (the order of the
+/// AVX2 reductions of this crate's kernels).
+#[inline(always)]
+pub(crate) fn sum_lanes(l: [f32; 8]) -> f32 {
+    let a = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+    (a[0] + a[2]) + (a[1] + a[3])
 }
 
 /// `e^x`, within a relative error of two machine epsilons for `x` in `[-87.3, 88.3]` (Cephes' `expf`:

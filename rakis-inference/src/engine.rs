@@ -451,14 +451,15 @@ impl TextGenerator {
         // Each position's check builds the distribution of its logits over the whole
         // vocabulary: the positions are spread over the threads, a few at a time (each holds a
         // copy of its logits).
+        const AT_ONCE: usize = 16;
         let parallel = crate::pool::threads() > 1;
         let mut replay = Replay::default();
-        for (c, chunk) in answer.chunks(16).enumerate() {
+        for (c, chunk) in answer.chunks(AT_ONCE).enumerate() {
             let mut positions: Vec<(u32, f64, Vec<f32>, Draw)> = chunk
                 .iter()
                 .enumerate()
                 .map(|(i, &token)| {
-                    let k = c * 16 + i;
+                    let k = c * AT_ONCE + i;
                     let u = position_random(&sampling.seed, k as u32);
                     Ok((token, u, logits_at(k)?, Draw::Outside))
                 })
@@ -467,7 +468,7 @@ impl TextGenerator {
                 *draw = check(logits, spec, *u, *token);
             });
             for (i, (_, _, _, draw)) in positions.into_iter().enumerate() {
-                replay.record((c * 16 + i) as u32, draw);
+                replay.record((c * AT_ONCE + i) as u32, draw);
             }
         }
         replay.end = match ending {

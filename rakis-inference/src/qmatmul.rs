@@ -345,17 +345,11 @@ fn put<const R: usize>(
     R
 }
 
-/// The fixed sum of eight lanes: `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`, as the AVX2
-/// reduction computes it.
-fn sum_lanes(l: [f32; 8]) -> f32 {
-    let a = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
-    (a[0] + a[2]) + (a[1] + a[3])
-}
-
 mod portable {
     //! The kernels in plain Rust: lane `l` of a block is the exact integer sum of the products
     //! of values `4l..4l+4`, as `maddubs` + `madd` produce it.
-    use super::{sum_lanes, ActBlock, GroupQ4_1, GroupQ8_0, GROUP};
+    use super::{ActBlock, GroupQ4_1, GroupQ8_0, GROUP};
+    use crate::dense::sum_lanes;
 
     /// One block into eight lanes: lane `l` += `d` × the exact sum of `w[p] · x[p]` over
     /// `p` in `4l..4l+4`, fused as the AVX2 kernels' `fmadd`.
@@ -419,7 +413,7 @@ mod avx2 {
     use super::{ActBlock, GroupQ4_1, GroupQ8_0, GROUP};
     use std::arch::x86_64::*;
 
-    /// `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`, as `super::sum_lanes`.
+    /// `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`, as `crate::dense::sum_lanes`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn hsum(v: __m256) -> f32 {
